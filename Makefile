@@ -1,0 +1,40 @@
+# `make demo` and `make test` set themselves up: they create .venv and install the project once
+# (again only when pyproject.toml changes).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all install test test-fast demo bench serve flows-test clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m ivr.demo
+
+bench: $(STAMP)
+	$(BIN)/ivr bench --out bench/results.json
+
+serve: $(STAMP)
+	$(BIN)/ivr serve --insecure-dev
+
+flows-test: $(STAMP)
+	$(BIN)/ivr flows validate && $(BIN)/ivr flows test
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

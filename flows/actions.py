@@ -1,0 +1,71 @@
+"""What the flow engine asks the call session to do. The session turns these into audio and carrier commands.
+
+The set is deliberately small; the session must handle every one of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ListenMode = Literal["voice", "dtmf", "both"]
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Speak `text`. `prompt_id` is set only for fixed prompts (no placeholders) the TTS cache can pre-render."""
+
+    text: str
+    prompt_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """The input the engine expects next.
+
+    pci=True: keypad only; the session must not transcribe, record or log audio until the next Listen.
+    """
+
+    mode: ListenMode
+    slot: str | None = None
+    max_digits: int | None = None
+    finish_on: str = "#"
+    pci: bool = False
+    timeout_s: float = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """Hand the call to a person. `reason` is plain words for the agent; `trigger` is the metrics label."""
+
+    reason: str
+    trigger: str
+    intent_guess: str | None = None
+    confidence: float | None = None
+    queue: str = "general"
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCallback:
+    """A callback has been offered to the caller (a backend was too slow or failed).
+
+    The engine asks the caller itself; when they accept it sets ``ctx.flags["callback_requested"]`` to the
+    reason and ends with ``Hangup("callback requested")``. The session may record the offer.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetFlag:
+    """Informational: the engine has set ``ctx.flags[name] = value`` (already applied)."""
+
+    name: str
+    value: Any
+
+
+Action = Say | Listen | Escalate | OfferCallback | Hangup | SetFlag

@@ -1,0 +1,835 @@
+"""Runs a flow for one call: caller input in, actions out.
+
+The engine holds no per-call state of its own (one engine serves every call on a flow): the position in the
+flow lives in ``ctx.flags["flow_state"]``, everything the caller gave in ``ctx`` (slots, turns, customer).
+`start` and `handle` are async generators so the session can speak a holding line while the backend lookup
+that follows it is still running.
+
+PCI: while a `pci: true` collect step is waiting, caller input is never sent to the NLU, never logged, and the
+turn and slot hold only a mask. Only the last four digits are kept (`<slot>_last4`), and only when the step
+asks for them, because the card-block backend needs them; they are never spoken.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Literal, Protocol
+
+from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say
+from flows.context import CallContext, Customer, Turn
+from flows.gateway import BackendBadResponse, BackendError, BackendGateway, BackendTimeout
+from flows.schema import (
+    BranchStep, CollectStep, Condition, ConfirmStep, EndStep, EscalateStep, Flow, IntentStep, LookupStep,
+    MenuOption, MenuStep, SayStep, Template,
+)
+
+STATE_KEY = "flow_state"
+_MAX_HOPS = 100  # steps entered without caller input: a loop in the flow graph, not a real call
+
+
+@dataclass(frozen=True)
+class CallerInput:
+    kind: Literal["speech", "dtmf", "silence"]
+    text: str = ""
+    digits: str = ""
+    asr_confidence: float | None = None
+
+
+class Nlu(Protocol):
+    """What the engine needs from language understanding. Either method may be sync or async."""
+
+    def classify(self, text: str) -> Any:  # IntentResult-like: .intent, .confidence, .alternatives
+        ...
+
+    def yes_no(self, text: str) -> bool | None:
+        ...
+
+
+@dataclass(frozen=True)
+class Understanding:
+    intent: str
+    confidence: float
+    ranked: tuple[tuple[str, float], ...]  # best first, top intent included
+
+
+@dataclass
+class FlowState:
+    """Where one call is in the flow. Lives in ctx.flags so it survives as long as the call."""
+
+    flow: str
+    step: str | None = None
+    waiting: Literal["input", "confirm_value", "clarify", "callback"] | None = None
+    done: bool = False
+    no_input: int = 0
+    no_match: int = 0
+    pending_value: dict[str, Any] | None = None  # collected, awaiting confirmation (pci: count and last4 only)
+    clarify: dict[str, Any] | None = None
+    callback_reason: str | None = None
+    callback_trigger: str | None = None
+    lookups: dict[str, Any] = field(default_factory=dict)
+    last_lookup: Any = None
+    pending_resolution: str | None = None
+    goto: tuple[str, tuple[str, Understanding | None] | None] | None = None
+    understood: bool = True
+
+
+_NUMBER_WORDS = {
+    "zero": 0, "oh": 0, "o": 0, "nought": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+    "seven": 7, "eight": 8, "nine": 9,
+}
+_TEENS = {
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+         "ninety": 90}
+_KEY_WORDS = {**{k: str(v) for k, v in _NUMBER_WORDS.items() if k not in ("oh", "o", "nought")},
+              "star": "*", "hash": "#", "pound": "#"}
+
+
+def spoken_digits(text: str) -> str:
+    """Digits in a spoken or transcribed number: "one two three, double four" -> "12344", "1 2 3" -> "123"."""
+    out: list[str] = []
+    repeat = 1
+    for word in re.findall(r"[a-z]+|\d+", text.lower()):
+        if word.isdigit():
+            out.append(word * repeat if repeat > 1 and len(word) == 1 else word)
+            repeat = 1
+        elif word in _NUMBER_WORDS:
+            out.append(str(_NUMBER_WORDS[word]) * repeat)
+            repeat = 1
+        elif word in ("double", "triple"):
+            repeat = 2 if word == "double" else 3
+    return "".join(out)
+
+
+def spoken_alnum(text: str) -> str:
+    """An id like "A1001" from "a one zero zero one" or "A-1001": a single letter counts only before a digit."""
+    tokens = re.findall(r"[a-z]+|\d+", text.lower())
+    out: list[str] = []
+    for i, word in enumerate(tokens):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if len(word) == 1 and word.isalpha() and word not in ("o",) and (nxt.isdigit() or nxt in _NUMBER_WORDS):
+            out.append(word.upper())
+        elif word.isdigit() or word in _NUMBER_WORDS or word in ("double", "triple"):
+            out.append(spoken_digits(word) if not word.isdigit() else word)
+    # "double"/"triple" need the next token: redo digit runs with spoken_digits for those
+    if any(w in ("double", "triple") for w in tokens):
+        letters = "".join(ch for ch in "".join(out) if ch.isalpha())
+        return letters + spoken_digits(text)
+    return "".join(out)
+
+
+def spoken_number(text: str) -> str | None:
+    """An amount: "20", "$20.50", "twenty five", "one hundred and fifty" -> "20", "20.50", "25", "150"."""
+    m = re.search(r"\d+(?:\.\d{1,2})?", text.replace(",", ""))
+    if m:
+        return m.group(0)
+    total, current, seen = 0, 0, False
+    for word in re.findall(r"[a-z]+", text.lower()):
+        if word in _NUMBER_WORDS and word not in ("oh", "o"):
+            current += _NUMBER_WORDS[word]
+        elif word in _TEENS:
+            current += _TEENS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        elif word == "hundred":
+            current = max(current, 1) * 100
+        elif word == "thousand":
+            total += max(current, 1) * 1000
+            current = 0
+        elif word == "and" and seen:
+            continue
+        else:
+            if seen:
+                break
+            continue
+        seen = True
+    return str(total + current) if seen else None
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w']+", " ", text.lower()).split())
+
+
+def customer_view(customer: Customer | None) -> dict[str, Any]:
+    if customer is None:
+        return {"known": False, "has_order_in_transit": False, "orders": [], "tickets": []}
+    view = {name: getattr(customer, name) for name in Customer.__slots__}  # type: ignore[attr-defined]
+    view["known"] = True
+    view["first_name"] = (customer.name or "").split(" ")[0]
+    view["has_order_in_transit"] = any(o.get("status") == "in_transit" for o in customer.orders if isinstance(o, dict))
+    view["order_count"] = len(customer.orders)
+    return view
+
+
+def current_order(customer: Customer | None) -> dict[str, Any] | None:
+    """The order a caller most likely means: one in transit, else the first on record."""
+    if customer is None or not customer.orders:
+        return None
+    orders = [o for o in customer.orders if isinstance(o, dict)]
+    return next((o for o in orders if o.get("status") == "in_transit"), orders[0] if orders else None)
+
+
+def customer_from(result: dict[str, Any], caller: str | None) -> Customer:
+    if not result.get("customer_id"):
+        raise ValueError("customer record without customer_id")
+
+    def as_list(value: Any) -> list[Any]:
+        return list(value) if isinstance(value, list) else []
+
+    try:
+        ltv = float(result.get("lifetime_value") or 0.0)
+    except (TypeError, ValueError):
+        ltv = 0.0
+    return Customer(
+        customer_id=str(result["customer_id"]),
+        name=str(result.get("name") or ""),
+        phone_e164=result.get("phone_e164") or caller,
+        email=result.get("email"),
+        lifetime_value=ltv,
+        tier=str(result.get("tier") or "standard"),
+        preferred_channel=str(result.get("preferred_channel") or "voice"),
+        orders=[o for o in as_list(result.get("orders")) if isinstance(o, dict)],
+        tickets=as_list(result.get("tickets")),
+    )
+
+
+class FlowEngine:
+    def __init__(
+        self,
+        flow: Flow,
+        nlu: Nlu,
+        gateway: BackendGateway,
+        *,
+        answer_threshold: float,
+        log: logging.Logger | None = None,
+    ) -> None:
+        if not 0.0 < answer_threshold <= 1.0:
+            raise ValueError(f"answer_threshold must be in (0, 1], got {answer_threshold}")
+        self.flow = flow
+        self.nlu = nlu
+        self.gateway = gateway
+        self.answer_threshold = answer_threshold
+        self.log = log or logging.getLogger(__name__)
+
+    @property
+    def industry(self) -> str:
+        return self.flow.industry
+
+    # ------------------------------------------------------------ public
+
+    def state(self, ctx: CallContext) -> FlowState:
+        st = ctx.flags.get(STATE_KEY)
+        if not isinstance(st, FlowState) or st.flow != self.flow.name:
+            st = FlowState(flow=self.flow.name)
+            ctx.flags[STATE_KEY] = st
+        return st
+
+    async def start(self, ctx: CallContext) -> AsyncIterator[Action]:
+        """Greeting, customer lookup and first question. Calling it again restarts the flow (same ctx)."""
+        st = FlowState(flow=self.flow.name)
+        ctx.flags[STATE_KEY] = st
+        ctx.industry = self.flow.industry
+        self.log.info("call %s: flow %s v%s starts", ctx.call_sid, self.flow.name, self.flow.version)
+        async for action in self._enter(ctx, st, self.flow.start, None):
+            yield action
+
+    async def handle(self, ctx: CallContext, inp: CallerInput) -> AsyncIterator[Action]:
+        """One caller input (speech, keypad or silence): record the turn, act on it, yield what to do."""
+        st = self.state(ctx)
+        if st.done or st.step is None:
+            self.log.warning("call %s: input after the flow ended (%s); ignored", ctx.call_sid, inp.kind)
+            return
+        step = self.flow.steps[st.step]
+        pci = isinstance(step, CollectStep) and step.pci and st.waiting in ("input", "confirm_value")
+        turn: Turn | None = None
+        if inp.kind != "silence":
+            st.no_input = 0
+            turn = Turn(index=len(ctx.turns), channel="dtmf" if inp.kind == "dtmf" else "voice",
+                        text=self._turn_text(inp, pci))
+            ctx.turns.append(turn)
+        understanding: Understanding | None = None
+        if inp.kind == "speech" and not pci and inp.text.strip():
+            understanding = await self._classify(inp.text)
+            if turn is not None:
+                turn.intent, turn.confidence = understanding.intent, understanding.confidence
+
+        pending_before = st.pending_resolution
+        st.understood = True
+        escalated = False
+        async for action in self._dispatch(ctx, st, step, inp, understanding, pci):
+            if isinstance(action, Say) and turn is not None:
+                turn.reply = f"{turn.reply} {action.text}".strip()
+            escalated = escalated or isinstance(action, Escalate)
+            yield action
+        # A resolution is confirmed by the caller carrying on without objecting; never by silence.
+        if pending_before and inp.kind != "silence" and st.understood and not escalated:
+            self._resolve(ctx, f"caller continued after '{pending_before}'")
+            if st.pending_resolution == pending_before:
+                st.pending_resolution = None
+
+    # ------------------------------------------------------------ helpers
+
+    def _turn_text(self, inp: CallerInput, pci: bool) -> str:
+        if pci:
+            if inp.kind == "dtmf":
+                n = sum(ch.isdigit() for ch in inp.digits)
+                return f"[keypad entry withheld: {n} digits]"
+            return "[speech not used: keypad only]"
+        return inp.text if inp.kind == "speech" else inp.digits
+
+    async def _classify(self, text: str) -> Understanding:
+        res = self.nlu.classify(text)
+        if inspect.isawaitable(res):
+            res = await res
+        intent = getattr(res, "intent", None) if not isinstance(res, dict) else res.get("intent")
+        conf = getattr(res, "confidence", None) if not isinstance(res, dict) else res.get("confidence")
+        alts = getattr(res, "alternatives", None) if not isinstance(res, dict) else res.get("alternatives")
+        ranked: list[tuple[str, float]] = [(str(intent), float(conf or 0.0))]
+        for alt in alts or []:
+            if isinstance(alt, (tuple, list)) and len(alt) >= 2:
+                name, score = alt[0], alt[1]
+            elif isinstance(alt, dict):
+                name, score = alt.get("intent"), alt.get("confidence", 0.0)
+            else:
+                name, score = getattr(alt, "intent", None), getattr(alt, "confidence", 0.0)
+            if name and name != intent:
+                ranked.append((str(name), float(score or 0.0)))
+        ranked.sort(key=lambda kv: kv[1], reverse=True)
+        return Understanding(str(intent), float(conf or 0.0), tuple(ranked))
+
+    async def _yes_no(self, inp: CallerInput) -> bool | None:
+        if inp.kind == "dtmf":
+            key = inp.digits.strip("#*")
+            return True if key == "1" else False if key == "2" else None
+        if inp.kind != "speech" or not inp.text.strip():
+            return None
+        res = self.nlu.yes_no(inp.text)
+        if inspect.isawaitable(res):
+            res = await res
+        return res
+
+    def _namespace(self, ctx: CallContext, st: FlowState, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        ns: dict[str, Any] = dict(st.lookups)
+        ns.update(ctx.slots)
+        ns.update(
+            customer=customer_view(ctx.customer), order=current_order(ctx.customer), lookup=st.last_lookup,
+            slots=dict(ctx.slots), caller=ctx.caller, flow={"name": self.flow.name, "industry": self.flow.industry},
+        )
+        ns.update(extra or {})
+        return ns
+
+    def _render(self, ctx: CallContext, st: FlowState, source: str, extra: dict[str, Any] | None = None) -> str:
+        missing: list[str] = []
+        text = Template(source).render(self._namespace(ctx, st, extra), missing)
+        if missing:
+            self.log.warning("call %s: step %s: no value for %s", ctx.call_sid, st.step, ", ".join(missing))
+        return text
+
+    def _say(self, ctx: CallContext, st: FlowState, prompt: str | None = None, text: str | None = None,
+             extra: dict[str, Any] | None = None) -> Say | None:
+        if prompt:
+            source = self.flow.prompt_text(prompt)
+            if Template(source).is_fixed:
+                return Say(source, prompt_id=prompt)
+            return Say(self._render(ctx, st, source, extra))
+        if text:
+            return Say(self._render(ctx, st, text, extra))
+        return None
+
+    def _condition(self, ctx: CallContext, st: FlowState, source: str) -> bool:
+        return Condition(source).evaluate(self._namespace(ctx, st))
+
+    def _visible(self, ctx: CallContext, st: FlowState, step: MenuStep) -> list[MenuOption]:
+        return [o for o in step.options if o.when is None or self._condition(ctx, st, o.when)]
+
+    def _resolve(self, ctx: CallContext, why: str) -> None:
+        if not ctx.resolved:
+            self.log.info("call %s: resolved (%s)", ctx.call_sid, why)
+        ctx.resolved = True
+
+    def _escalate(self, ctx: CallContext, st: FlowState, reason: str, trigger: str,
+                  guess: str | None = None, confidence: float | None = None, queue: str | None = None) -> Escalate:
+        st.done, st.waiting, st.pending_resolution = True, None, None
+        self.log.info("call %s: escalating at %s: %s (%s)", ctx.call_sid, st.step, reason, trigger)
+        return Escalate(reason=reason, trigger=trigger, intent_guess=guess, confidence=confidence,
+                        queue=queue or self.flow.queue)
+
+    def _hangup(self, ctx: CallContext, st: FlowState, reason: str) -> Hangup:
+        st.done, st.waiting = True, None
+        self.log.info("call %s: flow ends at %s: %s", ctx.call_sid, st.step, reason)
+        return Hangup(reason)
+
+    # ------------------------------------------------------------ asking
+
+    async def _ask(self, ctx: CallContext, st: FlowState, step: Any) -> AsyncIterator[Action]:
+        """(Re)ask whatever the call is waiting for."""
+        if st.waiting == "callback":
+            yield Say(self.flow.prompt_text("_callback_question"), prompt_id="_callback_question")
+            yield Listen("both", max_digits=1, finish_on="")
+            return
+        if st.waiting == "clarify" and st.clarify:
+            first, *rest = [self.flow.intent_label(i) for i in st.clarify["guesses"]]
+            pid = "_clarify" if rest else "_clarify_one"
+            say = self._say(ctx, st, prompt=pid, extra={"first": first, "second": rest[0] if rest else ""})
+            assert say is not None
+            yield say
+            yield Listen("voice", timeout_s=getattr(step, "timeout_s", 8.0))
+            return
+        if st.waiting == "confirm_value" and isinstance(step, CollectStep) and st.pending_value:
+            pv = st.pending_value
+            if step.pci:
+                say = self._say(ctx, st, prompt=step.confirm_prompt or "_confirm_count", extra={"count": pv["count"]})
+            else:
+                readback = " ".join(pv["value"]) if step.value in ("digits", "alnum") else pv["value"]
+                say = self._say(ctx, st, prompt=step.confirm_prompt or "_confirm_value", extra={"value": readback})
+            assert say is not None
+            yield say
+            yield Listen("dtmf" if step.pci else "both", max_digits=1, finish_on="", pci=step.pci)
+            return
+        say = self._say(ctx, st, getattr(step, "prompt", None), getattr(step, "text", None))
+        if say is not None:
+            yield say
+        if isinstance(step, MenuStep):
+            for opt in self._visible(ctx, st, step):
+                line = self._say(ctx, st, opt.prompt, opt.text)
+                if line is not None:
+                    yield line
+            yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
+        elif isinstance(step, IntentStep):
+            yield Listen("voice", timeout_s=step.timeout_s)
+        elif isinstance(step, CollectStep):
+            yield Listen(step.mode, slot=step.slot, max_digits=step.max_digits, finish_on=step.finish_on,
+                         pci=step.pci, timeout_s=step.timeout_s)
+        elif isinstance(step, ConfirmStep):
+            yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
+
+    async def _no_input(self, ctx: CallContext, st: FlowState, step: Any) -> AsyncIterator[Action]:
+        st.no_input += 1
+        policy = self.flow.no_input
+        if st.no_input <= policy.reprompts:
+            yield Say(self.flow.prompt_text("_no_input"), prompt_id="_no_input")
+            async for action in self._ask(ctx, st, step):
+                yield action
+            return
+        if policy.then == "escalate":
+            yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
+            yield self._escalate(ctx, st, f"no answer from the caller after {st.no_input} prompts", "no_input")
+        else:
+            st.pending_resolution = None  # silence never confirms anything
+            yield Say(self.flow.prompt_text("_no_input_goodbye"), prompt_id="_no_input_goodbye")
+            yield self._hangup(ctx, st, "no input")
+
+    async def _no_match(self, ctx: CallContext, st: FlowState, step: Any, prompt: str = "_no_match",
+                        guess: Understanding | None = None) -> AsyncIterator[Action]:
+        st.understood = False
+        st.no_match += 1
+        if st.no_match > self.flow.max_no_match:
+            yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
+            yield self._escalate(
+                ctx, st, f"could not understand the caller after {st.no_match} attempts", "no_match",
+                guess.intent if guess else None, guess.confidence if guess else None,
+            )
+            return
+        say = self._say(ctx, st, prompt=prompt)
+        if say is not None:
+            yield say
+        async for action in self._ask(ctx, st, step):
+            yield action
+
+    # ------------------------------------------------------------ input
+
+    async def _dispatch(self, ctx: CallContext, st: FlowState, step: Any, inp: CallerInput,
+                        und: Understanding | None, pci: bool) -> AsyncIterator[Action]:
+        st.goto = None
+        if inp.kind == "silence":
+            async for a in self._no_input(ctx, st, step):
+                yield a
+            return
+        if (und is not None and und.intent == "speak_to_agent" and und.confidence >= self.answer_threshold
+                and not await self._answers_question(st, step, inp)):
+            yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
+            yield self._escalate(ctx, st, "caller asked for a person", "caller_request", und.intent, und.confidence)
+            return
+        if st.waiting == "callback":
+            handler = self._on_callback_answer(ctx, st, step, inp)
+        elif st.waiting == "clarify" and isinstance(step, IntentStep):
+            handler = self._on_clarify_answer(ctx, st, step, inp, und)
+        elif st.waiting == "confirm_value" and isinstance(step, CollectStep):
+            handler = self._on_value_confirmation(ctx, st, step, inp, pci)
+        elif isinstance(step, MenuStep):
+            handler = self._on_menu(ctx, st, step, inp, und)
+        elif isinstance(step, IntentStep):
+            handler = self._on_intent_input(ctx, st, step, inp, und)
+        elif isinstance(step, CollectStep):
+            handler = self._on_collect(ctx, st, step, inp, pci)
+        elif isinstance(step, ConfirmStep):
+            handler = self._on_confirm(ctx, st, step, inp)
+        else:
+            self.log.error("call %s: input while at non-interactive step %s", ctx.call_sid, st.step)
+            return
+        async for a in handler:
+            yield a
+        if st.goto is not None:
+            target, utterance = st.goto
+            st.goto = None
+            async for a in self._enter(ctx, st, target, utterance):
+                yield a
+
+    async def _answers_question(self, st: FlowState, step: Any, inp: CallerInput) -> bool:
+        """A plain answer to what was asked ("B two zero zero one", "yes") is never a request for a person,
+        whatever the intent model makes of it."""
+        if st.waiting in ("confirm_value", "callback") or (st.waiting == "input" and isinstance(step, ConfirmStep)):
+            # "no, get me a person" is a request; a short "yes that's right" is an answer.
+            short = inp.kind == "dtmf" or len(_words(inp.text).split()) <= 3
+            return short and await self._yes_no(inp) is not None
+        if st.waiting == "input" and isinstance(step, CollectStep):
+            value = self._collected_value(step, inp)
+            return value is not None and self._valid(step, value)
+        return False
+
+    def _goodbye(self, und: Understanding | None) -> bool:
+        return und is not None and und.intent == "goodbye" and und.confidence >= self.answer_threshold
+
+    async def _say_goodbye(self, ctx: CallContext, st: FlowState) -> AsyncIterator[Action]:
+        if st.pending_resolution:
+            self._resolve(ctx, "caller said goodbye after a resolution")
+        yield Say(self.flow.prompt_text("_goodbye"), prompt_id="_goodbye")
+        yield self._hangup(ctx, st, "caller said goodbye")
+
+    def _match_option(self, options: list[MenuOption], text: str, und: Understanding | None) -> MenuOption | None:
+        if und is not None and und.confidence >= self.answer_threshold:
+            for opt in options:
+                if und.intent in opt.intents:
+                    return opt
+        words = f" {_words(text)} "
+        for opt in options:
+            for phrase in opt.phrases:
+                if f" {_words(phrase)} " in words:
+                    return opt
+        # "one", "option two", "press 3": a spoken key, only in a short answer ("I have 2 orders" is not a key)
+        tokens = words.split()
+        if len(tokens) <= 3:
+            keys = [_KEY_WORDS.get(t, t) for t in tokens if t in _KEY_WORDS or re.fullmatch(r"\d", t)]
+            if len(keys) == 1:
+                return next((o for o in options if o.key == keys[0]), None)
+        return None
+
+    async def _on_menu(self, ctx: CallContext, st: FlowState, step: MenuStep, inp: CallerInput,
+                       und: Understanding | None) -> AsyncIterator[Action]:
+        options = self._visible(ctx, st, step)
+        chosen: MenuOption | None = None
+        if inp.kind == "dtmf":
+            key = inp.digits.rstrip("#")[:1] if inp.digits not in ("#", "*") else inp.digits
+            chosen = next((o for o in options if o.key == key), None)
+        elif inp.text.strip():
+            chosen = self._match_option(options, inp.text, und)
+            if chosen is None and self._goodbye(und):
+                async for a in self._say_goodbye(ctx, st):
+                    yield a
+                return
+            if chosen is None and step.otherwise:
+                st.goto = (step.otherwise, (inp.text, und))
+                return
+        if chosen is None:
+            async for a in self._no_match(ctx, st, step, guess=und):
+                yield a
+            return
+        st.goto = (chosen.next, None)
+
+    async def _on_intent_input(self, ctx: CallContext, st: FlowState, step: IntentStep, inp: CallerInput,
+                               und: Understanding | None) -> AsyncIterator[Action]:
+        if inp.kind != "speech" or und is None:
+            async for a in self._no_match(ctx, st, step):
+                yield a
+            return
+        async for a in self._route(ctx, st, step, inp.text, und):
+            yield a
+
+    async def _route(self, ctx: CallContext, st: FlowState, step: IntentStep, text: str,
+                     und: Understanding) -> AsyncIterator[Action]:
+        """Act on a classified utterance at an intent step: route, or clarify once when unsure."""
+        if und.confidence >= self.answer_threshold:
+            if und.intent in step.routes:
+                st.goto = (step.routes[und.intent], None)
+            elif und.intent == "goodbye":
+                async for a in self._say_goodbye(ctx, st):
+                    yield a
+            elif step.otherwise:
+                st.goto = (step.otherwise, (text, und))
+            else:
+                yield Say(self.flow.prompt_text("_not_handled"), prompt_id="_not_handled")
+                yield self._escalate(
+                    ctx, st, f"caller wants {self.flow.intent_label(und.intent)}, which this line does not handle",
+                    "unhandled_intent", und.intent, und.confidence,
+                )
+            return
+        guesses = [intent for intent, _ in und.ranked[:2]]
+        ctx.clarifications += 1
+        st.clarify = {"guesses": guesses, "confidence": und.confidence}
+        st.waiting = "clarify"
+        self.log.info("call %s: clarifying between %s (confidence %.2f)", ctx.call_sid, guesses, und.confidence)
+        async for a in self._ask(ctx, st, step):
+            yield a
+
+    async def _on_clarify_answer(self, ctx: CallContext, st: FlowState, step: IntentStep, inp: CallerInput,
+                                 und: Understanding | None) -> AsyncIterator[Action]:
+        clarify = st.clarify or {"guesses": [], "confidence": None}
+        guesses: list[str] = clarify["guesses"]
+        choice: str | None = None
+        if und is not None and und.confidence >= self.answer_threshold and (
+            und.intent in step.routes or und.intent in guesses
+        ):
+            choice = und.intent
+        elif inp.kind == "dtmf" and inp.digits.strip("#") in ("1", "2"):
+            idx = int(inp.digits.strip("#")) - 1
+            choice = guesses[idx] if idx < len(guesses) else None
+        elif inp.kind == "speech":
+            choice = await self._pick_guess(inp, guesses)
+        if choice is not None and (choice in step.routes or step.otherwise or choice == "goodbye"):
+            st.clarify, st.waiting = None, "input"
+            picked = Understanding(choice, 1.0, ((choice, 1.0),))
+            async for a in self._route(ctx, st, step, inp.text, picked):
+                yield a
+            return
+        guess = guesses[0] if guesses else None
+        if und is not None and und.intent in guesses:
+            guess = und.intent
+        yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
+        yield self._escalate(ctx, st, "low confidence after clarification", "low_confidence", guess,
+                             clarify["confidence"])
+
+    async def _pick_guess(self, inp: CallerInput, guesses: list[str]) -> str | None:
+        """'the first one', 'the delivery problem', or yes to a single guess."""
+        words = set(_words(inp.text).split())
+        if guesses and words & {"first", "former"}:
+            return guesses[0]
+        if len(guesses) > 1 and words & {"second", "latter", "last"}:
+            return guesses[1]
+        stop = {"a", "an", "the", "with", "your", "my", "or", "of", "to", "and", "about", "it", "is"}
+        hits = []
+        for intent in guesses:
+            label = set(_words(self.flow.intent_label(intent)).split()) | set(intent.split("_"))
+            hits.append(len({w for w in label - stop if len(w) > 2} & words))
+        if hits and max(hits) > 0 and hits.count(max(hits)) == 1:
+            return guesses[hits.index(max(hits))]
+        if len(guesses) == 1 and await self._yes_no(inp) is True:
+            return guesses[0]
+        return None
+
+    def _collected_value(self, step: CollectStep, inp: CallerInput) -> str | None:
+        if inp.kind == "dtmf":
+            if step.mode == "voice":
+                return None
+            raw = inp.digits
+            if step.finish_on and raw.endswith(step.finish_on):
+                raw = raw[: -len(step.finish_on)]
+            return raw if raw else None
+        if step.mode == "dtmf":
+            return None
+        if step.value == "digits":
+            return spoken_digits(inp.text) or None
+        if step.value == "alnum":
+            return spoken_alnum(inp.text) or None
+        if step.value == "number":
+            return spoken_number(inp.text)
+        return inp.text.strip() or None
+
+    def _valid(self, step: CollectStep, value: str) -> bool:
+        if step.value == "digits" and not value.isdigit():
+            return False
+        if step.value == "alnum" and not value.isalnum():
+            return False
+        if step.max_digits is not None and step.value == "digits" and len(value) > step.max_digits:
+            return False
+        return step.pattern is None or re.fullmatch(step.pattern, value) is not None
+
+    async def _on_collect(self, ctx: CallContext, st: FlowState, step: CollectStep, inp: CallerInput,
+                          pci: bool) -> AsyncIterator[Action]:
+        if pci and inp.kind != "dtmf":
+            async for a in self._no_match(ctx, st, step, prompt="_keypad_only"):
+                yield a
+            return
+        value = self._collected_value(step, inp)
+        if value is None or not self._valid(step, value):
+            if pci:
+                self.log.info("call %s: %s: keypad entry rejected", ctx.call_sid, st.step)
+            async for a in self._no_match(ctx, st, step, prompt=step.invalid_prompt or "_invalid_value"):
+                yield a
+            return
+        pending = {"count": len(value), "last4": value[-4:]} if pci else {"value": value}
+        if not step.confirm:
+            self._commit(ctx, step, pending)
+            st.goto = (step.next, None)
+            return
+        st.pending_value, st.waiting = pending, "confirm_value"
+        async for a in self._ask(ctx, st, step):
+            yield a
+
+    def _commit(self, ctx: CallContext, step: CollectStep, pending: dict[str, Any]) -> None:
+        if step.pci:
+            ctx.slots[step.slot] = f"[withheld: {pending['count']} digits]"
+            if step.keep_last4:
+                ctx.slots[f"{step.slot}_last4"] = pending["last4"]
+        else:
+            ctx.slots[step.slot] = pending["value"]
+
+    async def _on_value_confirmation(self, ctx: CallContext, st: FlowState, step: CollectStep, inp: CallerInput,
+                                     pci: bool) -> AsyncIterator[Action]:
+        if pci and inp.kind != "dtmf":
+            async for a in self._no_match(ctx, st, step, prompt="_keypad_only"):
+                yield a
+            return
+        answer = await self._yes_no(inp)
+        if answer is None:
+            async for a in self._no_match(ctx, st, step):
+                yield a
+            return
+        pending, st.pending_value = st.pending_value, None
+        if answer and pending is not None:
+            self._commit(ctx, step, pending)
+            st.goto = (step.next, None)
+            return
+        st.waiting = "input"
+        st.no_match += 1
+        if st.no_match > self.flow.max_no_match:
+            yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
+            yield self._escalate(ctx, st, f"could not capture {step.slot} after {st.no_match} attempts", "no_match")
+            return
+        async for a in self._ask(ctx, st, step):
+            yield a
+
+    async def _on_confirm(self, ctx: CallContext, st: FlowState, step: ConfirmStep,
+                          inp: CallerInput) -> AsyncIterator[Action]:
+        answer = await self._yes_no(inp)
+        if answer is None:
+            async for a in self._no_match(ctx, st, step):
+                yield a
+            return
+        if answer and step.resolves_on_yes:
+            self._resolve(ctx, f"caller confirmed at '{st.step}'")
+        st.goto = (step.on_yes if answer else step.on_no, None)
+
+    async def _on_callback_answer(self, ctx: CallContext, st: FlowState, step: Any,
+                                  inp: CallerInput) -> AsyncIterator[Action]:
+        answer = await self._yes_no(inp)
+        if answer is None:
+            async for a in self._no_match(ctx, st, step):
+                yield a
+            return
+        reason = st.callback_reason or "backend problem"
+        if answer:
+            ctx.flags["callback_requested"] = reason
+            yield Say(self.flow.prompt_text("_callback_confirmed"), prompt_id="_callback_confirmed")
+            yield self._hangup(ctx, st, "callback requested")
+            return
+        yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
+        yield self._escalate(ctx, st, f"{reason}; the caller declined a callback",
+                             st.callback_trigger or "backend_error")
+
+    # ------------------------------------------------------------ stepping
+
+    async def _enter(self, ctx: CallContext, st: FlowState, sid: str,
+                     utterance: tuple[str, Understanding | None] | None) -> AsyncIterator[Action]:
+        """Run steps from `sid` until one needs caller input or the flow ends."""
+        for _ in range(_MAX_HOPS):
+            step = self.flow.steps[sid]
+            st.step, st.waiting, st.goto = sid, None, None
+            st.no_match = st.no_input = 0
+            st.clarify = st.pending_value = None
+            if step.resolves:
+                st.pending_resolution = sid
+            self.log.debug("call %s: step %s (%s)", ctx.call_sid, sid, step.kind)
+
+            if isinstance(step, SayStep):
+                say = self._say(ctx, st, step.prompt, step.text)
+                if say is not None:
+                    yield say
+                sid, utterance = step.next, None
+                continue
+            if isinstance(step, BranchStep):
+                sid = next((c.next for c in step.cases if self._condition(ctx, st, c.when)), step.otherwise)
+                continue
+            if isinstance(step, LookupStep):
+                target = None
+                async for a in self._lookup(ctx, st, step):
+                    if isinstance(a, str):
+                        target = a
+                    else:
+                        yield a
+                if target is None:
+                    return  # waiting on the callback question
+                sid, utterance = target, None
+                continue
+            if isinstance(step, EscalateStep):
+                yield self._say(ctx, st, step.prompt, step.text) or Say(self.flow.prompt_text("_agent"), "_agent")
+                yield self._escalate(ctx, st, step.reason, "flow", queue=step.queue)
+                return
+            if isinstance(step, EndStep):
+                say = self._say(ctx, st, step.prompt, step.text)
+                if say is not None:
+                    yield say
+                if st.pending_resolution:
+                    self._resolve(ctx, f"flow completed after '{st.pending_resolution}'")
+                    st.pending_resolution = None
+                yield self._hangup(ctx, st, step.reason)
+                return
+            st.waiting = "input"
+            if isinstance(step, IntentStep) and utterance is not None and utterance[1] is not None:
+                async for a in self._route(ctx, st, step, utterance[0], utterance[1]):
+                    yield a
+                if st.goto is None:
+                    return
+                (sid, utterance), st.goto = st.goto, None
+                continue
+            async for a in self._ask(ctx, st, step):
+                yield a
+            return
+        self.log.error("call %s: flow %s loops without caller input at %s", ctx.call_sid, self.flow.name, sid)
+        yield self._escalate(ctx, st, "the flow looped without asking the caller anything", "flow_error")
+
+    async def _lookup(self, ctx: CallContext, st: FlowState, step: LookupStep) -> AsyncIterator[Action | str]:
+        """Yields actions, then the id of the next step (a str), or nothing more when a callback is offered."""
+        hold = self._say(ctx, st, step.hold_prompt, step.hold_text)
+        if hold is not None:
+            yield hold
+        params = {k: self._render(ctx, st, v) for k, v in step.params.items()}
+        name = f"{step.backend}.{step.operation}"
+        try:
+            result = await self.gateway.call(step.backend, step.operation, params, call_sid=ctx.call_sid)
+            if not isinstance(result, dict):
+                raise BackendBadResponse(step.backend, step.operation, f"expected an object, got {type(result).__name__}")
+            missing = [k for k in step.expects if result.get(k) in (None, "")]
+            if missing:
+                raise BackendBadResponse(step.backend, step.operation, f"result lacks {', '.join(missing)}")
+            if step.sets_customer:
+                try:
+                    ctx.customer = customer_from(result, ctx.caller)
+                except ValueError as exc:
+                    raise BackendBadResponse(step.backend, step.operation, str(exc)) from None
+        except BackendError as exc:
+            ctx.backend_failures += 1
+            timeout = isinstance(exc, BackendTimeout)
+            reason = f"{name} timed out" if timeout else f"{name} failed ({exc.kind})"
+            ctx.flags["last_backend_error"] = reason
+            self.log.warning("call %s: step %s: %s: %s", ctx.call_sid, st.step, reason, exc)
+            target = step.on_timeout if timeout else step.on_error
+            if target:
+                yield target
+                return
+            yield Say(self.flow.prompt_text("_backend_holding" if timeout else "_backend_error"),
+                      prompt_id="_backend_holding" if timeout else "_backend_error")
+            yield OfferCallback(reason)
+            st.callback_reason = reason
+            st.callback_trigger = "backend_timeout" if timeout else "backend_error"
+            st.waiting = "callback"
+            async for a in self._ask(ctx, st, step):
+                yield a
+            return
+        if step.save_as:
+            st.lookups[step.save_as] = result
+        st.last_lookup = result
+        yield step.next

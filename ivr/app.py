@@ -1,0 +1,158 @@
+"""The aiohttp application: Twilio webhook and media WebSocket, health, metrics, records API, agent desk."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import WSMsgType, web
+
+from ivr.auth import require_token
+from ivr.services import Services
+from ivr.session import CallSession
+from ivr.storage import CallNotFound
+from telephony.twiml import connect_stream_twiml, is_valid_signature, stream_token, stream_url
+
+log = logging.getLogger("ivr.app")
+
+SERVICES = web.AppKey("services", Services)
+DRAINING = web.AppKey("draining", asyncio.Event)
+
+
+class WebSocketTransport:
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send_text(self, text: str) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(text)
+
+    async def close(self, code: int, message: str) -> None:
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=message.encode()[:120])
+
+
+def build_app(services: Services) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SERVICES] = services
+    app[DRAINING] = asyncio.Event()
+    app.router.add_post("/twilio/voice", voice_webhook)
+    app.router.add_get("/twilio/media", media_stream)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/calls/{call_sid}", get_call)
+    if services.desk is not None:
+        app.router.add_routes(services.desk.routes())
+    if services.callbacks is not None:
+        app.router.add_routes(services.callbacks.routes())
+    app.on_shutdown.append(_close_live_calls)
+    return app
+
+
+async def voice_webhook(request: web.Request) -> web.Response:
+    """Twilio's voice webhook: check the signature, answer `<Connect><Stream>` with the call's parameters."""
+    services = request.app[SERVICES]
+    settings = services.settings
+    form = await request.post()
+    params = {k: str(v) for k, v in form.items()}
+    token = settings.twilio_auth_token
+    if token:
+        # Behind a TLS-terminating proxy request.url is not what Twilio signed: rebuild it from the public URL.
+        url = settings.public_url.rstrip("/") + request.path_qs
+        if not is_valid_signature(token, url, params, request.headers.get("X-Twilio-Signature", "")):
+            services.metrics.errors.labels("bad_signature").inc()
+            log.warning("voice webhook with a bad signature for call %s", params.get("CallSid", "-"))
+            raise web.HTTPForbidden(text="invalid Twilio signature")
+    elif not settings.insecure_dev:
+        raise web.HTTPForbidden(text="no Twilio auth token configured")
+    if request.app[DRAINING].is_set():
+        services.metrics.errors.labels("refused_draining").inc()
+    call_sid = params.get("CallSid", "")
+    stream_params = {
+        key: params[key]
+        for key in ("CallSid", "From", "To", "Caller", "Called", "Direction", "FromCountry", "CallerCountry")
+        if key in params
+    }
+    if token and call_sid:
+        stream_params["token"] = stream_token(token, call_sid)
+    twiml = connect_stream_twiml(stream_url(settings.public_url), stream_params)
+    return web.Response(text=twiml, content_type="application/xml")
+
+
+async def media_stream(request: web.Request) -> web.WebSocketResponse:
+    services = request.app[SERVICES]
+    ws = web.WebSocketResponse(max_msg_size=services.settings.max_message_bytes, heartbeat=15.0)
+    await ws.prepare(request)
+    session = CallSession(services, WebSocketTransport(ws))
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await session.on_message(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await session.on_message(msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                exc = ws.exception()
+                kind = "message_too_big" if "too big" in str(exc).lower() else "socket_error"
+                session.error(kind, f"WebSocket error: {exc}")
+                await session.close(kind, outcome="error")
+            if session.ended.is_set():
+                break
+        if not session.ended.is_set():
+            if ws.close_code == 1009:
+                session.error("message_too_big", f"message over {services.settings.max_message_bytes} bytes")
+                await session.close("message_too_big", outcome="error")
+            else:
+                # Closed without `stop` (a dropped tunnel, a half-closed socket): the caller is gone.
+                await session.close("socket_closed")
+    except asyncio.CancelledError:
+        await asyncio.shield(session.close("server_shutdown"))
+        raise
+    finally:
+        if not session.ended.is_set():
+            await session.close("socket_closed")
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if request.app[DRAINING].is_set():
+        return web.json_response({"status": "draining", "active_calls": len(services.sessions)}, status=503)
+    return web.json_response({"status": "ok", "active_calls": len(services.sessions)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = services.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def get_call(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    require_token(request, services.settings.api_token)
+    try:
+        record = await services.db.get_call(request.match_info["call_sid"])
+    except CallNotFound:
+        raise web.HTTPNotFound(text="no such call") from None
+    return web.json_response(record)
+
+
+async def drain(app: web.Application, deadline_s: float) -> int:
+    """SIGTERM: refuse new work (/healthz 503), let live calls finish up to the deadline, then end them."""
+    services = app[SERVICES]
+    app[DRAINING].set()
+    services.metrics.draining.set(1)
+    log.info("draining: %d live calls, deadline %.0f s", len(services.sessions), deadline_s)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while services.sessions and loop.time() < end:
+        await asyncio.sleep(0.1)
+    remaining = len(services.sessions)
+    await _close_live_calls(app)
+    return remaining
+
+
+async def _close_live_calls(app: web.Application) -> None:
+    services = app[SERVICES]
+    sessions = list(services.sessions.values())
+    if sessions:
+        await asyncio.gather(*(s.close("server_shutdown") for s in sessions), return_exceptions=True)
+

@@ -1,0 +1,234 @@
+"""`ivr`: serve, place a simulated call, test flows, benchmark, report, erase a customer's data."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ivr.config import Settings
+
+log = logging.getLogger("ivr")
+
+
+class _CallIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "call_sid"):
+            record.call_sid = "-"
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_CallIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(call_sid)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ivr", description=__doc__)
+    parser.add_argument("--config", help="YAML configuration file (IVR_* variables override it)")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the telephony server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--insecure-dev", action="store_true", help="allow running without a Twilio auth token")
+
+    call = sub.add_parser("call", help="place a simulated Twilio call against a running server")
+    call.add_argument("--url", default="http://127.0.0.1:8080", help="server base URL (webhook) or ws:// stream URL")
+    call.add_argument("--from", dest="from_number", default="+14155550100")
+    call.add_argument("--auth-token", help="sign the webhook request like Twilio (default: IVR_TWILIO_AUTH_TOKEN)")
+    call.add_argument("--say", action=_Ordered, dest="steps", help="speak this text (Piper voice)")
+    call.add_argument("--wav", action=_Ordered, dest="steps", help="play this recording (wav/flac)")
+    call.add_argument("--dtmf", action=_Ordered, dest="steps", help="press these keys, e.g. 12345#")
+    call.add_argument("--pause", action=_Ordered, dest="steps", help="stay quiet for N seconds")
+    call.add_argument("--record", help="write what the caller heard to this WAV file")
+
+    flows = sub.add_parser("flows", help="validate and test flows")
+    flows_sub = flows.add_subparsers(dest="flows_command", required=True)
+    validate = flows_sub.add_parser("validate", help="check flow files against the schema")
+    validate.add_argument("paths", nargs="*", help="flow YAML files (default: the shipped flows)")
+    ftest = flows_sub.add_parser("test", help="replay scripted conversations at text level")
+    ftest.add_argument("paths", nargs="*", help="conversation test YAML files (default: the shipped ones)")
+
+    bench = sub.add_parser("bench", help="latency benchmark with simulated callers on loopback")
+    bench.add_argument("--out", default="bench/results.json")
+    bench.add_argument("--max-callers", type=int, default=20)
+    bench.add_argument("--quick", action="store_true")
+
+    report = sub.add_parser("report", help="first response, containment, escalations, cost per resolution")
+    report.add_argument("--json", action="store_true")
+    report.add_argument("--export-retraining", help="write the unclear-intent transcripts to this JSONL file")
+
+    erase = sub.add_parser("erase", help="GDPR erasure of one customer's calls, transcripts and records")
+    erase.add_argument("--customer", required=True)
+    erase.add_argument("--actor", default="cli")
+
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command == "flows":
+        from flows import cli as flows_cli
+
+        paths = args.paths or None
+        if args.flows_command == "validate":
+            return flows_cli.validate_main(paths or [str(p) for p in flows_cli.shipped_flow_paths()])
+        return flows_cli.test_main(paths or [])
+
+    overrides: dict[str, Any] = {}
+    if args.command == "serve":
+        if args.host:
+            overrides["host"] = args.host
+        if args.port:
+            overrides["port"] = args.port
+        if args.insecure_dev:
+            overrides["insecure_dev"] = True
+    settings = Settings.load(args.config, **overrides)
+
+    if args.command == "serve":
+        if not settings.twilio_auth_token and not settings.insecure_dev:
+            print(
+                "refusing to start: IVR_TWILIO_AUTH_TOKEN is not set, so Twilio webhook signatures cannot be "
+                "checked. Set it, or pass --insecure-dev for local development only.",
+                file=sys.stderr,
+            )
+            return 2
+        return asyncio.run(serve(settings))
+    if args.command == "call":
+        return asyncio.run(place_call(args, settings))
+    if args.command == "bench":
+        from ivr.bench import run_bench
+
+        return asyncio.run(run_bench(settings, out=Path(args.out), max_callers=args.max_callers, quick=args.quick))
+    if args.command == "report":
+        return run_report(settings, as_json=args.json, export=args.export_retraining)
+    if args.command == "erase":
+        return run_erase(settings, args.customer, args.actor)
+    return 2
+
+
+class _Ordered(argparse.Action):
+    """Keeps --say/--wav/--dtmf/--pause in the order given: they are a script."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        steps = getattr(namespace, self.dest, None) or []
+        steps.append((option_string.lstrip("-") if option_string else "", values))
+        setattr(namespace, self.dest, steps)
+
+
+async def build_server(settings: Settings, **kwargs: Any):  # -> (web.Application, Services)
+    from ivr.app import build_app
+    from ivr.services import build_all
+
+    services = await build_all(settings, **kwargs)
+    return build_app(services), services
+
+
+async def serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from ivr.app import drain
+
+    app, services = await build_server(settings)
+    closed = await services.db.close_open_calls("process_restart")
+    if closed:
+        log.warning("closed %d calls left open by a previous process", closed)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("listening on %s:%d (public URL %s)", settings.host, settings.port, settings.public_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    remaining = await drain(app, settings.drain_deadline_s)
+    if remaining:
+        log.warning("drain deadline passed: ended %d live calls", remaining)
+    await runner.cleanup()
+    await services.close()
+    log.info("stopped; every call record is closed")
+    return 0
+
+
+async def place_call(args: argparse.Namespace, settings: Settings) -> int:
+    from audio.files import read_audio, to_phone, write_wav
+    from audio import mulaw
+    from telephony.simcaller import SimulatedCaller, fetch_twiml, steps_from_args
+
+    url = args.url
+    params: dict[str, str] = {}
+    if url.startswith("http"):
+        import secrets
+
+        call_sid = "CA" + secrets.token_hex(16)
+        webhook = url.rstrip("/") + "/twilio/voice"
+        form = {"CallSid": call_sid, "From": args.from_number, "To": "+15550001111", "AccountSid": settings.twilio_account_sid}
+        ws_url, params = await fetch_twiml(webhook, form, args.auth_token or settings.twilio_auth_token)
+        print(f"webhook answered TwiML: stream {ws_url} with parameters {sorted(params)}")
+    else:
+        ws_url, call_sid = url, None
+    synth = None
+    if any(kind == "say" for kind, _ in args.steps or []):
+        from models.tts import Synthesizer
+
+        synthesizer = Synthesizer(settings.tts)
+        synth = synthesizer.synthesize_phone
+    caller = SimulatedCaller(
+        ws_url,
+        call_sid=params.get("CallSid") or call_sid,
+        from_number=args.from_number,
+        custom_parameters=params,
+        synthesize=synth,
+        log=print,
+    )
+    steps = steps_from_args(args.steps or [], load_wav=lambda p: to_phone(read_audio(p, 16000), 16000))
+    result = await caller.run(steps)
+    print()
+    print("timeline")
+    result.print_timeline()
+    if args.record:
+        write_wav(args.record, mulaw.decode(result.received), 8000)
+        print(f"recorded what the caller heard to {args.record}")
+    return 0
+
+
+def run_report(settings: Settings, *, as_json: bool, export: str | None) -> int:
+    from ivr.report import build_report, export_retraining_dataset
+    from ivr.storage import Storage
+
+    storage = Storage(settings.resolved_database_url())
+    storage.create_all()
+    report = build_report(storage, settings.costs, unclear_intent_threshold=settings.escalation.unclear_intent_weekly_threshold)
+    data = report.__dict__ if hasattr(report, "__dict__") else dict(report)
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        for key, value in data.items():
+            print(f"{key:28} {value}")
+    if export:
+        n = export_retraining_dataset(storage, Path(export))
+        print(f"wrote {n} transcripts to {export}")
+    return 0
+
+
+def run_erase(settings: Settings, customer_id: str, actor: str) -> int:
+    from ivr.storage import Storage
+
+    storage = Storage(settings.resolved_database_url())
+    storage.create_all()
+    counts = storage.erase_customer(customer_id, actor=actor)
+    print(json.dumps({"customer": customer_id, "erased": counts}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

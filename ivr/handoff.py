@@ -1,0 +1,161 @@
+"""What the agent sees when a call is handed over: a versioned payload, published as JSON Schema.
+
+The schema lives in docs/handoff.schema.json (regenerate with ``python -m ivr.handoff``); a test
+keeps it equal to `handoff_json_schema()`. Bump `SCHEMA_VERSION` on any incompatible change.
+
+Card digits never reach the payload: the flow engine masks PCI slots in the turns already, and
+`scrub_card_numbers` masks anything that still looks like a card number (defence in depth).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.context import CallContext
+
+from ivr.escalation import EscalationDecision, topic_intent
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "handoff.schema.json"
+CARD_MASK = "[card number removed]"
+
+# A spoken or typed digit: ASR writes card numbers as digits or as words ("four one one one ...").
+_DIGIT_WORDS = {
+    "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+}  # fmt: skip
+_TOKEN = re.compile(r"\d|[A-Za-z]+")
+_SEPARATOR = re.compile(r"[\s.,\-]*")
+# A plain run of 12+ digits, or 13+ digits written with separators (phone numbers are shorter).
+_PLAIN_MIN, _SEPARATED_MIN = 12, 13
+
+
+def scrub_card_numbers(text: str) -> str:
+    """Masks runs of 12+ digits, or 13+ digits (or digit words) split by spaces, dashes or dots."""
+    spans: list[tuple[int, int]] = []
+    run: list[re.Match[str]] = []
+
+    def close() -> None:
+        if run:
+            digits = len(run)
+            separated = any(run[i].end() != run[i + 1].start() for i in range(len(run) - 1))
+            if digits >= (_SEPARATED_MIN if separated else _PLAIN_MIN):
+                spans.append((run[0].start(), run[-1].end()))
+        run.clear()
+
+    for m in _TOKEN.finditer(text):
+        is_digit = m.group().isdigit() or m.group().lower() in _DIGIT_WORDS
+        if not is_digit:
+            close()
+            continue
+        if run and not _SEPARATOR.fullmatch(text, run[-1].end(), m.start()):
+            close()
+        run.append(m)
+    close()
+    for start, end in reversed(spans):
+        text = text[:start] + CARD_MASK + text[end:]
+    return text
+
+
+class IssueRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    date: str = Field(description="when the issue was raised (ISO date)")
+    type: str = Field(description="issue type, e.g. late_delivery, billing_dispute")
+    resolved: bool
+
+
+class GoodwillOfferPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="what the agent may offer, in words")
+    expires_at: datetime = Field(description="the offer is void after this time")
+
+
+class Handoff(BaseModel):
+    """Everything an agent needs so the caller never repeats themselves."""
+
+    model_config = ConfigDict(extra="forbid", title="IVR escalation handoff")
+
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    call_sid: str
+    customer_id: str | None = Field(description="null when the caller was not identified")
+    lifetime_value: float | None = Field(ge=0)
+    customer_tier: str | None
+    issue_history: list[IssueRecord]
+    sentiment_trend: list[float] = Field(description="per-turn sentiment, -1 (negative) .. 1, oldest first")
+    intent_guess: str | None = Field(description="the caller's most recent topic as the AI understood it")
+    confidence: float | None = Field(ge=0, le=1, description="intent confidence of the latest turn with an intent")
+    last_3_messages: list[str] = Field(max_length=3, description="the caller's last messages, card numbers masked")
+    reason: str = Field(description="why the AI escalated, in plain words")
+    trigger: str
+    preferred_channel: str
+    region: str
+    transcript_url: str
+    queue: str
+    priority: int = Field(description="higher is served first")
+    goodwill_offer: GoodwillOfferPayload | None
+    created_at: datetime
+
+
+def _issue_history(ctx: CallContext) -> list[IssueRecord]:
+    tickets = ctx.customer.tickets if ctx.customer else []
+    return [
+        IssueRecord(date=str(t.get("date", "")), type=str(t.get("type", "unknown")), resolved=bool(t.get("resolved")))
+        for t in tickets
+        if isinstance(t, dict)
+    ]
+
+
+def build_handoff(
+    ctx: CallContext, decision: EscalationDecision, *, transcript_url: str, now: datetime | None = None
+) -> Handoff:
+    customer = ctx.customer
+    intent = topic_intent(ctx)
+    confidence = next((t.confidence for t in reversed(ctx.turns) if t.confidence is not None), None)
+    trend = list(ctx.sentiment_trend) or [t.sentiment for t in ctx.turns if t.sentiment is not None]
+    offer = decision.goodwill_offer
+    return Handoff(
+        call_sid=ctx.call_sid,
+        customer_id=customer.customer_id if customer else None,
+        lifetime_value=customer.lifetime_value if customer else None,
+        customer_tier=customer.tier if customer else None,
+        issue_history=_issue_history(ctx),
+        sentiment_trend=trend,
+        intent_guess=intent,
+        confidence=confidence,
+        last_3_messages=[scrub_card_numbers(m) for m in ctx.last_messages(3)],
+        reason=scrub_card_numbers(decision.reason),
+        trigger=decision.trigger,
+        preferred_channel=(customer.preferred_channel if customer else None) or "voice",
+        region=ctx.region,
+        transcript_url=transcript_url,
+        queue=decision.queue,
+        priority=decision.priority,
+        goodwill_offer=GoodwillOfferPayload(text=offer.text, expires_at=offer.expires_at) if offer else None,
+        created_at=now or datetime.now(timezone.utc),
+    )
+
+
+def handoff_json_schema() -> dict[str, Any]:
+    schema = Handoff.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://open-ivr.invalid/schemas/handoff-{SCHEMA_VERSION}.json",
+        **schema,
+    }
+
+
+def write_json_schema(path: Path = SCHEMA_PATH) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(handoff_json_schema(), indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_json_schema(Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_PATH)

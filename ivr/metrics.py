@@ -1,0 +1,35 @@
+"""Prometheus metrics, one registry per server (no global state, so tests can run many servers)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.active_calls = Gauge("ivr_active_calls", "Calls with an open media stream", registry=r)
+        self.calls_total = Counter("ivr_calls", "Calls started", registry=r)
+        self.calls_ended = Counter("ivr_calls_ended", "Calls ended, by outcome", ["outcome"], registry=r)
+        self.frames_in = Counter("ivr_frames_in", "Inbound media frames", registry=r)
+        self.frames_out = Counter("ivr_frames_out", "Outbound media frames (160 bytes each)", registry=r)
+        self.errors = Counter("ivr_errors", "Errors by kind", ["kind"], registry=r)
+        self.turn_latency = Histogram(
+            "ivr_turn_latency_seconds",
+            "Per-turn latency breakdown: endpoint_wait, asr, understanding, tts_first_frame, total",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_greeting = Histogram(
+            "ivr_first_greeting_seconds", "From stream start to the first greeting frame sent",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.barge_ins = Counter("ivr_barge_ins", "Bot playback interrupted by the caller", ["kind"], registry=r)
+        self.escalations = Counter("ivr_escalations", "Escalations by trigger", ["trigger"], registry=r)
+        self.draining = Gauge("ivr_draining", "1 while the server drains after SIGTERM", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,197 @@
+"""Outbound audio for one call: a queue of 20 ms mu-law frames sent a little ahead of real time.
+
+Why a small lead: Twilio buffers what we send and plays it in order. Sending everything at once
+would make `clear` the only way to stop it and would hide how far playback got; sending exactly on
+time risks starving the caller's audio when the loop hiccups. With a lead of ~100 ms Twilio never
+starves and a barge-in cuts playback within a few frames.
+
+A mark follows every chunk (normally one sentence), so Twilio's mark echoes tell us what has been
+played; marks echoed after a `clear` mean "flushed", not "played".
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from telephony.events import Clear, Mark, OutboundCommand, PlayAudio
+
+FRAME_BYTES = 160
+FRAME_S = 0.020
+SILENCE = b"\xff"
+
+Send = Callable[[OutboundCommand], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Frame:
+    turn: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class _MarkItem:
+    turn: int
+    name: str
+
+
+@dataclass(slots=True)
+class TurnAudio:
+    """Everything queued for one bot turn, kept so an interrupted turn can resume where it was cut."""
+
+    turn: int
+    label: str
+    audio: bytearray = field(default_factory=bytearray)
+    frames_sent: int = 0
+    first_frame_at: float | None = None
+    done: bool = False  # the producer has queued its last chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """Where a `clear` interrupted a turn: frames [played_frames:] of its audio were never heard."""
+
+    turn: int
+    label: str
+    played_frames: int
+    total_frames: int
+
+
+class Playout:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        lead_ms: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_frame: Callable[[TurnAudio], None] | None = None,
+        log: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self._send = send
+        self._lead = lead_ms / 1000.0
+        self._clock = clock
+        self._sleep = sleep
+        self._on_frame = on_frame
+        self._log = log or logging.getLogger("ivr.playout")
+        self._queue: deque[_Frame | _MarkItem] = deque()
+        self._wakeup = asyncio.Event()
+        self._generation = 0
+        self._play_clock = 0.0  # when the audio already sent will have finished playing
+        self._turns: dict[int, TurnAudio] = {}
+        self._next_turn = 0
+        self._marks_in_flight: dict[str, int] = {}
+        self.frames_sent = 0
+        self.marks_played: list[str] = []
+        self.marks_flushed: list[str] = []
+
+    # -- producer side ----------------------------------------------------------------------
+    def begin_turn(self, label: str) -> TurnAudio:
+        turn = TurnAudio(turn=self._next_turn, label=label)
+        self._next_turn += 1
+        self._turns[turn.turn] = turn
+        return turn
+
+    def enqueue(self, turn: TurnAudio, audio: bytes) -> None:
+        """Queues whole frames of a chunk, then a mark; a short tail is padded with mu-law silence."""
+        if not audio:
+            return
+        remainder = len(audio) % FRAME_BYTES
+        if remainder:
+            audio = audio + SILENCE * (FRAME_BYTES - remainder)
+        turn.audio.extend(audio)
+        for start in range(0, len(audio), FRAME_BYTES):
+            self._queue.append(_Frame(turn.turn, audio[start : start + FRAME_BYTES]))
+        name = f"{turn.label}#{turn.turn}:{len(turn.audio) // FRAME_BYTES}"
+        self._queue.append(_MarkItem(turn.turn, name))
+        self._wakeup.set()
+
+    def finish_turn(self, turn: TurnAudio) -> None:
+        turn.done = True
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def queued_frames(self) -> int:
+        return sum(1 for item in self._queue if isinstance(item, _Frame))
+
+    def buffered_s(self) -> float:
+        """Audio already sent to the carrier and not yet played."""
+        return max(0.0, self._play_clock - self._clock())
+
+    @property
+    def is_playing(self) -> bool:
+        return bool(self._queue) or self.buffered_s() > 0.0
+
+    def on_mark(self, name: str) -> bool:
+        """Records a mark echo; returns True if it means 'played' (False: flushed by a clear, or unknown)."""
+        if name in self._marks_in_flight:
+            del self._marks_in_flight[name]
+            self.marks_played.append(name)
+            return True
+        return False
+
+    # -- clear ------------------------------------------------------------------------------
+    async def clear(self) -> Cut | None:
+        """Stops playback now: empties our queue and Twilio's. Returns where the current turn was cut."""
+        current = self._current_turn()
+        buffered_frames = int(round(self.buffered_s() / FRAME_S))
+        self._generation += 1
+        self._queue.clear()
+        self._play_clock = self._clock()
+        self.marks_flushed.extend(self._marks_in_flight)
+        self._marks_in_flight.clear()
+        await self._send(Clear())
+        if current is None:
+            return None
+        played = max(0, current.frames_sent - buffered_frames)
+        return Cut(current.turn, current.label, played, len(current.audio) // FRAME_BYTES)
+
+    def turn(self, turn_id: int) -> TurnAudio | None:
+        return self._turns.get(turn_id)
+
+    def forget_turns_before(self, turn_id: int) -> None:
+        for key in [k for k in self._turns if k < turn_id]:
+            del self._turns[key]
+
+    def _current_turn(self) -> TurnAudio | None:
+        for item in self._queue:
+            return self._turns.get(item.turn)
+        # Nothing queued: the turn still playing from Twilio's buffer, if any.
+        if self.buffered_s() > 0 and self._turns:
+            return self._turns[max(self._turns)]
+        return None
+
+    # -- the pacing loop --------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            item = self._queue[0]
+            generation = self._generation
+            if isinstance(item, _Frame):
+                ahead = self._play_clock - self._clock()
+                if ahead > self._lead:
+                    await self._sleep(ahead - self._lead)
+                    if generation != self._generation:
+                        continue  # a clear happened while we waited: this frame is gone
+                self._queue.popleft()
+                now = self._clock()
+                self._play_clock = max(self._play_clock, now) + FRAME_S
+                await self._send(PlayAudio(item.data))
+                self.frames_sent += 1
+                turn = self._turns.get(item.turn)
+                if turn is not None:
+                    turn.frames_sent += 1
+                    if turn.first_frame_at is None:
+                        turn.first_frame_at = now
+                    if self._on_frame is not None:
+                        self._on_frame(turn)
+            else:
+                self._queue.popleft()
+                self._marks_in_flight[item.name] = item.turn
+                await self._send(Mark(item.name))

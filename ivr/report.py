@@ -1,0 +1,261 @@
+"""Call records turned into honest numbers, and the signal that the intent model needs retraining.
+
+Honest means:
+- a call is *contained* only when its outcome is ``resolved`` (a confirmed resolution); a caller who
+  went silent, hung up or hit an error counts against containment, never for it;
+- rates are over every call that ended (outcome other than ``in_progress``), nothing excluded;
+- cost includes the agent time escalations cost, not just the AI's minutes.
+
+Cost model (per ended call):
+- AI minutes: from the call's start to its first escalation, or to its end when never escalated;
+- agent minutes: from the first escalation to the call's end (queue wait included: the line is
+  held and the agent desk is staffed for it). When that cannot be measured (no end time, an end
+  before the escalation, or a callback that happens on a later call) the fixed estimate
+  ``AGENT_MINUTES_ESTIMATE`` is used instead.
+``cost_per_resolution = cost_total / resolved`` (None when nothing was resolved).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import select
+
+from ivr.config import CostConfig
+from ivr.handoff import scrub_card_numbers
+from ivr.storage import Storage, calls, escalations, turns
+
+log = logging.getLogger("ivr.report")
+
+UNCLEAR_TRIGGER = "low_confidence"
+RETRAINING_WINDOW = timedelta(days=7)
+# Typical handle time of an escalated call when the call record cannot tell us (see module doc).
+AGENT_MINUTES_ESTIMATE = 6.0
+
+
+@dataclass
+class Report:
+    calls: int  # calls started in the period, in progress included
+    ended: int  # calls that ended: the denominator of every rate
+    first_response_ms_p50: float | None
+    first_response_ms_p95: float | None
+    containment_rate: float | None  # resolved / ended
+    resolved: int
+    escalated: int
+    abandoned: int
+    silent: int
+    errors: int
+    escalation_rate: float | None  # escalated / ended
+    escalations_by_reason: dict[str, int]  # trigger -> calls, by each call's first escalation
+    escalation_rate_by_reason: dict[str, float]  # trigger -> calls / ended
+    ai_minutes: float
+    agent_minutes: float
+    cost_total: float
+    cost_per_resolution: float | None
+    # one entry per intent guess of low_confidence escalations in the last 7 days, most frequent first
+    retraining: list[dict[str, Any]] = field(default_factory=list)
+    unclear_escalations_7d: int = 0
+    retraining_due: bool = False  # unclear_escalations_7d reached the weekly threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """As UTC. SQLite hands back naive datetimes for timezone-aware columns (and compares them as text),
+    and everything we store is UTC, so naive means UTC and aware values are converted before queries."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _rate(n: int, d: int) -> float | None:
+    return n / d if d else None
+
+
+def _minutes(a: datetime, b: datetime) -> float:
+    return max((b - a).total_seconds(), 0.0) / 60.0
+
+
+def _first_escalations(storage: Storage, sids: set[str]) -> dict[str, dict[str, Any]]:
+    """call_sid -> its first escalation row (trigger, at, status)."""
+    query = select(escalations.c.call_sid, escalations.c.trigger, escalations.c.at, escalations.c.status).order_by(
+        escalations.c.at, escalations.c.id
+    )
+    first: dict[str, dict[str, Any]] = {}
+    with storage.engine.connect() as conn:
+        for row in conn.execute(query).mappings():
+            if row["call_sid"] in sids and row["call_sid"] not in first:
+                first[row["call_sid"]] = {**row, "at": _aware(row["at"])}
+    return first
+
+
+def _unclear_escalations(storage: Storage, since: datetime) -> list[dict[str, Any]]:
+    """low_confidence escalations since `since`, the first per call, with their handoff payloads."""
+    query = (
+        select(escalations.c.call_sid, escalations.c.at, escalations.c.payload)
+        .where(escalations.c.trigger == UNCLEAR_TRIGGER, escalations.c.at >= _aware(since))
+        .order_by(escalations.c.at, escalations.c.id)
+    )
+    seen: dict[str, dict[str, Any]] = {}
+    with storage.engine.connect() as conn:
+        for row in conn.execute(query).mappings():
+            seen.setdefault(row["call_sid"], {**row, "at": _aware(row["at"])})
+    return list(seen.values())
+
+
+def build_report(
+    storage: Storage,
+    costs: CostConfig,
+    *,
+    since: datetime | None = None,
+    unclear_intent_threshold: int = 100,
+    now: datetime | None = None,
+) -> Report:
+    """Numbers for calls started at or after `since` (all calls when None).
+
+    The retraining signal always looks at the 7 days before `now`, whatever `since` says.
+    """
+    now = _aware(now) or datetime.now(timezone.utc)
+    records = storage.list_calls(since=_aware(since))
+    ended = [c for c in records if c["outcome"] != "in_progress"]
+    outcomes = Counter(c["outcome"] for c in ended)
+    first = _first_escalations(storage, {c["call_sid"] for c in records})
+
+    by_reason = Counter(first[c["call_sid"]]["trigger"] for c in ended if c["call_sid"] in first)
+    ai_minutes = agent_minutes = 0.0
+    for c in ended:
+        start = datetime.fromisoformat(c["started_at"])
+        end = datetime.fromisoformat(c["ended_at"]) if c.get("ended_at") else None
+        esc = first.get(c["call_sid"])
+        if esc is None:
+            ai_minutes += _minutes(start, end) if end else 0.0
+            continue
+        ai_minutes += _minutes(start, esc["at"])
+        if end is not None and end > esc["at"] and esc["status"] != "callback":
+            agent_minutes += _minutes(esc["at"], end)
+        else:
+            agent_minutes += AGENT_MINUTES_ESTIMATE
+    cost_total = ai_minutes * costs.ai_cost_per_minute + agent_minutes * costs.agent_cost_per_minute
+
+    first_response = [c["first_response_ms"] for c in records if c.get("first_response_ms") is not None]
+    p50, p95 = (
+        (float(np.percentile(first_response, 50)), float(np.percentile(first_response, 95)))
+        if first_response
+        else (None, None)
+    )
+
+    unclear = _unclear_escalations(storage, now - RETRAINING_WINDOW)
+    guesses = Counter((e["payload"] or {}).get("intent_guess") for e in unclear)
+    retraining = [
+        {"intent_guess": g, "count": n, "threshold": unclear_intent_threshold,
+         "exceeded": n >= unclear_intent_threshold}
+        for g, n in sorted(guesses.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    ]
+    resolved = outcomes["resolved"]
+    return Report(
+        calls=len(records),
+        ended=len(ended),
+        first_response_ms_p50=p50,
+        first_response_ms_p95=p95,
+        containment_rate=_rate(resolved, len(ended)),
+        resolved=resolved,
+        escalated=outcomes["escalated"],
+        abandoned=outcomes["abandoned"],
+        silent=outcomes["silent"],
+        errors=outcomes["error"],
+        escalation_rate=_rate(outcomes["escalated"], len(ended)),
+        escalations_by_reason=dict(by_reason),
+        escalation_rate_by_reason={t: n / len(ended) for t, n in by_reason.items()},
+        ai_minutes=ai_minutes,
+        agent_minutes=agent_minutes,
+        cost_total=cost_total,
+        cost_per_resolution=cost_total / resolved if resolved else None,
+        retraining=retraining,
+        unclear_escalations_7d=len(unclear),
+        retraining_due=len(unclear) >= unclear_intent_threshold,
+    )
+
+
+def export_retraining_dataset(
+    storage: Storage, path: Path, *, since: datetime | None = None, now: datetime | None = None
+) -> int:
+    """Writes one JSON line per call escalated for an unclear intent (trigger low_confidence) since
+    `since` (default: the last 7 days): the intent guess and the caller's turns, card numbers masked.
+
+    Returns the number of calls written. The file is replaced atomically.
+    """
+    now = _aware(now) or datetime.now(timezone.utc)
+    since = _aware(since) or now - RETRAINING_WINDOW
+    unclear = _unclear_escalations(storage, since)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with storage.engine.connect() as conn, open(tmp, "w", encoding="utf-8") as fh:
+        for esc in unclear:
+            call = conn.execute(select(calls.c.region).where(calls.c.call_sid == esc["call_sid"])).first()
+            rows = conn.execute(
+                select(turns.c.idx, turns.c.channel, turns.c.text, turns.c.intent, turns.c.confidence)
+                .where(turns.c.call_sid == esc["call_sid"])
+                .order_by(turns.c.idx, turns.c.id)
+            ).mappings()
+            payload = esc["payload"] or {}
+            record = {
+                "call_sid": esc["call_sid"],
+                "escalated_at": esc["at"].isoformat(),
+                "region": call[0] if call else None,
+                "intent_guess": payload.get("intent_guess"),
+                "confidence": payload.get("confidence"),
+                "turns": [{**r, "text": scrub_card_numbers(r["text"])} for r in rows],
+            }
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    log.info("retraining export: %d calls to %s", len(unclear), path)
+    return len(unclear)
+
+
+def register_report_gauges(report: Report, registry: CollectorRegistry) -> None:
+    """Publishes the report as gauges (prefix ivr_report_) into `registry`."""
+
+    def gauge(name: str, doc: str, value: float | None, labels: dict[str, str] | None = None) -> None:
+        g = gauges.get(name)
+        if g is None:
+            g = gauges[name] = Gauge(name, doc, sorted(labels or {}), registry=registry)
+        if value is not None:
+            (g.labels(**labels) if labels else g).set(value)
+
+    gauges: dict[str, Gauge] = {}
+    gauge("ivr_report_calls", "Calls started in the report period", report.calls)
+    gauge("ivr_report_calls_ended", "Calls ended in the report period", report.ended)
+    for outcome in ("resolved", "escalated", "abandoned", "silent", "errors"):
+        gauge("ivr_report_outcome_calls", "Ended calls by outcome", getattr(report, outcome), {"outcome": outcome})
+    gauge("ivr_report_containment_ratio", "Confirmed resolutions / ended calls", report.containment_rate)
+    gauge("ivr_report_escalation_ratio", "Escalated calls / ended calls", report.escalation_rate)
+    for trigger, rate in sorted(report.escalation_rate_by_reason.items()):
+        gauge("ivr_report_escalation_by_trigger_ratio", "Escalations / ended calls, by trigger", rate,
+              {"trigger": trigger})
+    for q, v in (("0.5", report.first_response_ms_p50), ("0.95", report.first_response_ms_p95)):
+        gauge("ivr_report_first_response_ms", "First response time quantiles (ms)", v, {"quantile": q})
+    gauge("ivr_report_cost_total", "AI plus agent cost of the period's ended calls", report.cost_total)
+    gauge("ivr_report_cost_per_resolution", "Total cost / confirmed resolutions", report.cost_per_resolution)
+    gauge("ivr_report_unclear_escalations_7d", "low_confidence escalations in the last 7 days",
+          report.unclear_escalations_7d)
+    gauge("ivr_report_retraining_due", "1 when unclear-intent escalations reached the weekly threshold",
+          float(report.retraining_due))
+
+
+def report_prometheus_lines(report: Report) -> str:
+    """The report in Prometheus text exposition format."""
+    registry = CollectorRegistry()
+    register_report_gauges(report, registry)
+    return generate_latest(registry).decode("utf-8")

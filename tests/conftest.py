@@ -1,0 +1,149 @@
+"""Shared fixtures: models loaded once per test session, and a live server on a real loopback socket.
+
+`live_server` starts the whole product the way `ivr serve` does (aiohttp on 127.0.0.1, a SQLite
+file, the demo CRM as a real HTTP service, Twilio's REST API replaced by a local recording server)
+and shares the expensive models between tests.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from ivr.config import BackendConfig, Settings
+from tests.helpers.twilio_recorder import TwilioRecorder, twilio_recorder  # noqa: F401 (fixture)
+
+API_TOKEN = "test-api-token"
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def shared_models(tmp_path_factory: pytest.TempPathFactory):
+    from ivr.services import Models
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("models"))
+    return Models.load(settings)
+
+
+@pytest.fixture(scope="session")
+def synth_phone(shared_models) -> Callable[[str], bytes]:
+    """Caller speech synthesized with the Piper voice, as 8 kHz mu-law (what a phone line carries)."""
+    cache: dict[str, bytes] = {}
+
+    def synthesize(text: str) -> bytes:
+        if text not in cache:
+            cache[text] = shared_models.tts.synth.synthesize_phone(text)
+        return cache[text]
+
+    return synthesize
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    ws_url: str
+    services: Any
+    app: web.Application
+    crm_url: str
+    crm_runner: web.AppRunner
+    recorder: TwilioRecorder
+    settings: Settings
+
+    async def crm_control(self, **knobs: Any) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{self.crm_url}/_control", json=knobs) as resp:
+                assert resp.status == 200, await resp.text()
+
+    async def get_json(self, path: str, token: str | None = API_TOKEN) -> tuple[int, Any]:
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(self.base_url + path, headers=headers) as resp:
+                try:
+                    body = await resp.json()
+                except Exception:  # noqa: BLE001
+                    body = await resp.text()
+                return resp.status, body
+
+    async def wait_call_closed(self, call_sid: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The call's record once its session has ended and every write has landed."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end:
+            if call_sid not in self.services.sessions:
+                try:
+                    record = await self.services.db.get_call(call_sid)
+                except KeyError:
+                    record = None
+                if record is not None and record["ended_at"]:
+                    await self.services.db.run(lambda: None)  # drain queued writes
+                    return await self.services.db.get_call(call_sid)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"call {call_sid} did not close within {timeout} s")
+
+
+StartServer = Callable[..., Awaitable[LiveServer]]
+
+
+@pytest_asyncio.fixture
+async def start_server(
+    tmp_path: Path, shared_models, twilio_recorder: TwilioRecorder  # noqa: F811
+) -> AsyncIterator[StartServer]:
+    from flows.demo_crm import start_demo_crm
+    from ivr.app import build_app
+    from ivr.services import build_all
+
+    started: list[tuple[web.AppRunner, web.AppRunner, Any]] = []
+
+    async def start(**overrides: Any) -> LiveServer:
+        crm_runner, crm_url = await start_demo_crm("127.0.0.1", 0)
+        values: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "data_dir": tmp_path / f"data{len(started)}",
+            "insecure_dev": True,
+            "api_token": API_TOKEN,
+            "twilio_api_base_url": twilio_recorder.url,
+            "twilio_auth_token": None,
+            "backends": {"crm": BackendConfig(base_url=crm_url, timeout_s=2.0)},
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        services = await build_all(settings, models=shared_models)
+        if services.desk is not None and settings.twilio_auth_token is None:
+            services.desk.twilio._auth_token = "recorder-token"  # the recorder accepts any credentials
+            services.callbacks.twilio._auth_token = "recorder-token"
+        app = build_app(services)
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        base = f"http://127.0.0.1:{port}"
+        settings.public_url = base
+        services.settings.public_url = base
+        started.append((runner, crm_runner, services))
+        return LiveServer(
+            base_url=base,
+            ws_url=f"ws://127.0.0.1:{port}/twilio/media",
+            services=services,
+            app=app,
+            crm_url=crm_url,
+            crm_runner=crm_runner,
+            recorder=twilio_recorder,
+            settings=settings,
+        )
+
+    yield start
+    for runner, crm_runner, services in started:
+        await runner.cleanup()
+        await crm_runner.cleanup()
+        await services.close()
