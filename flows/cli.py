@@ -12,7 +12,7 @@ from typing import TextIO
 
 from flows.loader import FlowValidationError, load_flow_file, load_yaml
 from flows.schema import Flow
-from flows.testing import SHIPPED_DIR, run_test_file, tests_path_for
+from flows.testing import SHIPPED_DIR, run_test_file, conversation_tests_path
 
 
 def shipped_flow_paths() -> list[Path]:
@@ -60,14 +60,15 @@ def validate_main(paths: list[str], out: TextIO | None = None) -> int:
                 print(str(issue), file=out)
             bad += 1
         else:
-            print(f"ok    {path}: flow {flow.name} v{flow.version} ({flow.industry}, {len(flow.steps)} steps)", file=out)
+            summary = f"flow {flow.name} v{flow.version} ({flow.industry}, {len(flow.steps)} steps)"
+            print(f"ok    {path}: {summary}", file=out)
     print(f"{len(files) - bad} valid, {bad} invalid", file=out)
     return 1 if bad else 0
 
 
 def _test_files(paths: list[str]) -> list[Path]:
     if not paths:
-        return [t for t in map(tests_path_for, shipped_flow_paths()) if t.exists()]
+        return [t for t in map(conversation_tests_path, shipped_flow_paths()) if t.exists()]
     files: list[Path] = []
     for path in _yaml_files(paths):
         # A flow file stands for its conversation tests in tests/<same name>.
@@ -76,7 +77,7 @@ def _test_files(paths: list[str]) -> list[Path]:
         except FlowValidationError:
             data = None
         if isinstance(data, dict) and "steps" in data and "tests" not in data:
-            files.append(tests_path_for(path))
+            files.append(conversation_tests_path(path))
         else:
             files.append(path)
     return files

@@ -801,7 +801,8 @@ class FlowEngine:
         try:
             result = await self.gateway.call(step.backend, step.operation, params, call_sid=ctx.call_sid)
             if not isinstance(result, dict):
-                raise BackendBadResponse(step.backend, step.operation, f"expected an object, got {type(result).__name__}")
+                got = type(result).__name__
+                raise BackendBadResponse(step.backend, step.operation, f"expected an object, got {got}")
             missing = [k for k in step.expects if result.get(k) in (None, "")]
             if missing:
                 raise BackendBadResponse(step.backend, step.operation, f"result lacks {', '.join(missing)}")

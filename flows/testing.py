@@ -175,7 +175,8 @@ def load_test_file(path: str | Path) -> tuple[Flow, list[FlowTest]]:
         raise fail((), "a test file needs 'flow:' and a list under 'tests:'")
     flow_ref = str(data["flow"])
     local = path.parent / flow_ref
-    flow_path = local if local.suffix in (".yaml", ".yml") and local.exists() else path.parent.parent / f"{flow_ref}.yaml"
+    flow_path = local if local.suffix in (".yaml", ".yml") and local.exists() else None
+    flow_path = flow_path or path.parent.parent / f"{flow_ref}.yaml"
     if not flow_path.exists():
         flow_path = SHIPPED_DIR / f"{flow_ref}.yaml"
     if not flow_path.exists():
@@ -200,7 +201,8 @@ def load_test_file(path: str | Path) -> tuple[Flow, list[FlowTest]]:
         for op, spec in backend.items():
             for one in spec if isinstance(spec, list) else [spec]:
                 if not (one in BEHAVIOURS or (isinstance(one, dict) and set(one) == {"ok"})):
-                    raise fail(loc + ("backend", op), f"behaviour must be {{ok: ...}} or one of {', '.join(BEHAVIOURS)}")
+                    allowed = ", ".join(BEHAVIOURS)
+                    raise fail(loc + ("backend", op), f"behaviour must be {{ok: ...}} or one of {allowed}")
         steps: list[tuple[int, dict[str, Any]]] = []
         for j, step in enumerate(raw["steps"]):
             sloc = loc + ("steps", j)
@@ -370,7 +372,7 @@ def _find_leak(secret: str, ctx: CallContext, actions: list[Action], logs: list[
 # ------------------------------------------------------------------ running files
 
 
-def tests_path_for(flow_path: Path) -> Path:
+def conversation_tests_path(flow_path: Path) -> Path:
     return flow_path.parent / "tests" / flow_path.name
 
 
@@ -388,5 +390,5 @@ async def run_test_file(path: str | Path, nlu: Nlu | None = None) -> list[TestRe
 
 __all__ = [
     "BEHAVIOURS", "FlowTest", "FlowValidationError", "ModelNlu", "ScriptedGateway", "TestResult",
-    "build_model_nlu", "load_test_file", "run_test", "run_test_file", "tests_path_for",
+    "build_model_nlu", "load_test_file", "run_test", "run_test_file", "conversation_tests_path",
 ]

@@ -287,6 +287,16 @@ class CallSession:
                 self._inputs.put_nowait(LongSilence())
 
     def _on_utterance(self, ev: SpeechEnded, now: float) -> None:
+        self.record(
+            "utterance",
+            {
+                "duration_s": round(ev.duration_s, 3),
+                "voiced_ms": ev.voiced_ms,
+                "end_frame": ev.frame_index,
+                "reason": ev.reason,
+                "during_playback": self._barged_in,
+            },
+        )
         if self._listen.pci:
             # Card digits are keypad-only: what the caller says now is neither transcribed nor kept.
             self.record("speech_ignored_pci", {"duration_s": round(ev.duration_s, 2)})

@@ -9,9 +9,8 @@ Two ways to run one utterance:
   trained with), encoded by CTranslate2 directly. Encoder work is proportional to the utterance. Decoding keeps
   timestamp tokens, gets a token budget from the duration, and drops segments that start after the audio ends.
   Padding with audio silence instead, or not padding at all, makes the decoder repeat the sentence until the
-  token limit (see bench/asr_wer.py). A result that still looks unreliable (repeated phrase, token budget hit,
-  low log-probability, high compression ratio: the same tests faster-whisper uses to retry) is redone on the
-  padded path, so the fast path can only cost accuracy where those checks miss.
+  token limit (see bench/asr_wer.py). A result that still shows the decoder looping (a phrase repeated back to
+  back, the token budget used up, a high compression ratio) is redone on the padded path.
 """
 from __future__ import annotations
 
@@ -51,7 +50,7 @@ NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 
-Path = Literal["fast", "padded"]
+AsrPath = Literal["fast", "padded"]
 
 
 @dataclass(frozen=True)
@@ -142,10 +141,12 @@ class Transcriber:
             result = self._fast(audio, audio_s)
         if result is None:
             text, language, confidence, no_speech = self._padded(audio)
-            path: Path = "padded"
+            path: AsrPath = "padded"
         else:
             text, language, confidence, no_speech = result
             path = "fast"
+        if not any(ch.isalnum() for ch in text):
+            text = ""  # a lone "." or "..." on a silent line is not something the caller said
         return Transcript(
             text=text,
             language=language,
