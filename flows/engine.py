@@ -469,8 +469,12 @@ class FlowEngine:
         elif isinstance(step, ConfirmStep):
             handler = self._on_confirm(ctx, st, step, inp)
         else:
-            self.log.error("call %s: input while at non-interactive step %s", ctx.call_sid, st.step)
-            return
+            # The session stopped reading our actions mid-step (caller hung up or barged in during a lookup):
+            # run the step again rather than leave the caller in silence.
+            self.log.warning("call %s: input while step %s was unfinished; running it again", ctx.call_sid, st.step)
+            handler = self._enter(ctx, st, st.step, None) if st.step else None
+            if handler is None:
+                return
         async for a in handler:
             yield a
         if st.goto is not None:
@@ -803,6 +807,13 @@ class FlowEngine:
             if not isinstance(result, dict):
                 got = type(result).__name__
                 raise BackendBadResponse(step.backend, step.operation, f"expected an object, got {got}")
+            if result.get("found") is False and step.on_not_found:
+                # Nobody by that number, no such order: an answer the flow branches on, not a backend failure.
+                if step.save_as:
+                    st.lookups[step.save_as] = result
+                st.last_lookup = result
+                yield step.on_not_found
+                return
             missing = [k for k in step.expects if result.get(k) in (None, "")]
             if missing:
                 raise BackendBadResponse(step.backend, step.operation, f"result lacks {', '.join(missing)}")

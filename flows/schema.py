@@ -3,6 +3,13 @@
 A flow is a graph of steps. Conditions (`when:`) and templates (`{customer.name}`) are parsed here, at load
 time, so a typo is a validation error with a line number, not a surprise in the middle of a call. Conditions are
 a small safe language (paths, literals, comparisons, and/or/not, `in`): nothing is ever `eval`ed.
+
+File layout: `name`, `version`, `industry`, `start` (first step id), `queue` (agent queue), `prompts` (id ->
+text; fixed ones are pre-rendered by the TTS), optional `intent_labels`, `no_input`, `max_no_match`, and `steps`
+(id -> step). Step kinds: say, menu, intent, collect, confirm, lookup, branch, escalate, end (see the models
+below). Names usable in `when:` and `{templates}`: `customer.*` (plus `customer.known`,
+`customer.has_order_in_transit`, `customer.first_name`), `order.*` (the order in transit, else the first),
+`lookup.*` (last lookup result), each lookup's `save_as` name, each collected slot, `caller`.
 """
 from __future__ import annotations
 
@@ -430,6 +437,9 @@ class LookupStep(_StepBase):
     next: str
     on_timeout: str | None = Field(None, description="default: holding line and a callback offer")
     on_error: str | None = Field(None, description="default: apology and a callback offer")
+    on_not_found: str | None = Field(
+        None, description='the backend answered {"found": false}: a normal answer, not a failure (unknown caller)'
+    )
 
 
 class BranchCase(_Model):
@@ -506,7 +516,7 @@ Loc = tuple[str | int, ...]
 def successors(step: Any) -> list[tuple[Loc, str]]:
     """(location inside the step, target step id) for every edge leaving `step`."""
     out: list[tuple[Loc, str]] = []
-    for name in ("next", "otherwise", "on_timeout", "on_error", "on_yes", "on_no"):
+    for name in ("next", "otherwise", "on_timeout", "on_error", "on_not_found", "on_yes", "on_no"):
         target = getattr(step, name, None)
         if target:
             out.append(((name,), target))

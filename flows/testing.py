@@ -20,8 +20,8 @@ A test file (``flows/shipped/tests/<flow>.yaml``)::
           - bot_action: escalate                 # escalate | hangup | offer_callback
             reason_contains: "caller asked"
             intent_guess: track_order
-          - slot: {order_id: "12345"}
-          - resolved: true
+          - slot: {order_id: "12345"}          # also: no_slot, listen ("dtmf pci"), queue,
+          - resolved: true                    # clarifications, backend_failures, bot_says_not_contains
 """
 from __future__ import annotations
 

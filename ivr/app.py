@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivr.auth import require_token
 from ivr.services import Services
@@ -91,7 +91,7 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
                 await session.on_message(msg.data)
             elif msg.type == WSMsgType.ERROR:
                 exc = ws.exception()
-                kind = "message_too_big" if "too big" in str(exc).lower() else "socket_error"
+                kind = "message_too_big" if getattr(exc, "code", None) == WSCloseCode.MESSAGE_TOO_BIG else "socket_error"
                 session.error(kind, f"WebSocket error: {exc}")
                 await session.close(kind, outcome="error")
             if session.ended.is_set():

@@ -37,6 +37,7 @@ HOLD_LINE = (
     "I'm passing you to a colleague who will see everything we've talked about. "
     "Please stay on the line. We're also texting you a link, in case you'd rather we call you back."
 )
+ASR_RETRY = "Sorry, I missed that. Could you say it again?"
 HOLD_LINE_NO_SMS = "I'm passing you to a colleague who will see everything we've talked about. Please stay on the line."
 
 
@@ -123,7 +124,7 @@ class Services:
         )
 
     def fixed_prompts(self) -> list[str]:
-        return [text for text in self.flow.prompts.values() if "{" not in text] + [HOLD_LINE, HOLD_LINE_NO_SMS]
+        return list(self.flow.fixed_prompts().values()) + [HOLD_LINE, HOLD_LINE_NO_SMS, ASR_RETRY]
 
     # -- escalation -------------------------------------------------------------------------
     def policy_check(self, ctx: CallContext, last_intent: str | None = None) -> EscalationDecision | None:

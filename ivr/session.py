@@ -27,7 +27,7 @@ from audio.resample import resample
 from flows.actions import Escalate, Hangup, Listen, OfferCallback, Say, SetFlag
 from flows.context import CallContext
 from flows.engine import CallerInput
-from ivr.services import Services
+from ivr.services import ASR_RETRY, Services
 from ivr.playout import FRAME_BYTES, Cut, Playout, TurnAudio
 from telephony.events import (
     AudioIn,
@@ -434,10 +434,10 @@ class CallSession:
             return await self.services.asr.transcribe(audio16, self.call_sid or "-")
         except AsrOverloaded as exc:
             self.error("asr_overloaded", str(exc))
-            self.say("Sorry, I missed that. Could you say it again?", prompt_id="asr_retry")
+            self.say(ASR_RETRY, prompt_id="asr_retry")
         except Exception as exc:  # noqa: BLE001 - a model failure must not end the call silently
             self.error("asr_failed", f"{type(exc).__name__}: {exc}")
-            self.say("Sorry, I missed that. Could you say it again?", prompt_id="asr_retry")
+            self.say(ASR_RETRY, prompt_id="asr_retry")
         return None
 
     def _score_sentiment(self, text: str, spl_db: float | None) -> None:

@@ -169,13 +169,13 @@ def test_test_main_prints_a_line_per_test_and_fails_on_a_broken_expectation(tmp_
     good.write_text(
         "flow: banking\ntests:\n"
         "  - name: greets\n    caller: '+1'\n    customer: {customer_id: C1, name: Maria}\n"
-        "    steps:\n      - bot_says_contains: Hi Maria\n"
+        "    steps:\n      - bot_says_contains: again, Maria\n"
         "  - name: wrong expectation\n    caller: '+1'\n    customer: {customer_id: C1, name: Maria}\n"
-        "    steps:\n      - bot_says_contains: Hi Bob\n"
+        "    steps:\n      - bot_says_contains: again, Bob\n"
     )
     out = io.StringIO()
     assert cli.test_main([str(good)], out=out) == 1
     text = out.getvalue()
     assert f"PASS  {good}::greets" in text
-    assert f"FAIL  {good}::wrong expectation" in text and "'Hi Bob'" in text
+    assert f"FAIL  {good}::wrong expectation" in text and "'again, Bob'" in text
     assert "1 passed, 1 failed" in text
