@@ -15,7 +15,9 @@ Endpoints (the paths `flows/backends.py` maps its operations to):
     POST /customers/{customer_id}/cards/block     crm.block_card {card_last4}
     POST /customers/{customer_id}/payment-arrangement   crm.payment_arrangement
     POST /customers/{customer_id}/top-up          crm.top_up {amount}, Idempotency-Key header
-    GET  /healthz, GET /_stats (requests received per route), GET|POST /_control (knobs)
+    GET  /healthz, GET|POST /_control (knobs)
+    GET  /_stats   requests received per route, and the last JOURNAL_SIZE requests as they arrived
+                   (method, path with query, body), so a test can check exactly what reached the CRM
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import json
 import logging
 import random
 import signal
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -42,6 +44,7 @@ DEFAULT_DATA = Path(__file__).with_name("data") / "demo_crm.json"
 GARBAGE_MODES = ("html", "text", "truncated", "wrong_shape", "missing_fields")
 # Routes the knobs never touch, so a test can always reach the controls of a "broken" CRM.
 _UNAFFECTED = ("/_control", "/_stats", "/healthz")
+JOURNAL_SIZE = 200
 
 
 @dataclass
@@ -60,6 +63,8 @@ class DemoCrmState:
     currency: str = "USD"
     knobs: Knobs = field(default_factory=Knobs)
     requests: Counter[str] = field(default_factory=Counter)
+    # What callers actually sent (e.g. that only a card's last four digits reach block_card); bounded.
+    journal: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=JOURNAL_SIZE))
     idempotent_replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -110,7 +115,7 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
+    if not request.body_exists:  # not can_read_body: the journal has already read (and cached) it
         return {}
     try:
         body = await request.json()
@@ -202,7 +207,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    return web.json_response({"requests": dict(state.requests), "total": sum(state.requests.values())})
+    return web.json_response(
+        {"requests": dict(state.requests), "total": sum(state.requests.values()), "journal": list(state.journal)}
+    )
 
 
 def apply_control(knobs: Knobs, body: dict[str, Any]) -> Knobs:
@@ -251,6 +258,7 @@ async def control(request: web.Request) -> web.Response:
             return _error(400, "bad_control", str(exc))
         if body.get("reset_stats"):
             state.requests.clear()
+            state.journal.clear()
         log.info("demo CRM knobs now %s", asdict(state.knobs))
     return web.json_response(asdict(state.knobs))
 
@@ -284,6 +292,9 @@ async def misbehave(
         return await handler(request)
     route = request.match_info.route.resource
     state.requests[f"{request.method} {route.canonical if route else request.path}"] += 1
+    # read() caches the body, so the handler can still parse it
+    body = (await request.read()).decode("utf-8", "replace") if request.body_exists else ""
+    state.journal.append({"method": request.method, "path": request.path_qs, "body": body})
     knobs = state.knobs
     if knobs.delay_ms:
         await asyncio.sleep(knobs.delay_ms / 1000)

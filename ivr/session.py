@@ -92,15 +92,15 @@ class SpeechJob:
 
 @dataclass(slots=True)
 class TurnTiming:
-    """Latency breakdown of one turn, stored with it and exported as histograms."""
+    """Latency breakdown of one turn in ms (endpoint_wait, asr, understanding, tts_first_frame, total),
+    stored with the turn and exported as histograms."""
 
-    index: int
     last_voiced_at: float
-    endpointed_at: float
-    asr_ms: float = 0.0
-    understanding_ms: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
     reply_requested_at: float | None = None
-    values: dict[str, Any] = field(default_factory=dict)
+    understanding_started: float | None = None
+    first_frame_seen: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CallSession:
@@ -137,11 +137,11 @@ class CallSession:
         self._last_voiced_at = 0.0
         self._speech_start_at: float | None = None
         self._barged_in = False
-        self._turn_index = 0
         self._first_frame_logged = False
         self._outcome: str | None = None
         self._first_frame_waiters: dict[int, Callable[[float], None]] = {}
         self._pending_turn_extra: dict[str, Any] = {}
+        self._unwritten_turns: list[TurnTiming] = []
         self.audio = CallerAudio(
             CallerAudioConfig(
                 vad_aggressiveness=self.settings.audio.vad_aggressiveness,
@@ -356,6 +356,8 @@ class CallSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._speech_task
         cut = await self.playout.clear()
+        self._first_frame_waiters.clear()
+        self._flush_unwritten_turns()
         self._speech_task = self._spawn(self._speech_loop(), "speech")
         self.metrics.barge_ins.labels(kind).inc()
         self.record("barge_in", {"kind": kind, "played_frames": cut.played_frames if cut else None})
@@ -392,12 +394,12 @@ class CallSession:
             item = await self._inputs.get()
             timing: TurnTiming | None = None
             if isinstance(item, Utterance):
-                timing = TurnTiming(self._turn_index, item.last_voiced_at, item.endpointed_at)
-                timing.values["endpoint_wait"] = (item.endpointed_at - item.last_voiced_at) * 1000
+                timing = TurnTiming(item.last_voiced_at)
+                timing.stages["endpoint_wait"] = (item.endpointed_at - item.last_voiced_at) * 1000
                 transcript = await self._transcribe(item)
                 if transcript is None:
                     continue
-                timing.asr_ms = transcript.asr_s * 1000
+                timing.stages["asr"] = transcript.asr_s * 1000
                 text = transcript.text.strip()
                 if item.during_playback and self._resume_if_backchannel(text):
                     continue
@@ -408,18 +410,15 @@ class CallSession:
                 inp = CallerInput(kind="speech", text=text, asr_confidence=transcript.confidence)
             elif isinstance(item, Digits):
                 self._interrupted = None
-                now = self.clock()
-                timing = TurnTiming(self._turn_index, now, now)
+                timing = TurnTiming(self.clock())
                 inp = CallerInput(kind="dtmf", digits=item.digits)
             else:
                 if self.playout.is_playing:
                     continue
                 self._score_silence()
                 inp = CallerInput(kind="silence")
-            self._turn_index += 1
-            started = self.clock()
             if timing is not None:
-                timing.values["understanding_started"] = started
+                timing.understanding_started = self.clock()
             policy = self.services.policy_check(self.ctx)
             if policy is not None:
                 await self._escalate(policy, timing)
@@ -462,8 +461,10 @@ class CallSession:
                     replies.append(action.text)
                     callback = None
                     if first_say and timing is not None:
-                        timing.understanding_ms = (self.clock() - timing.values.pop("understanding_started", self.clock())) * 1000
-                        timing.reply_requested_at = self.clock()
+                        now = self.clock()
+                        if timing.understanding_started is not None:
+                            timing.stages["understanding"] = (now - timing.understanding_started) * 1000
+                        timing.reply_requested_at = now
                         callback = self._turn_latency_callback(timing)
                     first_say = False
                     self.say(action.text, prompt_id=action.prompt_id, on_first_frame=callback)
@@ -485,47 +486,63 @@ class CallSession:
             self._store_turns(turns_before, replies, timing)
 
     def _store_turns(self, turns_before: int, replies: list[str], timing: TurnTiming | None) -> None:
+        """Writes this input's turns; while the reply has not started playing, waits for its first frame
+        so the stored latency breakdown is complete."""
         assert self.ctx is not None
         extra, self._pending_turn_extra = self._pending_turn_extra, {}
+        rows = []
         for turn in self.ctx.turns[turns_before:]:
             turn.reply = " ".join(replies)
             if turn.sentiment is None and "sentiment" in extra:
                 turn.sentiment = extra["sentiment"]
             if turn.loudness_spl_db is None:
                 turn.loudness_spl_db = extra.get("loudness_spl_db")
-            latency = timing.values if timing is not None else {}
-            if timing is not None:
-                latency.setdefault("asr", timing.asr_ms)
-                latency.setdefault("understanding", timing.understanding_ms)
-            self.services.db.submit(
-                self.services.db.sync.add_turn,
-                self.call_sid,
-                idx=turn.index,
-                channel=turn.channel,
-                text=turn.text,
-                intent=turn.intent,
-                confidence=turn.confidence,
-                sentiment=turn.sentiment,
-                loudness_spl_db=turn.loudness_spl_db,
-                reply=turn.reply,
-                latency=latency,  # filled in by the first-frame callback if the reply is still playing
+            rows.append(
+                dict(
+                    idx=turn.index,
+                    channel=turn.channel,
+                    text=turn.text,
+                    intent=turn.intent,
+                    confidence=turn.confidence,
+                    sentiment=turn.sentiment,
+                    loudness_spl_db=turn.loudness_spl_db,
+                    reply=turn.reply,
+                )
             )
+        if timing is None:
+            self._write_turns(rows, {})
+        elif timing.reply_requested_at is not None and not timing.first_frame_seen:
+            timing.rows = rows
+            self._unwritten_turns.append(timing)
+        else:
+            self._write_turns(rows, timing.stages)
+
+    def _write_turns(self, rows: list[dict[str, Any]], latency: dict[str, float]) -> None:
+        rounded = {k: round(v, 1) for k, v in latency.items()}
+        for row in rows:
+            self.services.db.submit(self.services.db.sync.add_turn, self.call_sid, latency=rounded, **row)
+
+    def _flush_unwritten_turns(self) -> None:
+        """A reply cut before its first frame (barge-in, hang-up): store the turns with what was measured."""
+        pending, self._unwritten_turns = self._unwritten_turns, []
+        for timing in pending:
+            self._write_turns(timing.rows, timing.stages)
+            timing.rows = []
 
     def _turn_latency_callback(self, timing: TurnTiming) -> Callable[[float], None]:
         def on_first_frame(at: float) -> None:
+            timing.first_frame_seen = True
             if timing.reply_requested_at is not None:
-                timing.values["tts_first_frame"] = (at - timing.reply_requested_at) * 1000
-            timing.values["total"] = (at - timing.last_voiced_at) * 1000
-            for stage in ("endpoint_wait", "asr", "understanding", "tts_first_frame", "total"):
-                value = timing.values.get(stage)
-                if stage == "asr":
-                    value = timing.asr_ms
-                elif stage == "understanding":
-                    value = timing.understanding_ms
-                if value is not None:
-                    self.metrics.turn_latency.labels(stage).observe(value / 1000)
-            self.record("turn_latency", {k: round(v, 1) for k, v in timing.values.items() if isinstance(v, float)} | {
-                "asr": round(timing.asr_ms, 1), "understanding": round(timing.understanding_ms, 1)})
+                timing.stages["tts_first_frame"] = (at - timing.reply_requested_at) * 1000
+            timing.stages["total"] = (at - timing.last_voiced_at) * 1000
+            for stage, ms in timing.stages.items():
+                self.metrics.turn_latency.labels(stage).observe(ms / 1000)
+            self.record("turn_latency", {k: round(v, 1) for k, v in timing.stages.items()})
+            if timing.rows:
+                self._write_turns(timing.rows, timing.stages)
+                timing.rows = []
+                if timing in self._unwritten_turns:
+                    self._unwritten_turns.remove(timing)
 
         return on_first_frame
 
@@ -654,6 +671,7 @@ class CallSession:
             final = outcome or self._outcome or _outcome_for(ctx)
             if ctx is not None and ctx.escalated:
                 self.services.contexts[self.call_sid] = ctx  # survives a transfer back from an agent
+            self._flush_unwritten_turns()
             self.record("end", {"reason": reason, "outcome": final})
             await self.services.db.run(self.services.db.sync.end_call, self.call_sid, reason=reason, outcome=final)
             if ctx is not None and ctx.customer is not None:
