@@ -52,6 +52,8 @@ UNKNOWN_CALLER = "+12025550199"  # not in the demo CRM: the short greeting, the 
 P95_LIMIT_MS = 1200.0
 FULL_LEVELS = (1, 5, 10, 20)
 ENDPOINT_SILENCES_MS = (300, 400, 500)
+OFFLINE_SILENCES_MS = (250, 300, 350, 400, 450, 500, 600)
+OFFLINE_MAX_S = 10.0  # one sentence each below this; the longer ones are speeches or sentence lists
 FRAME_S = 0.020
 
 
@@ -77,6 +79,7 @@ class CallerSummary:
     duration_s: float
     closed_by_server: bool
     plays: list[tuple[str, float, int]]  # (label, seconds after start, frames) of each utterance spoken
+    clears: int  # barge-ins the server acted on
     late_mid_sentence: int
     max_mid_sentence_gap_ms: float
     sentence_stalls: int
@@ -138,19 +141,21 @@ async def _one_caller(
 
     await asyncio.sleep(delay_s)
     caller = SimulatedCaller(ws_url, from_number=UNKNOWN_CALLER)
-    steps: list[Any] = [WaitForBot(timeout_s=reply_timeout_s)]
+    # A patient caller: waits for a full second of quiet, so a short pause between two bot sentences is not
+    # taken for the end of the reply (that would make the caller barge in).
+    steps: list[Any] = [WaitForBot(timeout_s=30.0, quiet_s=1.0)]
     for label, audio in script:
-        steps += [PlayAudio(audio, label), WaitForBot(timeout_s=reply_timeout_s)]
+        steps += [PlayAudio(audio, label), WaitForBot(timeout_s=reply_timeout_s, quiet_s=1.0)]
     try:
         result = await caller.run(steps)
     except Exception as exc:  # noqa: BLE001 - one failed caller is reported, the others still count
-        return CallerSummary(caller.call_sid, [], None, 0.0, False, [], 0, 0.0, 0, len(script), f"{type(exc).__name__}: {exc}")
+        return CallerSummary(caller.call_sid, [], None, 0.0, False, [], 0, 0.0, 0, 0, len(script), f"{type(exc).__name__}: {exc}")
+    frames_by_label = {label: len(audio) // 160 for label, audio in script}
     plays = []
     for entry in result.timeline:
         if entry.who == "caller" and entry.what.startswith("plays "):
             label = entry.what[len("plays ") :].rsplit(" (", 1)[0]
-            audio = dict(script).get(label, b"")
-            plays.append((label, entry.t, len(audio) // 160))
+            plays.append((label, entry.t, frames_by_label.get(label, 0)))
     late = late_audio(result.received_messages, result.frame_arrivals, lead_s)
     return CallerSummary(
         call_sid=result.call_sid,
@@ -159,31 +164,29 @@ async def _one_caller(
         duration_s=result.timeline[-1].t if result.timeline else 0.0,
         closed_by_server=result.closed_by_server,
         plays=plays,
+        clears=result.clears,
         unanswered=max(0, len(script) - len(result.response_latencies_s)),
         **late,
     )
 
 
-async def _run_callers(
-    ws_url: str, scripts: list[list[tuple[str, bytes]]], stagger_s: float, lead_s: float, reply_timeout_s: float
-) -> list[CallerSummary]:
-    n = len(scripts)
+@dataclass(frozen=True)
+class CallPlan:
+    ws_url: str
+    script: list[tuple[str, bytes]]
+    delay_s: float = 0.0
+
+
+async def _run_callers(plans: list[CallPlan], lead_s: float, reply_timeout_s: float) -> list[CallerSummary]:
     return list(
-        await asyncio.gather(
-            *(
-                _one_caller(ws_url, script, stagger_s * i / max(1, n), lead_s, reply_timeout_s)
-                for i, script in enumerate(scripts)
-            )
-        )
+        await asyncio.gather(*(_one_caller(p.ws_url, p.script, p.delay_s, lead_s, reply_timeout_s) for p in plans))
     )
 
 
-def callers_process_main(
-    ws_url: str, scripts: list[list[tuple[str, bytes]]], stagger_s: float, lead_s: float, reply_timeout_s: float
-) -> tuple[list[CallerSummary], float]:
+def callers_process_main(plans: list[CallPlan], lead_s: float, reply_timeout_s: float) -> tuple[list[CallerSummary], float]:
     """Entry point of the caller process: the callers' summaries and the CPU seconds they used."""
     cpu0 = time.process_time()
-    summaries = asyncio.run(_run_callers(ws_url, scripts, stagger_s, lead_s, reply_timeout_s))
+    summaries = asyncio.run(_run_callers(plans, lead_s, reply_timeout_s))
     return summaries, time.process_time() - cpu0
 
 
@@ -321,14 +324,76 @@ def load_utterances(synthesize: Callable[[str], bytes] | None, speech_dir: Path 
     return out
 
 
-def scripts_for(n_callers: int, per_call: int, utterances: list[Utterance]) -> list[list[tuple[str, bytes]]]:
-    """Each caller speaks `per_call` different utterances; callers start at different points of the list."""
-    k = len(utterances)
+def scripts_for(n_callers: int, recordings_per_call: int, utterances: list[Utterance]) -> list[list[tuple[str, bytes]]]:
+    """What each caller says: a Piper phrase the shipped flow understands, then real recordings.
+
+    "Where is my parcel?" takes the ecommerce flow to "please say your order number", where the recordings
+    (which are not order numbers) get re-asks instead of an early hand-over to an agent, so most utterances
+    are answered whatever flow is loaded. Callers start at different points of the recording list.
+    """
+    phrases = [u for u in utterances if u.source == "piper"]
+    recordings = [u for u in utterances if u.source == "recording"] or utterances
+    k = len(recordings)
     scripts = []
     for c in range(n_callers):
-        picked = [utterances[(c * per_call + j) % k] for j in range(min(per_call, k))]
+        picked = phrases[:1] + [recordings[(c * recordings_per_call + j) % k] for j in range(min(recordings_per_call, k))]
         scripts.append([(u.label, u.audio) for u in picked])
     return scripts
+
+
+def offline_endpoint_check(settings: Settings, silences_ms: tuple[int, ...], speech_dir: Path = SPEECH_DIR) -> list[dict[str, Any]]:
+    """Every recording (long ones too) through the server's own caller-audio path (mu-law, VAD, endpointer).
+
+    Pure DSP, no call: it counts how many utterances each recording becomes at each endpointing silence.
+    Read sentences of 4-10 s have comma pauses the short live-call recordings lack, so this is the stricter test.
+    """
+    from audio.caller import CallerAudio, CallerAudioConfig
+    from audio.endpoint import EndpointerConfig, SpeechEnded
+    from audio.files import read_audio, to_phone
+
+    manifest = speech_dir / "manifest.tsv"
+    if not manifest.is_file():
+        return []
+    with open(manifest, encoding="utf-8", newline="") as fh:
+        # Longer recordings are several sentences or speeches with rhetorical pauses: splitting them is right.
+        rows = [r for r in csv.DictReader(fh, delimiter="\t") if float(r["duration_s"]) < OFFLINE_MAX_S]
+    tail = b"\xff" * 8000 * 2  # two seconds of line silence after the recording
+    phone = {r["path"]: to_phone(read_audio(speech_dir / r["path"], 16000), 16000) + tail for r in rows}
+    a = settings.audio
+    out = []
+    for silence in silences_ms:
+        split: list[str] = []
+        counts = []
+        for name, audio in phone.items():
+            caller = CallerAudio(
+                CallerAudioConfig(
+                    vad_aggressiveness=a.vad_aggressiveness,
+                    endpoint=EndpointerConfig(
+                        speech_start_ms=a.speech_start_ms,
+                        silence_ms=silence,
+                        min_speech_ms=a.min_speech_ms,
+                        max_utterance_s=a.max_utterance_s,
+                    ),
+                    loudness_calibration_db=a.loudness_calibration_db,
+                    long_silence_s=a.long_silence_s,
+                )
+            )
+            n = sum(
+                isinstance(ev, SpeechEnded) for frame in caller.frames(audio) for ev in caller.process(frame).events
+            )
+            counts.append(n)
+            if n > 1:
+                split.append(f"{Path(name).stem} ({n})")
+        out.append(
+            {
+                "endpoint_silence_ms": silence,
+                "recordings": len(counts),
+                "recordings_split": len(split),
+                "split": split,
+                "recordings_missed": sum(1 for c in counts if c == 0),
+            }
+        )
+    return out
 
 
 # == statistics =====================================================================================
@@ -368,36 +433,55 @@ def count_splits(record: dict[str, Any], plays: list[tuple[str, float, int]], si
     return counts
 
 
-async def run_level(
-    server: BenchServer,
+@dataclass
+class RunOutcome:
+    """One batch of concurrent calls: every caller's summary and call record, and what the server spent."""
+
+    summaries: list[CallerSummary]
+    records: list[dict[str, Any] | None]
+    servers: list[BenchServer]  # the server each call went to
+    server_cpu_s: float
+    caller_cpu_s: float
+    loop_lag: dict[str, float]
+    wall_s: float
+
+
+async def run_calls(
     pool: concurrent.futures.Executor,
-    scripts: list[list[tuple[str, bytes]]],
+    calls: list[tuple[BenchServer, list[tuple[str, bytes]]]],
     *,
     stagger_s: float,
-    reply_timeout_s: float = 20.0,
-) -> dict[str, Any]:
-    """N callers at once against `server`; everything measured for this level."""
+    reply_timeout_s: float = 10.0,
+) -> RunOutcome:
+    """Places the calls at once (start times spread over `stagger_s`) and collects what each measured."""
     loop = asyncio.get_running_loop()
-    settings = server.services.settings
-    lead_s = settings.audio.outbound_lead_ms / 1000
+    lead_s = calls[0][0].services.settings.audio.outbound_lead_ms / 1000
+    n = len(calls)
+    plans = [CallPlan(server.ws_url, script, stagger_s * i / n) for i, (server, script) in enumerate(calls)]
     lag = LoopLag()
     lag.start()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
-    summaries, caller_cpu = await loop.run_in_executor(
-        pool, callers_process_main, server.ws_url, scripts, stagger_s, lead_s, reply_timeout_s
-    )
-    records = [await server.call_record(s.call_sid) for s in summaries]
+    summaries, caller_cpu = await loop.run_in_executor(pool, callers_process_main, plans, lead_s, reply_timeout_s)
+    records = [await server.call_record(s.call_sid) for (server, _), s in zip(calls, summaries)]
     wall = time.monotonic() - wall0
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     lag_stats = await lag.stop()
     cpu_s = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    return RunOutcome(summaries, records, [server for server, _ in calls], cpu_s, caller_cpu, lag_stats, wall)
 
+
+def summarize(run: RunOutcome, only: BenchServer | None = None) -> dict[str, Any]:
+    """Everything measured for the calls of `run` (only those to `only`, if given)."""
+    picked = [
+        (s, r, srv) for s, r, srv in zip(run.summaries, run.records, run.servers) if only is None or srv is only
+    ]
+    summaries = [s for s, _, _ in picked]
     latencies = [x for s in summaries for x in s.response_latencies_s]
     call_minutes = sum(s.duration_s for s in summaries) / 60
     stages: dict[str, list[float]] = {"endpoint_wait": [], "asr": [], "understanding": [], "tts_first_frame": [], "total": []}
     splits: list[int] = []
-    for s, record in zip(summaries, records):
+    for s, record, server in picked:
         if record is None:
             continue
         for event in record.get("events", []):
@@ -405,34 +489,37 @@ async def run_level(
                 for stage, values in stages.items():
                     if isinstance(event["data"].get(stage), (int, float)):
                         values.append(float(event["data"][stage]))
-        splits += count_splits(record, s.plays, settings.audio.endpoint_silence_ms)
+        recordings = [p for p in s.plays if not p[0].startswith("piper:")]
+        splits += count_splits(record, recordings, server.services.settings.audio.endpoint_silence_ms)
     errors = [s.error for s in summaries if s.error]
-    late = sum(s.late_mid_sentence for s in summaries)
+
+    def dist(values: list[float]) -> dict[str, float | None]:
+        return {"median": _median(values), "p95": round(percentile(values, 95), 1) if values else None}
+
     return {
-        "callers": len(scripts),
-        "utterances_per_call": len(scripts[0]) if scripts else 0,
+        "callers": len(summaries),
+        "utterances_per_call": max((len(s.plays) for s in summaries), default=0),
         "response_latency": _ms(latencies),
         "unanswered_utterances": sum(s.unanswered for s in summaries),
         "server_turn_ms_median": {stage: _median(v) for stage, v in stages.items()},
-        "asr_ms": {"median": _median(stages["asr"]), "p95": round(percentile(stages["asr"], 95), 1) if stages["asr"] else None},
-        "tts_first_frame_ms": {
-            "median": _median(stages["tts_first_frame"]),
-            "p95": round(percentile(stages["tts_first_frame"], 95), 1) if stages["tts_first_frame"] else None,
-        },
+        "asr_ms": dist(stages["asr"]),
+        "tts_first_frame_ms": dist(stages["tts_first_frame"]),
         "first_greeting_ms": _ms([s.first_audio_after_start_s for s in summaries if s.first_audio_after_start_s is not None]),
-        "event_loop_lag": lag_stats,
-        "server_cpu_s": round(cpu_s, 2),
-        "caller_process_cpu_s": round(caller_cpu, 2),
+        "event_loop_lag": run.loop_lag,
+        "server_cpu_s": round(run.server_cpu_s, 2),
+        "caller_process_cpu_s": round(run.caller_cpu_s, 2),
         "call_minutes": round(call_minutes, 3),
-        "server_cpu_s_per_call_minute": round(cpu_s / call_minutes, 2) if call_minutes else None,
-        "late_audio_mid_sentence": late,
+        "server_cpu_s_per_call_minute": round(run.server_cpu_s / call_minutes, 2) if call_minutes and only is None else None,
+        "late_audio_mid_sentence": sum(s.late_mid_sentence for s in summaries),
         "max_mid_sentence_gap_ms": max((s.max_mid_sentence_gap_ms for s in summaries), default=0.0),
         "sentence_stalls": sum(s.sentence_stalls for s in summaries),
-        "utterances_split": sum(1 for c in splits if c > 1),
-        "utterances_missed": sum(1 for c in splits if c == 0),
+        "barge_in_clears": sum(s.clears for s in summaries),
+        "recordings_spoken": len(splits),
+        "recordings_split": sum(1 for c in splits if c > 1),
+        "recordings_missed": sum(1 for c in splits if c == 0),
         "calls_closed_by_server": sum(1 for s in summaries if s.closed_by_server),
         "caller_errors": errors,
-        "wall_s": round(wall, 1),
+        "wall_s": round(run.wall_s, 1),
     }
 
 
@@ -527,7 +614,7 @@ def print_level_table(levels: list[dict[str, Any]], title: str, out: Callable[[s
             f"{_fmt(lv['asr_ms']['median']):>7} {_fmt(lv['tts_first_frame_ms']['median']):>7} "
             f"{_fmt(lv['first_greeting_ms']['p50_ms']):>8} {_fmt(lv['event_loop_lag']['max_ms']):>7} "
             f"{_fmt(lv['event_loop_lag']['p99_ms']):>7} {_fmt(lv['server_cpu_s_per_call_minute']):>7} "
-            f"{lv['late_audio_mid_sentence']:>4} {lv['sentence_stalls']:>6} {lv['utterances_split']:>5}"
+            f"{lv['late_audio_mid_sentence']:>4} {lv['sentence_stalls']:>6} {lv['recordings_split']:>5}"
         )
 
 
@@ -554,9 +641,23 @@ async def run_bench(
     """
     from ivr.services import Models
 
-    t_start = time.monotonic()
     # The bench measures the server, not its logs: per-call INFO lines would only add noise and CPU.
-    logging.getLogger("ivr").setLevel(max(logging.WARNING, logging.getLogger("ivr").getEffectiveLevel()))
+    quiet = {name: logging.getLogger(name).level for name in ("ivr", "aiohttp.access", "faster_whisper")}
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).getEffectiveLevel()))
+    try:
+        return await _run_bench(settings, out=out, max_callers=max_callers, quick=quick, models=models, speech_dir=speech_dir)
+    finally:
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
+
+
+async def _run_bench(
+    settings: Settings, *, out: Path, max_callers: int, quick: bool, models: Any, speech_dir: Path
+) -> int:
+    from ivr.services import Models
+
+    t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmp:
         tmp_dir = Path(tmp)
         owns_models = models is None
@@ -573,69 +674,79 @@ async def run_bench(
             flush=True,
         )
 
-        codec = await asyncio.to_thread(codec_bench, _phone_pcm_for_codec(utterances, 10.0 if quick else 60.0), 3 if quick else 7)
+        codec = await asyncio.to_thread(
+            codec_bench, _phone_pcm_for_codec(utterances, 10.0 if quick else 60.0), 3 if quick else 7
+        )
         levels_to_run = [1, 2] if quick else [n for n in FULL_LEVELS if n <= max_callers] or [1]
-        if not quick and max_callers not in levels_to_run and max_callers > 1:
+        if not quick and max_callers > 1 and max_callers not in levels_to_run:
             levels_to_run.append(max_callers)
-        per_call = 1 if quick else 4
-        single_per_call = 1 if quick else 6
+        n_recordings = sum(1 for u in utterances if u.source == "recording")
 
-        ctx = multiprocessing.get_context("spawn")
         sweep: list[dict[str, Any]] = []
         endpoint_sweep: list[dict[str, Any]] = []
-        single: dict[str, Any] = {}
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        # Spawned, not forked: this process holds model threads that a fork would copy in a broken state.
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             server = await start_server(settings, models, tmp_dir / "data")
             try:
                 default_silence = server.services.settings.audio.endpoint_silence_ms
                 for n in levels_to_run:
-                    k = single_per_call if n == 1 else per_call
-                    print(f"\n{n} caller(s), {k} utterance(s) each ...", flush=True)
-                    level = await run_level(server, pool, scripts_for(n, k, utterances), stagger_s=min(3.0, 0.3 * n))
+                    # Quick: one utterance per call. Full: the single call speaks more (its percentiles need
+                    # samples); concurrent callers speak 3 utterances each.
+                    recs = 0 if quick else (3 if n == 1 else 2)
+                    scripts = scripts_for(n, recs, utterances)
+                    print(f"\n{n} caller(s), {len(scripts[0])} utterance(s) each ...", flush=True)
+                    run = await run_calls(pool, [(server, sc) for sc in scripts], stagger_s=min(4.0, 0.4 * n))
+                    level = summarize(run)
                     level["endpoint_silence_ms"] = default_silence
                     sweep.append(level)
                     r = level["response_latency"]
                     print(
-                        f"  p50 {_fmt(r['p50_ms'])} ms, p95 {_fmt(r['p95_ms'])} ms, late audio {level['late_audio_mid_sentence']},"
-                        f" {level['wall_s']} s",
+                        f"  p50 {_fmt(r['p50_ms'])} ms, p95 {_fmt(r['p95_ms'])} ms, late audio "
+                        f"{level['late_audio_mid_sentence']}, unanswered {level['unanswered_utterances']}, {level['wall_s']} s",
                         flush=True,
                     )
                     if level["caller_errors"]:
                         print(f"  caller errors: {level['caller_errors'][:3]}", flush=True)
-                    if r["p95_ms"] is None or r["p95_ms"] > P95_LIMIT_MS or level["late_audio_mid_sentence"]:
+                    # N=1 is the baseline: the sweep always goes on to the next level to show the trend.
+                    if not quick and n > 1 and not _level_ok(level):
                         print("  over the limit: the sweep stops here", flush=True)
                         break
             finally:
                 await server.close()
-            single = sweep[0]
 
             if not quick:
-                recordings = [u for u in utterances if u.source == "recording"] or utterances
-                for silence in ENDPOINT_SILENCES_MS:
-                    if silence == default_silence:
-                        level = single
-                    else:
-                        print(f"\nendpoint silence {silence} ms, 1 caller ...", flush=True)
-                        server = await start_server(
-                            settings, models, tmp_dir / f"data-ep{silence}", audio={"endpoint_silence_ms": silence}
-                        )
-                        try:
-                            level = await run_level(server, pool, scripts_for(1, single_per_call, recordings), stagger_s=0)
-                        finally:
-                            await server.close()
+                # One caller per endpointing value, all at once (each on its own server): the values are
+                # compared under the same load, and the whole sweep takes one call's time.
+                print(f"\nendpoint silence sweep {ENDPOINT_SILENCES_MS} ms, 1 caller each ...", flush=True)
+                servers = [
+                    await start_server(settings, models, tmp_dir / f"data-ep{v}", audio={"endpoint_silence_ms": v})
+                    for v in ENDPOINT_SILENCES_MS
+                ]
+                try:
+                    script = scripts_for(1, n_recordings, utterances)[0]
+                    run = await run_calls(pool, [(srv, script) for srv in servers], stagger_s=1.0)
+                finally:
+                    for srv in servers:
+                        await srv.close()
+                for value, srv in zip(ENDPOINT_SILENCES_MS, servers):
+                    part = summarize(run, only=srv)
                     endpoint_sweep.append(
                         {
-                            "endpoint_silence_ms": silence,
-                            "response_latency": level["response_latency"],
-                            "server_endpoint_wait_ms_median": level["server_turn_ms_median"]["endpoint_wait"],
-                            "recordings_spoken": level["utterances_per_call"],
-                            "utterances_split": level["utterances_split"],
-                            "utterances_missed": level["utterances_missed"],
+                            "endpoint_silence_ms": value,
+                            "concurrent_calls": len(servers),
+                            "response_latency": part["response_latency"],
+                            "server_endpoint_wait_ms_median": part["server_turn_ms_median"]["endpoint_wait"],
+                            "server_total_ms_median": part["server_turn_ms_median"]["total"],
+                            "recordings_spoken": part["recordings_spoken"],
+                            "recordings_split": part["recordings_split"],
+                            "recordings_missed": part["recordings_missed"],
                         }
                     )
+        offline = [] if quick else await asyncio.to_thread(offline_endpoint_check, settings, OFFLINE_SILENCES_MS, speech_dir)
         if owns_models:
             await models.close()
 
+    single = sweep[0]
     good = [lv["callers"] for lv in sweep if _level_ok(lv)]
     # The largest N that passed with every smaller level passing too.
     max_ok = 0
@@ -643,7 +754,12 @@ async def run_bench(
         if not _level_ok(lv):
             break
         max_ok = lv["callers"]
-    never_split = [e["endpoint_silence_ms"] for e in endpoint_sweep if e["utterances_split"] == 0 and e["utterances_missed"] == 0]
+    offline_ok = {e["endpoint_silence_ms"] for e in offline if e["recordings_split"] == 0 and e["recordings_missed"] == 0}
+    never_split = [
+        e["endpoint_silence_ms"]
+        for e in endpoint_sweep
+        if e["recordings_split"] == 0 and e["recordings_missed"] == 0 and (not offline or e["endpoint_silence_ms"] in offline_ok)
+    ]
     level20 = next((lv for lv in sweep if lv["callers"] == 20), None)
     sr = single["response_latency"]
     results = {
@@ -661,6 +777,7 @@ async def run_bench(
         "levels_passing": good,
         "codec": codec,
         "endpoint_sweep": endpoint_sweep,
+        "endpoint_offline": offline,
         "recommended_endpoint_silence_ms": min(never_split) if never_split else None,
         "targets": {
             "p50_ms<=700": sr["p50_ms"] is not None and sr["p50_ms"] <= 700,
@@ -696,10 +813,18 @@ def _print_summary(results: dict[str, Any], out: Callable[[str], None] = print) 
             r = e["response_latency"]
             out(
                 f"{e['endpoint_silence_ms']:>10} {_fmt(r['p50_ms']):>7} {_fmt(r['p95_ms']):>7} "
-                f"{_fmt(e['server_endpoint_wait_ms_median']):>11} {e['recordings_spoken']:>6} {e['utterances_split']:>5} "
-                f"{e['utterances_missed']:>6}"
+                f"{_fmt(e['server_endpoint_wait_ms_median']):>11} {e['recordings_spoken']:>6} {e['recordings_split']:>5} "
+                f"{e['recordings_missed']:>6}"
             )
-        out(f"recommended endpoint_silence_ms (smallest that never split a recording): {results['recommended_endpoint_silence_ms']}")
+        for e in results.get("endpoint_offline", []):
+            out(
+                f"offline, {e['recordings']} recordings under {OFFLINE_MAX_S:.0f} s at {e['endpoint_silence_ms']} ms: "
+                f"{e['recordings_split']} split {e['split']}, {e['recordings_missed']} missed"
+            )
+        out(
+            "recommended endpoint_silence_ms (smallest that split no recording, live or offline): "
+            f"{results['recommended_endpoint_silence_ms']}"
+        )
     c = results["codec"]
     out(f"\nmu-law codec ({c['audio_s']} s of speech, median of {c['repeats']}; audioop: {c['audioop']})")
     out(f"{'':16} {'audio.mulaw':>14} {'audioop':>14} {'ratio':>7}")

@@ -52,12 +52,14 @@ class TurnAudio:
 
 @dataclass(frozen=True, slots=True)
 class Cut:
-    """Where a `clear` interrupted a turn: frames [played_frames:] of its audio were never heard."""
+    """Where a `clear` interrupted playback: `unplayed` is every queued or still-buffered frame, in order,
+    so an interruption that turns out to be a backchannel can resume exactly where it was cut."""
 
     turn: int
     label: str
     played_frames: int
     total_frames: int
+    unplayed: bytes = b""
 
 
 class Playout:
@@ -84,6 +86,8 @@ class Playout:
         self._turns: dict[int, TurnAudio] = {}
         self._next_turn = 0
         self._marks_in_flight: dict[str, int] = {}
+        # Frames sent but possibly not yet played by the carrier (its buffer is at most the lead).
+        self._recent: deque[bytes] = deque(maxlen=max(2, int(self._lead / FRAME_S) + 5))
         self.frames_sent = 0
         self.marks_played: list[str] = []
         self.marks_flushed: list[str] = []
@@ -137,9 +141,13 @@ class Playout:
     async def clear(self) -> Cut | None:
         """Stops playback now: empties our queue and Twilio's. Returns where the current turn was cut."""
         current = self._current_turn()
-        buffered_frames = int(round(self.buffered_s() / FRAME_S))
+        buffered_frames = min(int(round(self.buffered_s() / FRAME_S)), len(self._recent))
+        buffered = list(self._recent)[len(self._recent) - buffered_frames :] if buffered_frames else []
+        queued = [item.data for item in self._queue if isinstance(item, _Frame)]
+        unplayed = b"".join(buffered) + b"".join(queued)
         self._generation += 1
         self._queue.clear()
+        self._recent.clear()
         self._play_clock = self._clock()
         self.marks_flushed.extend(self._marks_in_flight)
         self._marks_in_flight.clear()
@@ -147,7 +155,7 @@ class Playout:
         if current is None:
             return None
         played = max(0, current.frames_sent - buffered_frames)
-        return Cut(current.turn, current.label, played, len(current.audio) // FRAME_BYTES)
+        return Cut(current.turn, current.label, played, len(current.audio) // FRAME_BYTES, unplayed)
 
     def turn(self, turn_id: int) -> TurnAudio | None:
         return self._turns.get(turn_id)
@@ -183,6 +191,7 @@ class Playout:
                 now = self._clock()
                 self._play_clock = max(self._play_clock, now) + FRAME_S
                 await self._send(PlayAudio(item.data))
+                self._recent.append(item.data)
                 self.frames_sent += 1
                 turn = self._turns.get(item.turn)
                 if turn is not None:

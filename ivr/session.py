@@ -28,6 +28,7 @@ from flows.actions import Escalate, Hangup, Listen, OfferCallback, Say, SetFlag
 from flows.context import CallContext
 from flows.engine import CallerInput
 from ivr.services import ASR_RETRY, Services
+from models.speech_text import normalize_for_speech, split_sentences
 from ivr.playout import FRAME_BYTES, Cut, Playout, TurnAudio
 from telephony.events import (
     AudioIn,
@@ -86,6 +87,8 @@ class SpeechJob:
     text: str
     prompt_id: str | None = None
     prefix_audio: bytes = b""  # resumed audio of an interrupted turn
+    sentences: list[str] = field(default_factory=list)  # filled when synthesis starts
+    sentences_done: int = 0
     label: str = "say"
     on_first_frame: Callable[[float], None] | None = None
 
@@ -346,11 +349,17 @@ class CallSession:
 
     # == barge-in ================================================================================
     async def _interrupt(self, kind: str, *, resumable: bool = True) -> None:
-        """Stops the bot mid-sentence: clear Twilio's buffer and ours, stop synthesis."""
+        """Stops the bot mid-sentence: clear Twilio's buffer and ours, stop synthesis.
+
+        What was not heard yet is kept (audio already made, sentences not yet synthesised, later replies),
+        so a backchannel or a cough can resume the turn where it was cut.
+        """
         pending: list[SpeechJob] = []
         while not self._speech_jobs.empty():
             pending.append(self._speech_jobs.get_nowait())
+            self._speech_jobs.task_done()
         job = self._current_job
+        unsynthesised = job.sentences[job.sentences_done :] if job is not None else []
         if self._speech_task is not None and not self._speech_task.done():
             self._speech_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -361,14 +370,10 @@ class CallSession:
         self._speech_task = self._spawn(self._speech_loop(), "speech")
         self.metrics.barge_ins.labels(kind).inc()
         self.record("barge_in", {"kind": kind, "played_frames": cut.played_frames if cut else None})
-        if resumable and cut is not None and job is not None:
-            turn = self.playout.turn(cut.turn)
-            rest = bytes(turn.audio[cut.played_frames * FRAME_BYTES :]) if turn else b""
-            unsynthesised = job.text if turn is None else ""
-            resume = [SpeechJob(text=unsynthesised, prefix_audio=rest, label="resume")] if (rest or unsynthesised) else []
-            self._interrupted = (cut, resume + pending)
-        else:
-            self._interrupted = None
+        resume: list[SpeechJob] = []
+        if cut is not None and (cut.unplayed or unsynthesised):
+            resume.append(SpeechJob(text="", prefix_audio=cut.unplayed, sentences=unsynthesised, label="resume"))
+        self._interrupted = (cut, resume + pending) if resumable and (resume or pending) else None
 
     def _resume_if_backchannel(self, text: str) -> bool:
         """A cough, click or "uh-huh" does not end the bot's turn: replay from where it was cut."""
@@ -401,7 +406,7 @@ class CallSession:
                     continue
                 timing.stages["asr"] = transcript.asr_s * 1000
                 text = transcript.text.strip()
-                if item.during_playback and self._resume_if_backchannel(text):
+                if self._resume_if_backchannel(text):
                     continue
                 if not text:
                     self.record("empty_transcript", {"duration_s": round(item.duration_s, 2)})
@@ -558,7 +563,18 @@ class CallSession:
     async def _finish(self, reason: str) -> None:
         """The flow ended the call: let the goodbye play out, then hang up."""
         assert self.ctx is not None
-        self._outcome = "resolved" if self.ctx.resolved else ("escalated" if self.ctx.escalated else "ended_by_bot")
+        if self.ctx.flags.get("callback_requested") and self.services.callbacks is not None and self.ctx.caller:
+            # The caller chose a callback over waiting (a backend was down): text the booking link now.
+            self._outcome = "callback"
+            try:
+                await self.services.callbacks.request(
+                    self.call_sid or "-",
+                    self.ctx.caller,
+                    self.ctx.customer.customer_id if self.ctx.customer else None,
+                    {"reason": str(self.ctx.flags["callback_requested"])},
+                )
+            except Exception as exc:  # noqa: BLE001 - the goodbye still plays; the failure is on record
+                self.error("callback_sms_failed", f"{type(exc).__name__}: {exc}")
         await self._speech_jobs.join()
         deadline = self.clock() + 30
         while self.playout.is_playing and self.clock() < deadline:
@@ -581,17 +597,18 @@ class CallSession:
                     self._first_frame_waiters[turn.turn] = turn_first
                 if job.prefix_audio:
                     self.playout.enqueue(turn, job.prefix_audio)
-                if job.text:
-                    cached = tts.cached(job.text)
-                    if cached is not None:
-                        self.playout.enqueue(turn, cached)
-                    else:
-                        stream = tts.stream(job.text)
-                        try:
-                            async for chunk in stream:
-                                self.playout.enqueue(turn, chunk)
-                        finally:
-                            await stream.aclose()
+                cached = tts.cached(job.text) if job.text else None
+                if cached is not None:
+                    self.playout.enqueue(turn, cached)
+                else:
+                    if job.text:
+                        job.sentences = split_sentences(normalize_for_speech(job.text))
+                    # Sentence by sentence: the first plays while the next is made, and a barge-in knows
+                    # exactly which sentences were never synthesised.
+                    while job.sentences_done < len(job.sentences):
+                        audio = await tts.render_sentence(job.sentences[job.sentences_done])
+                        self.playout.enqueue(turn, audio)
+                        job.sentences_done += 1
                 self.playout.finish_turn(turn)
             except asyncio.CancelledError:
                 raise

@@ -218,6 +218,10 @@ class TtsService:
         # shield: one caller giving up must not cancel the render other callers are waiting for.
         return await asyncio.shield(fut)
 
+    async def render_sentence(self, sentence: str) -> bytes:
+        """One already-normalised sentence as 8 kHz mu-law, made on the pool; not cached (replies vary)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.synth.synthesize_phone, sentence)
+
     async def warm(self, texts: Iterable[str]) -> None:
         """Render fixed prompts (greetings, menus, holding lines) ahead of calls."""
         await asyncio.gather(*(self.render(t) for t in texts))

@@ -36,7 +36,10 @@ class Caller(SimulatedCaller):
             deadline = time.monotonic() + step.timeout_s
             while not await step.condition():
                 if time.monotonic() > deadline or self._closed_by_server:
-                    raise AssertionError(f"call {self.call_sid}: timed out waiting for {step.what}")
+                    raise AssertionError(
+                        f"call {self.call_sid}: timed out waiting for {step.what}; the call so far:\n"
+                        + "\n".join(str(e) for e in self._timeline)
+                    )
                 await asyncio.sleep(0.05)
             return
         await super()._run_step(step)

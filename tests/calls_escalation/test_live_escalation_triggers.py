@@ -53,7 +53,21 @@ async def test_legal_words_escalate_at_once_naming_the_words(server_on_db, synth
     assert escalation["trigger"] == "legal", escalation
     assert "'lawyer'" in escalation["reason"] and "'take you to court'" in escalation["reason"]
     assert payload["goodwill_offer"] is None  # a legal dispute never gets an improvised offer
-    assert any("lawyer" in m.lower() for m in payload["last_3_messages"]), payload["last_3_messages"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="session.py runs policy_check before engine.handle records the turn: an escalation the policy fires "
+    "stores no turn and hands the agent an empty last_3_messages, so the caller must repeat themselves",
+)
+async def test_the_words_that_triggered_a_policy_escalation_reach_the_agent(start_server, synth_phone):
+    server = await start_server()
+    escalation, record, _ = await escalate_call(
+        server, JAMES, [Pause(1.0), PlayAudio(synth_phone("I'll get my lawyer and take you to court."), "legal")]
+    )
+    assert escalation["trigger"] == "legal"
+    assert any("lawyer" in t["text"].lower() for t in record["turns"]), record["turns"]
+    assert any("lawyer" in m.lower() for m in escalation["payload"]["last_3_messages"])
 
 
 async def test_three_negative_phrases_over_two_turns_escalate(start_server, synth_phone):
@@ -112,9 +126,10 @@ async def test_repeated_backend_failures_escalate(start_server):
     escalation, record, result = await escalate_call(
         server, JAMES,
         [
-            Pause(1.0), PressDigits("2"), WaitForBot(timeout_s=20),  # track an order: asks for the number
-            PressDigits("12345#"), WaitForBot(timeout_s=20),  # the order lookup fails too
-            PressDigits("2"),
+            # The caller lookup failed (1). Track an order (2), type its number, confirm it (1): that lookup fails
+            # too (2) and the bot offers a callback; whatever the caller answers, the policy steps in first.
+            Pause(1.0), PressDigits("2"), Pause(1.0), PressDigits("12345#"), Pause(0.5), PressDigits("1"),
+            Pause(1.0), PressDigits("2"),
         ],
     )
     print(timeline(result))

@@ -1,0 +1,139 @@
+"""After a live escalation: the agent page shows it, Accept transfers the call through Twilio, the caller is texted.
+
+The Twilio REST API is the local recorder (tests/helpers/twilio_recorder.py): it records what the real `twilio`
+library sends. When Twilio redirects a call to <Dial>, the media stream ends with `stop`; the simulated caller
+sends exactly that once the transfer has happened.
+"""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+
+import aiohttp
+import pytest
+
+from telephony.simcaller import Pause, PlayAudio
+from tests.calls_escalation.call_driver import JAMES, Caller, Until, escalate_call, escalated_and_on_hold, \
+    escalations_of
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+API_TOKEN = "test-api-token"  # what tests/conftest.py configures
+
+
+def _transferred(server, call_sid: str) -> Until:
+    async def done() -> bool:
+        return any(e["status"] == "transferred" for e in await escalations_of(server, call_sid))
+
+    return Until(done, timeout_s=40, what="the agent's transfer")
+
+
+def _check_transfer(server, call_sid: str) -> None:
+    [req] = server.recorder.find(f"Calls/{call_sid}.json")
+    assert req.method == "POST" and req.status == 200
+    dial = ET.fromstring(req.form["Twiml"]).find("Dial/Number")
+    assert dial is not None and dial.text == server.settings.agent_number
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+async def test_agent_page_shows_the_live_escalation_and_accept_transfers_the_call(start_server, synth_phone):
+    import asyncio
+
+    playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+    server = await start_server()
+    caller = Caller(server.ws_url, from_number=JAMES)
+    call = asyncio.create_task(caller.run([
+        Pause(1.0), PlayAudio(synth_phone("I want to speak to a real person."), "ask for person"),
+        escalated_and_on_hold(server, caller), _transferred(server, caller.call_sid),
+    ]))
+    try:
+        async with playwright_api.async_playwright() as p:
+            browser = await p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync", "--no-first-run"],
+            )
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{server.base_url}/agent?token={API_TOKEN}")
+                card = page.locator("#queue article.card", has_text="person")
+                await card.wait_for(timeout=20_000)  # pushed over the WebSocket when the call escalates
+                [escalation] = await escalations_of(server, caller.call_sid)
+                text = await card.inner_text()
+                assert escalation["reason"] in text and "C1002" in text
+                await page.fill("#agent", "alice")
+                await card.get_by_role("button", name="Accept").click()
+                done = page.locator("#handled article.card", has_text=escalation["reason"])
+                await done.wait_for(timeout=10_000)
+                assert "Transferred to alice" in await done.inner_text()
+            finally:
+                await browser.close()
+        await asyncio.wait_for(call, 45)
+    finally:
+        call.cancel()
+    _check_transfer(server, caller.call_sid)
+    record = await server.wait_call_closed(caller.call_sid)
+    # The stream's `stop` after the transfer ends our part of the call; the call itself was escalated.
+    assert record["outcome"] == "escalated"
+    assert [e["status"] for e in record["escalations"]] == ["transferred"]
+    assert caller.call_sid in server.services.contexts  # kept for a transfer back
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a stream `stop` after an accepted transfer is recorded as end_reason 'caller_hung_up' (session.py "
+    "closes every CallEnded as the caller hanging up); it should say the call was transferred",
+)
+async def test_stop_after_a_transfer_is_not_recorded_as_the_caller_hanging_up(start_server, synth_phone):
+    server = await start_server()
+    caller = Caller(server.ws_url, from_number=JAMES)
+    accepted: list[dict] = []
+
+    async def accept_when_escalated() -> bool:
+        rows = await escalations_of(server, caller.call_sid)
+        if rows and not accepted:
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_TOKEN}"}) as http:
+                url = f"{server.base_url}/api/agent/escalations/{rows[0]['id']}/accept"
+                async with http.post(url, json={"agent": "bob"}) as resp:
+                    assert resp.status == 200, await resp.text()
+                    accepted.append(await resp.json())
+        return bool(accepted)
+
+    await caller.run([
+        Pause(1.0), PlayAudio(synth_phone("I want to speak to a real person."), "ask for person"),
+        Until(accept_when_escalated, what="escalation accepted"), _transferred(server, caller.call_sid),
+    ])
+    _check_transfer(server, caller.call_sid)
+    record = await server.wait_call_closed(caller.call_sid)
+    assert record["outcome"] == "escalated"
+    assert record["end_reason"] != "caller_hung_up", record["end_reason"]
+
+
+async def test_escalated_caller_is_texted_one_callback_link(start_server, synth_phone):
+    server = await start_server()
+    # The fixture learns its port after building the services; a deployed server is configured with its URL.
+    server.services.callbacks.public_url = server.base_url
+    escalation, record, _ = await escalate_call(
+        server, JAMES, [Pause(1.0), PlayAudio(synth_phone("I want to speak to a real person."), "ask for person")]
+    )
+    await server.recorder.wait_for(lambda reqs: any(r.path.endswith("Messages.json") for r in reqs))
+    [sms] = server.recorder.find("Messages.json")
+    assert sms.method == "POST" and sms.status == 201
+    assert sms.form["To"] == JAMES and sms.form["From"] == server.settings.twilio_from_number
+    [stored] = await server.services.db.list_callbacks()
+    assert stored["call_sid"] == record["call_sid"] and stored["status"] == "sent"
+    link = f"{server.base_url}/callback/{stored['token']}"
+    assert link in sms.form["Body"]
+    # The link works without any credentials and offers times to pick.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(link) as resp:
+            assert resp.status == 200
+            assert 'name="slot"' in await resp.text()
+
+    # Asking again for the same call (a retry, a double click) sends nothing new and returns the same link.
+    again = await server.services.callbacks.request(record["call_sid"], JAMES, "C1002", escalation["payload"])
+    assert again["link"] == link
+    assert len(server.recorder.find("Messages.json")) == 1
+    assert len(await server.services.db.list_callbacks()) == 1
