@@ -9,7 +9,6 @@ the server is stopped with SIGTERM, which drains it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import signal

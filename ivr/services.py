@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flows.actions import Escalate
-from flows.context import CallContext, Turn
+from flows.context import CallContext
 from flows.engine import FlowEngine
 from flows.schema import Flow
 from ivr.config import Settings
@@ -37,6 +37,7 @@ HOLD_LINE = (
     "I'm passing you to a colleague who will see everything we've talked about. "
     "Please stay on the line. We're also texting you a link, in case you'd rather we call you back."
 )
+HOLD_REMINDER = "Thanks for holding. A colleague will be with you shortly."
 ASR_RETRY = "Sorry, I missed that. Could you say it again?"
 HOLD_LINE_NO_SMS = "I'm passing you to a colleague who will see everything we've talked about. Please stay on the line."
 
@@ -114,6 +115,9 @@ class Services:
         industry = self.flow.industry if self.flow.industry != "general" else self.settings.industry
         return 0.92 if industry in ("finance", "healthcare") else self.settings.answer_threshold
 
+    def understand(self, text: str) -> IntentResult:
+        return RegionalNlu(self.models.intents, self.region).classify(text)
+
     def new_engine(self, ctx: CallContext, call_log: logging.LoggerAdapter) -> FlowEngine:
         return FlowEngine(
             self.flow,
@@ -124,7 +128,7 @@ class Services:
         )
 
     def fixed_prompts(self) -> list[str]:
-        return list(self.flow.fixed_prompts().values()) + [HOLD_LINE, HOLD_LINE_NO_SMS, ASR_RETRY]
+        return list(self.flow.fixed_prompts().values()) + [HOLD_LINE, HOLD_LINE_NO_SMS, ASR_RETRY, HOLD_REMINDER]
 
     # -- escalation -------------------------------------------------------------------------
     def policy_check(self, ctx: CallContext, last_intent: str | None = None) -> EscalationDecision | None:
@@ -194,11 +198,6 @@ class Services:
         if close is not None:
             await close()
         await asyncio.to_thread(self.db.close)
-
-    def record_policy_turn(self, ctx: CallContext, text: str, channel: str = "voice") -> Turn:
-        turn = Turn(index=len(ctx.turns), channel=channel, text=text)  # type: ignore[arg-type]
-        ctx.turns.append(turn)
-        return turn
 
 
 def open_storage(settings: Settings) -> AsyncStorage:

@@ -25,11 +25,11 @@ from audio.caller import CallerAudio, CallerAudioConfig
 from audio.endpoint import EndpointerConfig, SpeechDiscarded, SpeechEnded, SpeechStarted
 from audio.resample import resample
 from flows.actions import Escalate, Hangup, Listen, OfferCallback, Say, SetFlag
-from flows.context import CallContext
+from flows.context import CallContext, Turn
 from flows.engine import CallerInput
-from ivr.services import ASR_RETRY, Services
+from ivr.services import ASR_RETRY, HOLD_REMINDER, Services
 from models.speech_text import normalize_for_speech, split_sentences
-from ivr.playout import FRAME_BYTES, Cut, Playout, TurnAudio
+from ivr.playout import Cut, Playout, TurnAudio
 from telephony.events import (
     AudioIn,
     CallEnded,
@@ -145,6 +145,7 @@ class CallSession:
         self._first_frame_waiters: dict[int, Callable[[float], None]] = {}
         self._pending_turn_extra: dict[str, Any] = {}
         self._unwritten_turns: list[TurnTiming] = []
+        self._last_hold_reminder = float("-inf")
         self.audio = CallerAudio(
             CallerAudioConfig(
                 vad_aggressiveness=self.settings.audio.vad_aggressiveness,
@@ -424,11 +425,31 @@ class CallSession:
                 inp = CallerInput(kind="silence")
             if timing is not None:
                 timing.understanding_started = self.clock()
-            policy = self.services.policy_check(self.ctx)
-            if policy is not None:
-                await self._escalate(policy, timing)
+            if self.ctx.escalated:
+                # On hold for a person: the flow is done; keep the caller company without repeating ourselves.
+                if self.clock() - self._last_hold_reminder > 15.0:
+                    self._last_hold_reminder = self.clock()
+                    self.say(HOLD_REMINDER, prompt_id="hold_reminder")
+                continue
+            # Signals from how the caller speaks (legal words, shouting, anger, a frustrated VIP) are checked
+            # before the flow answers: the caller should not get another menu first.
+            decision = self.services.policy_check(self.ctx)
+            if decision is not None:
+                if inp.kind == "speech":
+                    self._record_turn_for_policy(inp.text)
+                await self._escalate(decision, timing)
                 continue
             await self._run_actions(engine.handle(self.ctx, inp), timing)
+
+    def _record_turn_for_policy(self, text: str) -> None:
+        """The flow never sees this input, so the turn (with its intent guess) is recorded here."""
+        assert self.ctx is not None
+        turns_before = len(self.ctx.turns)
+        guess = self.services.understand(text)
+        self.ctx.turns.append(
+            Turn(index=turns_before, channel="voice", text=text, intent=guess.intent, confidence=guess.confidence)
+        )
+        self._store_turns(turns_before, [], None)
 
     async def _transcribe(self, item: Utterance):  # -> Transcript | None
         from models.asr import AsrOverloaded

@@ -390,6 +390,10 @@ class Storage:
                     at=utcnow(), actor=actor, action="erase_customer", subject=customer_id, details=counts
                 )
             )
+        if self.engine.dialect.name == "sqlite":
+            # Deleted rows still sit in the write-ahead log until a checkpoint: fold it in and truncate it.
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return counts
 
     def count(self, table: Table) -> int:
@@ -441,6 +445,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # Erased transcripts must not linger in freed pages of the file.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from ivr.playout import FRAME_BYTES, Playout
 from telephony.events import Clear, Mark, PlayAudio

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from ivr.app import DRAINING, drain
 from telephony.simcaller import Pause, SimulatedCaller, fetch_twiml
-from tests.conftest import API_TOKEN, AUTH_TOKEN
+from tests.conftest import AUTH_TOKEN
 
 pytestmark = pytest.mark.slow
 
