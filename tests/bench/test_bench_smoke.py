@@ -9,7 +9,8 @@ import pytest
 from ivr.bench import run_bench
 from ivr.config import Settings
 
-pytestmark = pytest.mark.slow
+# Two real-time calls (each waits ~15 s for the shipped flow's greeting): about a minute, more on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 async def test_quick_bench_writes_plausible_results(tmp_path, shared_models):

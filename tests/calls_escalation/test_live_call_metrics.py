@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -58,7 +59,12 @@ async def test_report_and_metrics_count_hand_counted_calls_honestly(server_on_db
     from ivr.cli import main
 
     capsys.readouterr()
-    assert main(["report", "--json"]) == 0
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert main(["report", "--json"]) == 0
+    finally:  # the CLI installs its own log handler on the captured stderr: later tests must not log into it
+        root.handlers[:], root.level = handlers, level
     report = json.loads(capsys.readouterr().out)
     assert report["calls"] == report["ended"] == 4
     assert (report["resolved"], report["escalated"], report["silent"], report["abandoned"], report["errors"]) == (

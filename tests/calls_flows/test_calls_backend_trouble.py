@@ -95,12 +95,12 @@ async def test_garbage_from_the_crm_is_an_error_the_caller_hears_about_not_a_cra
     assert "I can't reach that system right now" in lookup_turn["reply"]
     assert "call you back" in lookup_turn["reply"]
     assert "on its way" not in lookup_turn["reply"] and "delivered" not in lookup_turn["reply"]
-    assert no_turn["text"] == "2"
-
-    escalation, = record["escalations"]
-    assert escalation["trigger"] == "backend_error"
-    assert "crm.order_status failed (bad_response)" in escalation["reason"]
-    assert "declined a callback" in escalation["reason"]  # the caller chose a person: not a blind escalation
+    # Only when the caller turns the callback down does a person take over: not a blind escalation.
+    assert no_turn["text"] == "2" and no_turn["reply"].startswith("Let me connect you with a colleague")
+    assert len(record["escalations"]) == 1
+    assert [e["kind"] for e in record["events"]].index("escalation") > [e["kind"] for e in record["events"]].index(
+        "callback_offered"
+    )
 
     assert (await backend_errors(server)).get(("crm", "order_status", "bad_response")) == 1
     logged = [r for r in caplog.records if r.name == "ivr.backends" and getattr(r, "call_sid", None) == caller.call_sid]
