@@ -54,6 +54,7 @@ class CallContext:
     negative_phrases: list[str] = field(default_factory=list)
     legal_words: list[str] = field(default_factory=list)
     shouting_turns: int = 0
+    last_loudness_spl_db: float | None = None  # the caller's latest utterance, estimated dB SPL
     long_silences: int = 0
     clarifications: int = 0
     backend_failures: int = 0

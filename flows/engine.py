@@ -770,7 +770,7 @@ class FlowEngine:
                 continue
             if isinstance(step, EscalateStep):
                 yield self._say(ctx, st, step.prompt, step.text) or Say(self.flow.prompt_text("_agent"), "_agent")
-                yield self._escalate(ctx, st, step.reason, "flow", queue=step.queue)
+                yield self._escalate(ctx, st, step.reason, step.trigger, queue=step.queue)
                 return
             if isinstance(step, EndStep):
                 say = self._say(ctx, st, step.prompt, step.text)

@@ -457,6 +457,9 @@ class EscalateStep(_Spoken):
     kind: Literal["escalate"]
     reason: str
     queue: str | None = None
+    trigger: str = Field(
+        "flow", pattern=rf"^{_NAME}$", description="metrics label: 'caller_request' when the caller chose a person"
+    )
 
 
 class EndStep(_Spoken):

@@ -70,6 +70,7 @@ class AgentDesk:
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
         refresh_s: float = 5.0,
+        on_transfer: Callable[[str], None] | None = None,
     ) -> None:
         """`refresh_s`: how often an open WebSocket re-checks the queue for callbacks that became due."""
         self.storage = storage
@@ -80,6 +81,9 @@ class AgentDesk:
         self.metrics = metrics
         self.clock = clock
         self.refresh_s = refresh_s
+        # Told before the carrier is asked to move the call: Twilio then ends our stream with `stop`,
+        # which must not read as the caller hanging up.
+        self.on_transfer = on_transfer
         self._sockets: dict[web.WebSocketResponse, str | None] = {}
 
     # -- queue operations -----------------------------------------------------------------
@@ -125,6 +129,8 @@ class AgentDesk:
         await self.storage.audit(actor=agent, action="accept_escalation", subject=subject,
                                  details={"call_sid": record["call_sid"], "queue": record["queue"]})
         await self.notify()
+        if self.on_transfer is not None:
+            self.on_transfer(record["call_sid"])
         try:
             transfer = await self.twilio.transfer(record["call_sid"], to_number=self.agent_number)
         except TwilioApiError as exc:

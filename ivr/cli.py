@@ -34,7 +34,7 @@ def setup_logging(level: str = "INFO") -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivr", description=__doc__)
     parser.add_argument("--config", help="YAML configuration file (IVR_* variables override it)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", help="default: INFO for serve, WARNING for the other commands")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_serve = sub.add_parser("serve", help="run the telephony server")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p_erase.add_argument("--actor", default="cli")
 
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level or ("INFO" if args.command == "serve" else "WARNING"))
     if args.command == "flows":
         from flows import cli as flows_cli
 

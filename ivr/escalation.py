@@ -195,7 +195,9 @@ class EscalationPolicy:
 
     def _check_shouting(self, ctx: CallContext, *_: object) -> str | None:
         # Only while it lasts: a caller who shouted once and calmed down stays with the machine.
-        spl = ctx.turns[-1].loudness_spl_db if ctx.turns else None
+        spl = ctx.last_loudness_spl_db
+        if spl is None and ctx.turns:
+            spl = ctx.turns[-1].loudness_spl_db
         if ctx.shouting_turns <= 0 or spl is None or spl <= self.shouting_spl_db:
             return None
         turns = "1 turn" if ctx.shouting_turns == 1 else f"{ctx.shouting_turns} turns"

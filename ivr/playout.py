@@ -78,7 +78,7 @@ class Playout:
         self._clock = clock
         self._sleep = sleep
         self._on_frame = on_frame
-        self._log = log or logging.getLogger("ivr.playout")
+        self.log = log or logging.getLogger("ivr.playout")
         self._queue: deque[_Frame | _MarkItem] = deque()
         self._wakeup = asyncio.Event()
         self._generation = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from flows.actions import Escalate
@@ -16,7 +16,14 @@ from flows.context import CallContext
 from flows.engine import FlowEngine
 from flows.schema import Flow
 from ivr.config import Settings
-from ivr.escalation import EscalationDecision, EscalationPolicy
+from ivr.escalation import (
+    TRIGGERS,
+    EscalationDecision,
+    EscalationPolicy,
+    priority_for,
+    queue_for_intent,
+    topic_intent,
+)
 from ivr.handoff import build_handoff
 from ivr.metrics import Metrics
 from ivr.storage import AsyncStorage, Storage
@@ -40,6 +47,14 @@ HOLD_LINE = (
 HOLD_REMINDER = "Thanks for holding. A colleague will be with you shortly."
 ASR_RETRY = "Sorry, I missed that. Could you say it again?"
 HOLD_LINE_NO_SMS = "I'm passing you to a colleague who will see everything we've talked about. Please stay on the line."
+
+
+# The flow engine's escalation triggers, in the policy's vocabulary (others are kept as the flow named them).
+FLOW_TRIGGERS = {
+    "no_match": "low_confidence",
+    "backend_timeout": "backend_failure",
+    "backend_error": "backend_failure",
+}
 
 
 @dataclass
@@ -115,6 +130,11 @@ class Services:
         industry = self.flow.industry if self.flow.industry != "general" else self.settings.industry
         return 0.92 if industry in ("finance", "healthcare") else self.settings.answer_threshold
 
+    def mark_transferring(self, call_sid: str) -> None:
+        session = self.sessions.get(call_sid)
+        if session is not None:
+            session.transferring = True
+
     def understand(self, text: str) -> IntentResult:
         return RegionalNlu(self.models.intents, self.region).classify(text)
 
@@ -134,24 +154,29 @@ class Services:
     def policy_check(self, ctx: CallContext, last_intent: str | None = None) -> EscalationDecision | None:
         if ctx.escalated:
             return None
-        return self.policy.evaluate(ctx, last_intent=last_intent)
+        decision = self.policy.evaluate(ctx, last_intent=last_intent)
+        if decision is not None and decision.queue == "general" and self.flow.queue:
+            decision = replace(decision, queue=self.flow.queue)  # no topic yet: the line's own queue
+        return decision
 
     def policy_from_flow(self, ctx: CallContext, action: Escalate) -> EscalationDecision:
-        """The flow asked for a person: the policy still picks queue, priority and any goodwill offer."""
-        decision = self.policy.evaluate(ctx, last_intent=action.intent_guess, flow_request=action.trigger)
+        """The flow asked for a person. Its reason (the most specific words) is what the agent reads;
+        the policy still picks queue, priority and any goodwill offer."""
+        trigger = FLOW_TRIGGERS.get(action.trigger, action.trigger)
+        decision = self.policy.evaluate(ctx, last_intent=action.intent_guess, flow_request=trigger) if (
+            trigger in TRIGGERS
+        ) else None
         if decision is None:
-            decision = EscalationDecision(
-                trigger=action.trigger, reason=action.reason, queue=action.queue, priority=0, goodwill_offer=None
-            )
-        elif action.reason and action.trigger == decision.trigger:
-            decision = EscalationDecision(
-                trigger=decision.trigger,
+            intent = topic_intent(ctx, action.intent_guess)
+            return EscalationDecision(
+                trigger=trigger,
                 reason=action.reason,
-                queue=decision.queue if decision.queue != "general" else action.queue,
-                priority=decision.priority,
-                goodwill_offer=decision.goodwill_offer,
+                queue=action.queue if action.queue != "general" else queue_for_intent(intent),
+                priority=priority_for(ctx.customer, ctx.frustration),
             )
-        return decision
+        reason = action.reason if decision.trigger == trigger else f"{decision.reason}. Flow: {action.reason}"
+        queue = decision.queue if decision.queue != "general" else action.queue  # no topic yet: the line's queue
+        return replace(decision, reason=reason[:1].upper() + reason[1:], queue=queue)
 
     async def escalate(self, session: "CallSession", decision: EscalationDecision) -> None:
         """Structured handoff: the agent desk gets the whole context; the caller hears why and what next."""
@@ -241,7 +266,7 @@ async def build_all(
     services.policy.confidence_threshold = services.answer_threshold
     services.desk = AgentDesk(
         db, twilio, api_token=settings.api_token, agent_number=settings.agent_number,
-        public_url=settings.public_url, metrics=metrics,
+        public_url=settings.public_url, metrics=metrics, on_transfer=services.mark_transferring,
     )
     services.callbacks = CallbackService(
         db, twilio, settings.public_url, settings.twilio_from_number, on_change=services.desk.notify

@@ -146,6 +146,7 @@ class CallSession:
         self._pending_turn_extra: dict[str, Any] = {}
         self._unwritten_turns: list[TurnTiming] = []
         self._last_hold_reminder = float("-inf")
+        self.transferring = False  # an agent accepted the call; the carrier's `stop` is the transfer
         self.audio = CallerAudio(
             CallerAudioConfig(
                 vad_aggressiveness=self.settings.audio.vad_aggressiveness,
@@ -194,7 +195,11 @@ class CallSession:
         elif isinstance(event, CallStarted):
             await self._on_start(event)
         elif isinstance(event, CallEnded):
-            await self.close("caller_hung_up" if self.stream_sid else "stop_before_start")
+            if self.stream_sid is None:
+                reason = "stop_before_start"
+            else:
+                reason = "transferred_to_agent" if self.transferring else "caller_hung_up"
+            await self.close(reason)
         elif isinstance(event, Connected):
             pass
 
@@ -214,7 +219,7 @@ class CallSession:
             self.error("duplicate_start", "a second start on one stream was ignored")
             return
         self.log = logging.LoggerAdapter(log, {"call_sid": event.call_sid})
-        self.playout._log = self.log
+        self.playout.log = self.log
         self.call_sid = event.call_sid
         token_secret = self.settings.twilio_auth_token
         if token_secret and not self.settings.insecure_dev:
@@ -433,19 +438,19 @@ class CallSession:
                 continue
             # Signals from how the caller speaks (legal words, shouting, anger, a frustrated VIP) are checked
             # before the flow answers: the caller should not get another menu first.
-            decision = self.services.policy_check(self.ctx)
+            guess = self.services.understand(inp.text) if inp.kind == "speech" else None
+            decision = self.services.policy_check(self.ctx, last_intent=guess.intent if guess else None)
             if decision is not None:
-                if inp.kind == "speech":
-                    self._record_turn_for_policy(inp.text)
+                if guess is not None:
+                    self._record_turn_for_policy(inp.text, guess)
                 await self._escalate(decision, timing)
                 continue
             await self._run_actions(engine.handle(self.ctx, inp), timing)
 
-    def _record_turn_for_policy(self, text: str) -> None:
+    def _record_turn_for_policy(self, text: str, guess: Any) -> None:
         """The flow never sees this input, so the turn (with its intent guess) is recorded here."""
         assert self.ctx is not None
         turns_before = len(self.ctx.turns)
-        guess = self.services.understand(text)
         self.ctx.turns.append(
             Turn(index=turns_before, channel="voice", text=text, intent=guess.intent, confidence=guess.confidence)
         )
@@ -468,6 +473,7 @@ class CallSession:
     def _score_sentiment(self, text: str, spl_db: float | None) -> None:
         assert self.ctx is not None
         result = self.services.sentiment.score(text)
+        self.ctx.last_loudness_spl_db = spl_db
         self.services.frustration.update(self.ctx, result, loudness_spl_db=spl_db)
         self._pending_turn_extra = {"sentiment": result.compound, "loudness_spl_db": spl_db}
 

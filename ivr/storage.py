@@ -198,8 +198,12 @@ class Storage:
         with self.engine.begin() as conn:
             exists = conn.execute(select(calls.c.call_sid).where(calls.c.call_sid == call_sid)).first()
             if exists:
-                # A reconnecting stream for the same call keeps its record.
-                conn.execute(update(calls).where(calls.c.call_sid == call_sid).values(stream_sid=stream_sid))
+                # The same call back on a new stream (returned from an agent, a reconnect): one record, reopened.
+                conn.execute(
+                    update(calls)
+                    .where(calls.c.call_sid == call_sid)
+                    .values(stream_sid=stream_sid, ended_at=None, end_reason=None, outcome="in_progress")
+                )
                 return
             conn.execute(
                 insert(calls).values(

@@ -130,6 +130,8 @@ async def start_server(
         base = f"http://127.0.0.1:{port}"
         settings.public_url = base
         services.settings.public_url = base
+        services.desk.public_url = base
+        services.callbacks.public_url = base
         started.append((runner, crm_runner, services))
         return LiveServer(
             base_url=base,

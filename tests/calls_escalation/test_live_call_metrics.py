@@ -14,7 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from telephony.simcaller import Pause, PlayAudio, PressDigits, WaitForBot
-from tests.calls_escalation.call_driver import JAMES, MARIA, Caller, escalated_and_on_hold
+from tests.calls_escalation.call_driver import (
+    JAMES,
+    MARIA,
+    Caller,
+    escalated_and_on_hold,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -81,10 +86,9 @@ async def test_report_and_metrics_count_hand_counted_calls_honestly(server_on_db
     # /metrics: the live counters agree
     import aiohttp
 
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.base_url}/metrics") as resp:
-            assert resp.status == 200
-            samples = _samples(await resp.text())
+    async with aiohttp.ClientSession() as http, http.get(f"{server.base_url}/metrics") as resp:
+        assert resp.status == 200
+        samples = _samples(await resp.text())
     for outcome in ("resolved", "escalated", "silent", "abandoned"):
         assert samples[("ivr_calls_ended_total", (("outcome", outcome),))] == 1, outcome
     assert ("ivr_calls_ended_total", (("outcome", "error"),)) not in samples

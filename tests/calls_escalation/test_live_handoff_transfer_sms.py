@@ -13,8 +13,14 @@ import aiohttp
 import pytest
 
 from telephony.simcaller import Pause, PlayAudio
-from tests.calls_escalation.call_driver import JAMES, Caller, Until, escalate_call, escalated_and_on_hold, \
-    escalations_of
+from tests.calls_escalation.call_driver import (
+    JAMES,
+    Caller,
+    Until,
+    escalate_call,
+    escalated_and_on_hold,
+    escalations_of,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -81,11 +87,6 @@ async def test_agent_page_shows_the_live_escalation_and_accept_transfers_the_cal
     assert caller.call_sid in server.services.contexts  # kept for a transfer back
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream `stop` after an accepted transfer is recorded as end_reason 'caller_hung_up' (session.py "
-    "closes every CallEnded as the caller hanging up); it should say the call was transferred",
-)
 async def test_stop_after_a_transfer_is_not_recorded_as_the_caller_hanging_up(start_server, synth_phone):
     server = await start_server()
     caller = Caller(server.ws_url, from_number=JAMES)
@@ -114,7 +115,6 @@ async def test_stop_after_a_transfer_is_not_recorded_as_the_caller_hanging_up(st
 async def test_escalated_caller_is_texted_one_callback_link(start_server, synth_phone):
     server = await start_server()
     # The fixture learns its port after building the services; a deployed server is configured with its URL.
-    server.services.callbacks.public_url = server.base_url
     escalation, record, _ = await escalate_call(
         server, JAMES, [Pause(1.0), PlayAudio(synth_phone("I want to speak to a real person."), "ask for person")]
     )
@@ -127,10 +127,9 @@ async def test_escalated_caller_is_texted_one_callback_link(start_server, synth_
     link = f"{server.base_url}/callback/{stored['token']}"
     assert link in sms.form["Body"]
     # The link works without any credentials and offers times to pick.
-    async with aiohttp.ClientSession() as http:
-        async with http.get(link) as resp:
-            assert resp.status == 200
-            assert 'name="slot"' in await resp.text()
+    async with aiohttp.ClientSession() as http, http.get(link) as resp:
+        assert resp.status == 200
+        assert 'name="slot"' in await resp.text()
 
     # Asking again for the same call (a retry, a double click) sends nothing new and returns the same link.
     again = await server.services.callbacks.request(record["call_sid"], JAMES, "C1002", escalation["payload"])

@@ -11,8 +11,9 @@ import asyncio
 import dataclasses
 import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -106,10 +107,9 @@ async def transcribe_phone_audio(shared_models: Any, audio: bytes) -> str:
 
 async def backend_errors(server: Any) -> dict[tuple[str, str, str], float]:
     """ivr_backend_errors_total by (backend, operation, kind), read from the server's /metrics endpoint."""
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.base_url + "/metrics") as resp:
-            assert resp.status == 200
-            text = await resp.text()
+    async with aiohttp.ClientSession() as http, http.get(server.base_url + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
     out: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -121,10 +121,9 @@ async def backend_errors(server: Any) -> dict[tuple[str, str, str], float]:
 
 async def crm_journal(server: Any) -> list[dict[str, str]]:
     """Every request the demo CRM received (method, path with query, body)."""
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.crm_url + "/_stats") as resp:
-            assert resp.status == 200
-            return (await resp.json())["journal"]
+    async with aiohttp.ClientSession() as http, http.get(server.crm_url + "/_stats") as resp:
+        assert resp.status == 200
+        return (await resp.json())["journal"]
 
 
 StartWithBudget = Callable[..., Awaitable[Any]]

@@ -11,7 +11,14 @@ import pytest
 
 from telephony.simcaller import PressDigits, WaitForBot
 from tests.calls_flows.conftest import (
-    Caller, Do, HearFor, WaitForReply, backend_errors, caller_input_times, segments_after, transcribe_phone_audio,
+    Caller,
+    Do,
+    HearFor,
+    WaitForReply,
+    backend_errors,
+    caller_input_times,
+    segments_after,
+    transcribe_phone_audio,
 )
 
 pytestmark = pytest.mark.slow
@@ -97,7 +104,10 @@ async def test_garbage_from_the_crm_is_an_error_the_caller_hears_about_not_a_cra
     assert "on its way" not in lookup_turn["reply"] and "delivered" not in lookup_turn["reply"]
     # Only when the caller turns the callback down does a person take over: not a blind escalation.
     assert no_turn["text"] == "2" and no_turn["reply"].startswith("Let me connect you with a colleague")
-    assert len(record["escalations"]) == 1
+    escalation, = record["escalations"]
+    assert escalation["trigger"] == "backend_failure"
+    assert "crm.order_status failed (bad_response)" in escalation["reason"].lower()
+    assert "declined a callback" in escalation["reason"]  # what the agent reads: the caller chose a person
     assert [e["kind"] for e in record["events"]].index("escalation") > [e["kind"] for e in record["events"]].index(
         "callback_offered"
     )

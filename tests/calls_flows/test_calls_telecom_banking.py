@@ -31,15 +31,17 @@ async def test_cant_pay_my_bill_offers_an_arrangement_and_top_up_is_understood(s
     result.print_timeline()
     record = await server.wait_call_closed(caller.call_sid)
 
+    turns = [(t["text"], t["intent"], t["confidence"], t["reply"][:60]) for t in record["turns"]]
+    assert len(turns) == 3, turns
     cant_pay, no, top_up = record["turns"]
-    assert cant_pay["intent"] == "billing_problem" and cant_pay["confidence"] >= 0.85
+    assert cant_pay["intent"] == "billing_problem" and cant_pay["confidence"] >= 0.85, turns
     assert "payment arrangement" in cant_pay["reply"]
     assert "Would you like me to set that up?" in cant_pay["reply"]
     assert "Your balance is" not in cant_pay["reply"]  # the pay_bill path reads the balance out
     assert (no["channel"], no["text"]) == ("dtmf", "2") and "anything else" in no["reply"]
 
     assert "top up" in top_up["text"].lower()
-    assert top_up["intent"] == "top_up" and top_up["confidence"] >= 0.85
+    assert top_up["intent"] == "top_up" and top_up["confidence"] >= 0.85, turns
     assert top_up["reply"].startswith("How much would you like to top up?")
 
     # Nothing was paid, arranged or looked up beyond the caller's own record.
