@@ -156,3 +156,13 @@ async def _close_live_calls(app: web.Application) -> None:
     if sessions:
         await asyncio.gather(*(s.close("server_shutdown") for s in sessions), return_exceptions=True)
 
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Starts serving `app`; port 0 picks a free one. Returns the runner (for cleanup) and the real port."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # aiohttp exposes the bound sockets only here
+    sockets = getattr(server, "sockets", None) or []
+    return runner, (sockets[0].getsockname()[1] if sockets else port)

@@ -265,10 +265,9 @@ def closed_local_port() -> int:
 
 
 async def start_server(base: Settings, models: Any, data_dir: Path, **overrides: Any) -> BenchServer:
-    from aiohttp import web
 
     from flows.demo_crm import start_demo_crm
-    from ivr.app import build_app
+    from ivr.app import build_app, start_site
     from ivr.services import build_all
 
     crm_runner, crm_url = await start_demo_crm("127.0.0.1", 0)
@@ -290,13 +289,8 @@ async def start_server(base: Settings, models: Any, data_dir: Path, **overrides:
             values[key] = value
     settings = Settings.model_validate(values)
     services = await build_all(settings, models=models)
-    app = build_app(services)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    services.settings.public_url = f"http://127.0.0.1:{port}"
+    runner, port = await start_site(build_app(services), "127.0.0.1", 0)
+    services.set_public_url(f"http://127.0.0.1:{port}")
     return BenchServer(services, runner, crm_runner, f"ws://127.0.0.1:{port}/twilio/media")
 
 

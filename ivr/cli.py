@@ -132,18 +132,13 @@ async def build_server(settings: Settings, **kwargs: Any):  # -> (web.Applicatio
 
 
 async def serve(settings: Settings) -> int:
-    from aiohttp import web
-
-    from ivr.app import drain
+    from ivr.app import drain, start_site
 
     app, services = await build_server(settings)
     closed = await services.db.close_open_calls("process_restart")
     if closed:
         log.warning("closed %d calls left open by a previous process", closed)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    runner, _ = await start_site(app, settings.host, settings.port)
     log.info("listening on %s:%d (public URL %s)", settings.host, settings.port, settings.public_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -130,6 +130,14 @@ class Services:
         industry = self.flow.industry if self.flow.industry != "general" else self.settings.industry
         return 0.92 if industry in ("finance", "healthcare") else self.settings.answer_threshold
 
+    def set_public_url(self, url: str) -> None:
+        """Where Twilio and callers reach us (known only once a port-0 server has bound)."""
+        self.settings.public_url = url
+        if self.desk is not None:
+            self.desk.public_url = url.rstrip("/")
+        if self.callbacks is not None:
+            self.callbacks.public_url = url.rstrip("/")
+
     def mark_transferring(self, call_sid: str) -> None:
         session = self.sessions.get(call_sid)
         if session is not None:

@@ -46,13 +46,20 @@ from telephony.twiml import is_valid_stream_token
 
 log = logging.getLogger("ivr.session")
 
-BACKCHANNELS = frozenset(
+# Words of an acknowledgement that does not take the turn ("uh-huh", "okay", "right", "I see", "got it").
+BACKCHANNEL_WORDS = frozenset(
     {
-        "", "uh huh", "uh-huh", "mm hmm", "mm-hmm", "mhm", "mm", "hmm", "okay", "ok", "right", "yeah", "yep",
-        "sure", "i see", "got it", "alright", "all right", "oh", "ah", "uh", "um",
+        "uh", "huh", "uh-huh", "mm", "hmm", "mhm", "mm-hmm", "hm", "um", "oh", "ah", "aha", "okay", "ok", "right",
+        "yeah", "yep", "sure", "alright", "all", "i", "see", "got", "it", "cool", "great",
     }
 )
 _WORDS = re.compile(r"[^a-z\- ]+")
+
+
+def is_backchannel(text: str) -> bool:
+    """True for a short acknowledgement (or nothing intelligible) rather than an answer or a request."""
+    words = _WORDS.sub(" ", text.lower()).split()
+    return len(words) <= 3 and set(words) <= BACKCHANNEL_WORDS
 MASK = "[masked]"
 
 
@@ -385,15 +392,14 @@ class CallSession:
         """A cough, click or "uh-huh" does not end the bot's turn: replay from where it was cut."""
         if self._interrupted is None:
             return False
-        words = _WORDS.sub(" ", text.lower()).strip()
-        if words not in BACKCHANNELS:
+        if not is_backchannel(text):
             self._interrupted = None
             return False
         _, jobs = self._interrupted
         self._interrupted = None
         for job in jobs:
             self._speech_jobs.put_nowait(job)
-        self.record("resumed_after_backchannel", {"heard": words})
+        self.record("resumed_after_backchannel", {"heard": text})
         return True
 
     # == dialogue ================================================================================

@@ -7,6 +7,7 @@ and shares the expensive models between tests.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -18,8 +19,28 @@ from aiohttp import web
 from ivr.config import BackendConfig, Settings
 from tests.helpers.twilio_recorder import TwilioRecorder, twilio_recorder  # noqa: F401 (fixture)
 
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 API_TOKEN = "test-api-token"
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Any:
+    """A fresh database for this test session (others share the server), dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"ivr_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +119,7 @@ async def start_server(
     tmp_path: Path, shared_models, twilio_recorder: TwilioRecorder  # noqa: F811
 ) -> AsyncIterator[StartServer]:
     from flows.demo_crm import start_demo_crm
-    from ivr.app import build_app
+    from ivr.app import build_app, start_site
     from ivr.services import build_all
 
     started: list[tuple[web.AppRunner, web.AppRunner, Any]] = []
@@ -122,16 +143,10 @@ async def start_server(
             services.desk.twilio._auth_token = "recorder-token"  # the recorder accepts any credentials
             services.callbacks.twilio._auth_token = "recorder-token"
         app = build_app(services)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_site(app, "127.0.0.1", 0)
         base = f"http://127.0.0.1:{port}"
         settings.public_url = base
-        services.settings.public_url = base
-        services.desk.public_url = base
-        services.callbacks.public_url = base
+        services.set_public_url(base)
         started.append((runner, crm_runner, services))
         return LiveServer(
             base_url=base,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -15,26 +14,6 @@ for _p in (Path(__file__).resolve().parents[2], Path(__file__).resolve().parent)
 
 from ivr.storage import Storage  # noqa: E402
 
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-
-
-@pytest.fixture(scope="session")
-def pg_database_url():
-    """A fresh database per test session (other sessions share the server), dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"ivr_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        admin = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -43,7 +22,7 @@ def storage(request, tmp_path):
     if request.param == "sqlite":
         store = Storage(f"sqlite:///{tmp_path / 'ivr.sqlite3'}")
     else:
-        store = Storage(request.getfixturevalue("pg_database_url"))
+        store = Storage(request.getfixturevalue("pg_url"))
         store.drop_all()
     store.create_all()
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 
 from ivr.playout import FRAME_BYTES, Playout
 from telephony.events import Clear, Mark, PlayAudio
@@ -106,3 +107,15 @@ async def test_marks_sent_before_a_clear_count_as_flushed_not_played():
     task.cancel()
     assert playout.on_mark(mark.name) is False
     assert mark.name in playout.marks_flushed
+
+
+@pytest.mark.parametrize(
+    ("heard", "backchannel"),
+    [("", True), ("Uh-huh.", True), ("Okay.", True), ("Mm-hmm", True), ("I see.", True), ("Yeah, right.", True),
+     ("Yes.", False), ("No.", False), ("Where is my parcel?", False), ("Okay, I want an agent.", False),
+     ("uh huh okay yeah", False)],
+)
+def test_backchannels_are_told_apart_from_answers(heard, backchannel):
+    from ivr.session import is_backchannel
+
+    assert is_backchannel(heard) is backchannel

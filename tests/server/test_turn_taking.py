@@ -57,7 +57,7 @@ async def test_backchannel_does_not_end_the_bots_turn(start_server, synth_phone)
     result = await caller.run([Pause(3.0), PlayAudio(synth_phone("Uh-huh."), "uh-huh"), Pause(4.0)])
     record = await server.wait_call_closed(caller.call_sid)
     kinds = [e["kind"] for e in record["events"]]
-    assert "barge_in" in kinds and "resumed_after_backchannel" in kinds
+    assert "barge_in" in kinds and "resumed_after_backchannel" in kinds, record["turns"]
     assert not [t for t in record["turns"] if t["channel"] == "voice"]  # "uh-huh" is not a turn
     cleared = next(e.t for e in result.timeline if e.who == "server" and e.what.startswith("clear"))
     resumed = [s for s in result.segments if s.start_t > cleared]
