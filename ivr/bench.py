@@ -46,7 +46,8 @@ log = logging.getLogger("ivr.bench")
 
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech"
 MAX_RECORDING_S = 4.0
-CALLER_PHRASES = ("Where is my parcel?", "I'd like to return a jacket.", "Can I talk to someone about my order?")
+# Phrases the shipped flow answers itself: a handoff to an agent would end the caller's turns early.
+CALLER_PHRASES = ("Where is my parcel?", "I'd like to return a jacket.", "I want to track my order.")
 UNKNOWN_CALLER = "+12025550199"  # not in the demo CRM: the short greeting, the same for every caller
 P95_LIMIT_MS = 1200.0
 FULL_LEVELS = (1, 5, 10, 20)
