@@ -84,14 +84,22 @@ class Models:
 
 
 class RegionalNlu:
-    """The flow engine's view of understanding: regional wording normalised before intent detection."""
+    """The flow engine's view of understanding: regional wording normalised before intent detection.
+
+    One per call. The last answer is kept, so the escalation check and the flow classify a turn once.
+    """
 
     def __init__(self, classifier: IntentClassifier, region: Region) -> None:
         self.classifier = classifier
         self.region = region
+        self._last: tuple[str, IntentResult] | None = None
 
     def classify(self, text: str) -> IntentResult:
-        return self.classifier.classify(self.region.normalise(text))
+        if self._last is not None and self._last[0] == text:
+            return self._last[1]
+        result = self.classifier.classify(self.region.normalise(text))
+        self._last = (text, result)
+        return result
 
     def yes_no(self, text: str) -> bool | None:
         return parse_yes_no(text)
@@ -144,13 +152,13 @@ class Services:
         if session is not None:
             session.transferring = True
 
-    def understand(self, text: str) -> IntentResult:
-        return RegionalNlu(self.models.intents, self.region).classify(text)
+    def new_nlu(self) -> RegionalNlu:
+        return RegionalNlu(self.models.intents, self.region)
 
-    def new_engine(self, ctx: CallContext, call_log: logging.LoggerAdapter) -> FlowEngine:
+    def new_engine(self, nlu: RegionalNlu, call_log: logging.LoggerAdapter) -> FlowEngine:
         return FlowEngine(
             self.flow,
-            RegionalNlu(self.models.intents, self.region),
+            nlu,
             self.gateway,
             answer_threshold=self.answer_threshold,
             log=call_log,  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from flows.actions import Escalate, Hangup, Listen, OfferCallback, Say, SetFlag
 from flows.context import CallContext, Turn
 from flows.engine import CallerInput
 from ivr.services import ASR_RETRY, HOLD_REMINDER, Services
+from models.asr import AsrOverloaded, Transcript
 from models.speech_text import normalize_for_speech, split_sentences
 from ivr.playout import Cut, Playout, TurnAudio
 from telephony.events import (
@@ -130,6 +131,7 @@ class CallSession:
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
         self.ctx: CallContext | None = None
+        self.nlu = services.new_nlu()
         self.log: logging.LoggerAdapter = logging.LoggerAdapter(log, {"call_sid": "-"})
         self.started_at: float | None = None
         self.ended = asyncio.Event()
@@ -405,7 +407,7 @@ class CallSession:
     # == dialogue ================================================================================
     async def _dialogue(self) -> None:
         assert self.ctx is not None
-        engine = self.services.new_engine(self.ctx, self.log)
+        engine = self.services.new_engine(self.nlu, self.log)
         await self._run_actions(engine.start(self.ctx), None)
         while not self.ended.is_set():
             item = await self._inputs.get()
@@ -444,12 +446,12 @@ class CallSession:
                 continue
             # Signals from how the caller speaks (legal words, shouting, anger, a frustrated VIP) are checked
             # before the flow answers: the caller should not get another menu first.
-            guess = self.services.understand(inp.text) if inp.kind == "speech" else None
+            guess = self.nlu.classify(inp.text) if inp.kind == "speech" else None
             decision = self.services.policy_check(self.ctx, last_intent=guess.intent if guess else None)
             if decision is not None:
                 if guess is not None:
                     self._record_turn_for_policy(inp.text, guess)
-                await self._escalate(decision, timing)
+                await self._escalate(decision)
                 continue
             await self._run_actions(engine.handle(self.ctx, inp), timing)
 
@@ -462,9 +464,7 @@ class CallSession:
         )
         self._store_turns(turns_before, [], None)
 
-    async def _transcribe(self, item: Utterance):  # -> Transcript | None
-        from models.asr import AsrOverloaded
-
+    async def _transcribe(self, item: Utterance) -> Transcript | None:
         audio16 = resample(item.audio.astype(np.float32) / 32768.0, 8000, 16000)
         try:
             return await self.services.asr.transcribe(audio16, self.call_sid or "-")
@@ -511,7 +511,7 @@ class CallSession:
                     self._digit_buffer = ""
                 elif isinstance(action, Escalate):
                     decision = self.services.policy_from_flow(self.ctx, action)
-                    await self._escalate(decision, None)
+                    await self._escalate(decision)
                     return
                 elif isinstance(action, OfferCallback):
                     self.record("callback_offered", {"reason": action.reason})
@@ -585,7 +585,7 @@ class CallSession:
         return on_first_frame
 
     # == escalation ==============================================================================
-    async def _escalate(self, decision: Any, timing: TurnTiming | None) -> None:
+    async def _escalate(self, decision: Any) -> None:
         assert self.ctx is not None and self.call_sid is not None
         if self.ctx.escalated:
             return
