@@ -121,8 +121,8 @@ async def main() -> int:
         for turn in record["turns"]:
             lat = turn.get("latency") or {}
             parts = ", ".join(f"{k} {v:.0f} ms" for k, v in lat.items() if isinstance(v, (int, float)))
-            print(f"   caller ({turn['channel']}): {turn['text']!r} -> intent {turn['intent']} "
-                  f"({turn['confidence'] or 0:.2f})")
+            understood = f" -> intent {turn['intent']} ({turn['confidence']:.2f})" if turn["intent"] else ""
+            print(f"   caller ({turn['channel']}): {turn['text']!r}{understood}")
             print(f"   bot: {turn['reply']!r}")
             if parts:
                 print(f"        latency: {parts}")
