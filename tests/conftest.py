@@ -47,7 +47,8 @@ def pg_url() -> Any:
 def shared_models(tmp_path_factory: pytest.TempPathFactory):
     from ivr.services import Models
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("models"))
+    # Deterministic speech: a caller's phrase sounds the same in every run, so what Whisper hears does too.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("models"), tts={"deterministic": True})
     return Models.load(settings)
 
 

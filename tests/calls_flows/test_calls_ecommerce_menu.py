@@ -11,7 +11,6 @@ from tests.calls_flows.conftest import (
     WaitForReply,
     caller_input_times,
     heard_between,
-    segments_after,
     transcribe_phone_audio,
 )
 
@@ -79,5 +78,6 @@ async def test_james_without_an_order_in_transit_is_never_offered_a_delivery(sta
     assert turn["reply"].startswith("Sorry, I didn't get that.")
     assert "To track an order, press 2." in turn["reply"]
     assert "delivery of" not in turn["reply"]
-    assert segments_after(result, pressed), "the bot did not answer the key press"
+    # Audio after the key press (it may run straight on from the menu's last frames, so count frames, not gaps).
+    assert sum(t > pressed + 0.1 for t in result.frame_arrivals) > 25, "the bot did not answer the key press"
     assert record["customer_id"] == "C1002"
