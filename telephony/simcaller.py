@@ -175,6 +175,7 @@ class SimulatedCaller:
         self._latencies: list[float] = []
         self._first_audio: float | None = None
         self._clears = 0
+        self._cleared = False
         self._marks_echoed: list[str] = []
         self._closed_by_server = False
         self._stopped = False
@@ -360,7 +361,8 @@ class SimulatedCaller:
         for _ in range(frames):
             self._frame_arrivals.append(t)
         start = max(self._play_clock, t)
-        if not self._segments or self._segments[-1].end_t < t - 0.001:
+        if not self._segments or self._segments[-1].end_t < t - 0.001 or self._cleared:
+            self._cleared = False
             # The bot was silent: this is a new reply (audio still queued from before is not).
             self._segments.append(BotSegment(start_t=t, end_t=start, frames=0))
             if self._awaiting_reply and self._last_voiced_sent is not None:
@@ -386,6 +388,7 @@ class SimulatedCaller:
             cut = int(unplayed * 8000)
             del self._received[len(self._received) - min(cut, len(self._received)) :]
         self._play_clock = t
+        self._cleared = True  # whatever arrives next is a new reply, however soon it comes
         if self._segments:
             self._segments[-1].end_t = t
         self._note("server", f"clear ({unplayed * 1000:.0f} ms of queued audio dropped)")
