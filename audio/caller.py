@@ -3,6 +3,7 @@
 Pure and synchronous: one `process()` per 20 ms frame, microseconds of work, no I/O. The call
 session owns one `CallerAudio` and acts on what it reports.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audio import mulaw
-from audio.endpoint import EndpointerConfig, Endpointer, EndpointEvent, SpeechEnded, SpeechStarted
+from audio.endpoint import Endpointer, EndpointerConfig, EndpointEvent, SpeechEnded, SpeechStarted
 from audio.loudness import LoudnessMeter
 from audio.silence import SilenceTimer
 from audio.vad import Vad

@@ -17,6 +17,7 @@ react and soft onsets matter to ASR), the speech itself, and up to ``pre_roll_ms
 rest of the silence that ended the utterance is dropped. Frames are kept by reference, not copied: do not
 modify a frame after pushing it.
 """
+
 from __future__ import annotations
 
 from collections import deque

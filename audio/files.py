@@ -1,4 +1,5 @@
 """Audio file helpers for tests, benchmarks and the CLI (the only module in ``audio/`` that does I/O)."""
+
 from __future__ import annotations
 
 import os

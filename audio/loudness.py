@@ -27,6 +27,7 @@ Measured with :class:`LoudnessMeter` (1 s window, webrtcvad mode 2) on the 26 re
 address, an oration, reaches 78). The same recordings 14 dB louder, clipped by the codec as a phone line would,
 read 79-88 dB SPL (median 83): all above the 78 dB SPL shouting threshold.
 """
+
 from __future__ import annotations
 
 import math

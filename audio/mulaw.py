@@ -5,6 +5,7 @@ Bit-exact with the reference G.711 code that CPython's ``audioop`` uses (``ulaw2
 magnitude at 8159, and inverts all bits of the code. Both directions are single numpy gathers through tables
 built once at import (256 entries to decode, 65536 to encode), so a 20 ms frame costs a few microseconds.
 """
+
 from __future__ import annotations
 
 import numpy as np

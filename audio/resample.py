@@ -4,6 +4,7 @@
 and still costs only microseconds per 20 ms frame. int16 in gives int16 out (soxr clips and rounds), float32 in
 gives float32 out; anything else is converted to float32 first.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Caller-silence timer: fires once when the caller has said nothing for ``long_silence_s``."""
+
 from __future__ import annotations
 
 

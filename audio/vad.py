@@ -1,4 +1,5 @@
 """Frame-level voice activity detection with WebRTC's VAD (GMM based, cheap: ~microseconds per frame)."""
+
 from __future__ import annotations
 
 import numpy as np

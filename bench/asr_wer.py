@@ -7,6 +7,7 @@ back to 16 kHz, and transcribed by both paths; timings are interleaved (padded, 
 same process so machine load hits both alike. WER is computed with jiwer after normalising both sides (lower
 case, no punctuation, numbers spelled out). "short" is utterances under 10 s; "all" includes the long ones.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,8 +91,11 @@ def run(repeats: int, pad_s: float, timestamps: bool) -> dict:
                 "median_s": round(statistics.median(times[path]), 4),
             }
         items.append(item)
-        print(f"{item['audio_s']:6.2f}s {item['padded']['median_s']:.3f}s {item['fast']['median_s']:.3f}s "
-              f"[{results['fast'].path}] {rec['path']}", file=sys.stderr)
+        print(
+            f"{item['audio_s']:6.2f}s {item['padded']['median_s']:.3f}s {item['fast']['median_s']:.3f}s "
+            f"[{results['fast'].path}] {rec['path']}",
+            file=sys.stderr,
+        )
     short = [i for i in items if i["audio_s"] < SHORT_S]
     report = summarise(items)
     report["short"] = summarise(short)
@@ -107,8 +111,10 @@ def run(repeats: int, pad_s: float, timestamps: bool) -> dict:
 def print_table(report: dict) -> None:
     print(f"{'set':<6} {'n':>3} {'padded WER':>10} {'fast WER':>9} {'padded s':>9} {'fast s':>7} {'speedup':>8}")
     for name, part in (("short", report["short"]), ("all", report)):
-        print(f"{name:<6} {part['n']:>3} {part['padded']['wer']:>10.3f} {part['fast']['wer']:>9.3f} "
-              f"{part['padded']['median_s']:>9.3f} {part['fast']['median_s']:>7.3f} {part['speedup_median']:>7.2f}x")
+        print(
+            f"{name:<6} {part['n']:>3} {part['padded']['wer']:>10.3f} {part['fast']['wer']:>9.3f} "
+            f"{part['padded']['median_s']:>9.3f} {part['fast']['median_s']:>7.3f} {part['speedup_median']:>7.2f}x"
+        )
     print(f"long (>= {SHORT_S:.0f} s, in 'all' only): {', '.join(report['long_utterances'])}")
 
 

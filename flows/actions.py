@@ -2,6 +2,7 @@
 
 The set is deliberately small; the session must handle every one of them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

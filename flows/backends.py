@@ -7,6 +7,7 @@ the budget lasts; writes are never retried. A circuit breaker per backend stops 
 backend that keeps failing, so flows fail fast to a callback offer. Every failure is one of the
 `flows.gateway` errors, logged with the call id and counted.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,9 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -40,6 +42,7 @@ LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
 # --- request parameters (checked before anything is sent) ---------------------------------
+
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -67,6 +70,7 @@ class TopUpParams(CustomerParams):
 
 
 # --- responses (anything else is BackendBadResponse) ---------------------------------------
+
 
 class _Result(BaseModel):
     # strict: "true" is not a bool and "12" is not a number; a backend that sends those is broken
@@ -148,6 +152,7 @@ OPERATIONS: dict[str, dict[str, Operation]] = {"crm": CRM_OPERATIONS}
 
 
 # --- metrics --------------------------------------------------------------------------------
+
 
 @dataclass
 class _Latency:
@@ -260,13 +265,16 @@ class _Collector:
         for (backend, operation), lat in sorted(m._latency.items()):
             buckets = [(str(b), n) for b, n in zip(LATENCY_BUCKETS_S, lat.buckets)] + [("+Inf", lat.count)]
             latency.add_metric([backend, operation], buckets, lat.total_s)
-        circuit = GaugeMetricFamily("ivr_backend_circuit_open", "1 while a backend's circuit is open", labels=["backend"])
+        circuit = GaugeMetricFamily(
+            "ivr_backend_circuit_open", "1 while a backend's circuit is open", labels=["backend"]
+        )
         for backend, is_open in sorted(m._circuit_open.items()):
             circuit.add_metric([backend], 1.0 if is_open else 0.0)
         yield from (calls, errors, attempts, latency, circuit)
 
 
 # --- circuit breaker ------------------------------------------------------------------------
+
 
 class CircuitBreaker:
     """Opens after `failures` consecutive failed calls; after `reset_s` lets one trial call through."""
@@ -316,6 +324,7 @@ class CircuitBreaker:
 
 
 # --- the gateway ----------------------------------------------------------------------------
+
 
 class BackendBadRequest(BackendError, ValueError):
     """The flow passed params the operation cannot take (missing, malformed); nothing was sent.
@@ -369,7 +378,8 @@ class HttpBackendGateway:
         self._clock = clock
         self._operations = operations or OPERATIONS
         self._breakers = {
-            name: CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s, clock) for name, cfg in self._configs.items()
+            name: CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s, clock)
+            for name, cfg in self._configs.items()
         }
         self._closed = False
 
@@ -382,7 +392,7 @@ class HttpBackendGateway:
             await self._session.close()
         self._session = None
 
-    async def __aenter__(self) -> "HttpBackendGateway":
+    async def __aenter__(self) -> HttpBackendGateway:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -398,7 +408,11 @@ class HttpBackendGateway:
             self.metrics.record_call(backend, operation, exc.kind, loop.time() - started)
             self._log.error(
                 "backend call failed call_sid=%s backend=%s operation=%s kind=%s: %s",
-                call_sid, backend, operation, exc.kind, exc,
+                call_sid,
+                backend,
+                operation,
+                exc.kind,
+                exc,
                 extra={"call_sid": call_sid, "backend": backend, "operation": operation, "kind": exc.kind},
             )
             raise
@@ -422,7 +436,9 @@ class HttpBackendGateway:
                 # Withheld or malformed caller IDs are common: that is "unknown caller", not an error.
                 self._log.info(
                     "no lookup for unusable phone number call_sid=%s backend=%s operation=%s",
-                    call_sid, backend, operation,
+                    call_sid,
+                    backend,
+                    operation,
                     extra={"call_sid": call_sid, "backend": backend, "operation": operation},
                 )
                 return {"found": False}
@@ -459,8 +475,15 @@ class HttpBackendGateway:
             raise BackendBadRequest(backend, operation, f"invalid params ({problems})") from None
 
     async def _attempts(
-        self, backend: str, operation: str, cfg: BackendConfig, op: Operation, params: _Params, call_sid: str,
-        *, retry: bool,
+        self,
+        backend: str,
+        operation: str,
+        cfg: BackendConfig,
+        op: Operation,
+        params: _Params,
+        call_sid: str,
+        *,
+        retry: bool,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.timeout_s
@@ -479,7 +502,13 @@ class HttpBackendGateway:
                 break
             self._log.warning(
                 "backend attempt %d/%d failed, retrying call_sid=%s backend=%s operation=%s kind=%s: %s",
-                attempt + 1, attempts, call_sid, backend, operation, last.kind, last,
+                attempt + 1,
+                attempts,
+                call_sid,
+                backend,
+                operation,
+                last.kind,
+                last,
                 extra={"call_sid": call_sid, "backend": backend, "operation": operation, "kind": last.kind},
             )
             await asyncio.sleep(delay)
@@ -488,7 +517,13 @@ class HttpBackendGateway:
         raise _BreakerFailure(last)
 
     async def _attempt(
-        self, backend: str, operation: str, cfg: BackendConfig, op: Operation, params: _Params, call_sid: str,
+        self,
+        backend: str,
+        operation: str,
+        cfg: BackendConfig,
+        op: Operation,
+        params: _Params,
+        call_sid: str,
         budget_s: float,
     ) -> dict[str, Any]:
         values = params.model_dump(exclude_none=True)
@@ -505,7 +540,10 @@ class HttpBackendGateway:
         try:
             async with asyncio.timeout(budget_s):
                 async with self._client().request(
-                    op.method, url, headers=headers, allow_redirects=False,
+                    op.method,
+                    url,
+                    headers=headers,
+                    allow_redirects=False,
                     params=values if op.method == "GET" and values else None,
                     json=values if op.method != "GET" else None,
                 ) as resp:

@@ -2,6 +2,7 @@
 
 Both take files or folders; with no paths they use the shipped flows and their conversation tests.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ from typing import TextIO
 
 from flows.loader import FlowValidationError, load_flow_file, load_yaml
 from flows.schema import Flow
-from flows.testing import SHIPPED_DIR, run_test_file, conversation_tests_path
+from flows.testing import SHIPPED_DIR, conversation_tests_path, run_test_file
 
 
 def shipped_flow_paths() -> list[Path]:

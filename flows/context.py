@@ -4,6 +4,7 @@ Owned by the call session; read and updated by the flow engine and the escalatio
 Nothing here is ever reset between turns: context lives as long as the call (and survives a
 transfer back from an agent).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

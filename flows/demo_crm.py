@@ -19,6 +19,7 @@ Endpoints (the paths `flows/backends.py` maps its operations to):
     GET  /_stats   requests received per route, and the last JOURNAL_SIZE requests as they arrived
                    (method, path with query, body), so a test can check exactly what reached the CRM
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,10 @@ import logging
 import random
 import signal
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -69,7 +71,7 @@ class DemoCrmState:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     @classmethod
-    def load(cls, path: Path | str = DEFAULT_DATA, *, seed: int = 0) -> "DemoCrmState":
+    def load(cls, path: Path | str = DEFAULT_DATA, *, seed: int = 0) -> DemoCrmState:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         customers: dict[str, dict[str, Any]] = {}
         by_key: dict[str, str] = {}
@@ -362,7 +364,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--delay-ms", type=int, default=0, help="added to every answer")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 503 (0..1)")
     parser.add_argument(
-        "--garbage", nargs="?", const="html", default=None, choices=GARBAGE_MODES,
+        "--garbage",
+        nargs="?",
+        const="html",
+        default=None,
+        choices=GARBAGE_MODES,
         help="answer with garbage instead of JSON (default mode: html)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for --fail-rate")
@@ -373,8 +379,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def _serve(args: argparse.Namespace) -> None:
     try:
         runner, url = await start_demo_crm(
-            args.host, args.port, delay_ms=args.delay_ms, fail_rate=args.fail_rate,
-            garbage=args.garbage, data_path=args.data, seed=args.seed,
+            args.host,
+            args.port,
+            delay_ms=args.delay_ms,
+            fail_rate=args.fail_rate,
+            garbage=args.garbage,
+            data_path=args.data,
+            seed=args.seed,
         )
     except ValueError as exc:
         raise SystemExit(f"demo CRM: {exc}") from None

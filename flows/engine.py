@@ -9,20 +9,33 @@ PCI: while a `pci: true` collect step is waiting, caller input is never sent to 
 turn and slot hold only a mask. Only the last four digits are kept (`<slot>_last4`), and only when the step
 asks for them, because the card-block backend needs them; they are never spoken.
 """
+
 from __future__ import annotations
 
 import inspect
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say
 from flows.context import CallContext, Customer, Turn
 from flows.gateway import BackendBadResponse, BackendError, BackendGateway, BackendTimeout
 from flows.schema import (
-    BranchStep, CollectStep, Condition, ConfirmStep, EndStep, EscalateStep, Flow, IntentStep, LookupStep,
-    MenuOption, MenuStep, SayStep, Template,
+    BranchStep,
+    CollectStep,
+    Condition,
+    ConfirmStep,
+    EndStep,
+    EscalateStep,
+    Flow,
+    IntentStep,
+    LookupStep,
+    MenuOption,
+    MenuStep,
+    SayStep,
+    Template,
 )
 
 STATE_KEY = "flow_state"
@@ -43,8 +56,7 @@ class Nlu(Protocol):
     def classify(self, text: str) -> Any:  # IntentResult-like: .intent, .confidence, .alternatives
         ...
 
-    def yes_no(self, text: str) -> bool | None:
-        ...
+    def yes_no(self, text: str) -> bool | None: ...
 
 
 @dataclass(frozen=True)
@@ -76,17 +88,39 @@ class FlowState:
 
 
 _NUMBER_WORDS = {
-    "zero": 0, "oh": 0, "o": 0, "nought": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9,
+    "zero": 0,
+    "oh": 0,
+    "o": 0,
+    "nought": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
 }
 _TEENS = {
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
-    "seventeen": 17, "eighteen": 18, "nineteen": 19,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
 }
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-         "ninety": 90}
-_KEY_WORDS = {**{k: str(v) for k, v in _NUMBER_WORDS.items() if k not in ("oh", "o", "nought")},
-              "star": "*", "hash": "#", "pound": "#"}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_KEY_WORDS = {
+    **{k: str(v) for k, v in _NUMBER_WORDS.items() if k not in ("oh", "o", "nought")},
+    "star": "*",
+    "hash": "#",
+    "pound": "#",
+}
 
 
 def spoken_digits(text: str) -> str:
@@ -248,8 +282,9 @@ class FlowEngine:
         turn: Turn | None = None
         if inp.kind != "silence":
             st.no_input = 0
-            turn = Turn(index=len(ctx.turns), channel="dtmf" if inp.kind == "dtmf" else "voice",
-                        text=self._turn_text(inp, pci))
+            turn = Turn(
+                index=len(ctx.turns), channel="dtmf" if inp.kind == "dtmf" else "voice", text=self._turn_text(inp, pci)
+            )
             ctx.turns.append(turn)
         understanding: Understanding | None = None
         if inp.kind == "speech" and not pci and inp.text.strip():
@@ -316,8 +351,12 @@ class FlowEngine:
         ns: dict[str, Any] = dict(st.lookups)
         ns.update(ctx.slots)
         ns.update(
-            customer=customer_view(ctx.customer), order=current_order(ctx.customer), lookup=st.last_lookup,
-            slots=dict(ctx.slots), caller=ctx.caller, flow={"name": self.flow.name, "industry": self.flow.industry},
+            customer=customer_view(ctx.customer),
+            order=current_order(ctx.customer),
+            lookup=st.last_lookup,
+            slots=dict(ctx.slots),
+            caller=ctx.caller,
+            flow={"name": self.flow.name, "industry": self.flow.industry},
         )
         ns.update(extra or {})
         return ns
@@ -329,8 +368,14 @@ class FlowEngine:
             self.log.warning("call %s: step %s: no value for %s", ctx.call_sid, st.step, ", ".join(missing))
         return text
 
-    def _say(self, ctx: CallContext, st: FlowState, prompt: str | None = None, text: str | None = None,
-             extra: dict[str, Any] | None = None) -> Say | None:
+    def _say(
+        self,
+        ctx: CallContext,
+        st: FlowState,
+        prompt: str | None = None,
+        text: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Say | None:
         if prompt:
             source = self.flow.prompt_text(prompt)
             if Template(source).is_fixed:
@@ -351,12 +396,21 @@ class FlowEngine:
             self.log.info("call %s: resolved (%s)", ctx.call_sid, why)
         ctx.resolved = True
 
-    def _escalate(self, ctx: CallContext, st: FlowState, reason: str, trigger: str,
-                  guess: str | None = None, confidence: float | None = None, queue: str | None = None) -> Escalate:
+    def _escalate(
+        self,
+        ctx: CallContext,
+        st: FlowState,
+        reason: str,
+        trigger: str,
+        guess: str | None = None,
+        confidence: float | None = None,
+        queue: str | None = None,
+    ) -> Escalate:
         st.done, st.waiting, st.pending_resolution = True, None, None
         self.log.info("call %s: escalating at %s: %s (%s)", ctx.call_sid, st.step, reason, trigger)
-        return Escalate(reason=reason, trigger=trigger, intent_guess=guess, confidence=confidence,
-                        queue=queue or self.flow.queue)
+        return Escalate(
+            reason=reason, trigger=trigger, intent_guess=guess, confidence=confidence, queue=queue or self.flow.queue
+        )
 
     def _hangup(self, ctx: CallContext, st: FlowState, reason: str) -> Hangup:
         st.done, st.waiting = True, None
@@ -402,8 +456,14 @@ class FlowEngine:
         elif isinstance(step, IntentStep):
             yield Listen("voice", timeout_s=step.timeout_s)
         elif isinstance(step, CollectStep):
-            yield Listen(step.mode, slot=step.slot, max_digits=step.max_digits, finish_on=step.finish_on,
-                         pci=step.pci, timeout_s=step.timeout_s)
+            yield Listen(
+                step.mode,
+                slot=step.slot,
+                max_digits=step.max_digits,
+                finish_on=step.finish_on,
+                pci=step.pci,
+                timeout_s=step.timeout_s,
+            )
         elif isinstance(step, ConfirmStep):
             yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
 
@@ -423,15 +483,20 @@ class FlowEngine:
             yield Say(self.flow.prompt_text("_no_input_goodbye"), prompt_id="_no_input_goodbye")
             yield self._hangup(ctx, st, "no input")
 
-    async def _no_match(self, ctx: CallContext, st: FlowState, step: Any, prompt: str = "_no_match",
-                        guess: Understanding | None = None) -> AsyncIterator[Action]:
+    async def _no_match(
+        self, ctx: CallContext, st: FlowState, step: Any, prompt: str = "_no_match", guess: Understanding | None = None
+    ) -> AsyncIterator[Action]:
         st.understood = False
         st.no_match += 1
         if st.no_match > self.flow.max_no_match:
             yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
             yield self._escalate(
-                ctx, st, f"could not understand the caller after {st.no_match} attempts", "no_match",
-                guess.intent if guess else None, guess.confidence if guess else None,
+                ctx,
+                st,
+                f"could not understand the caller after {st.no_match} attempts",
+                "no_match",
+                guess.intent if guess else None,
+                guess.confidence if guess else None,
             )
             return
         say = self._say(ctx, st, prompt=prompt)
@@ -442,15 +507,20 @@ class FlowEngine:
 
     # ------------------------------------------------------------ input
 
-    async def _dispatch(self, ctx: CallContext, st: FlowState, step: Any, inp: CallerInput,
-                        und: Understanding | None, pci: bool) -> AsyncIterator[Action]:
+    async def _dispatch(
+        self, ctx: CallContext, st: FlowState, step: Any, inp: CallerInput, und: Understanding | None, pci: bool
+    ) -> AsyncIterator[Action]:
         st.goto = None
         if inp.kind == "silence":
             async for a in self._no_input(ctx, st, step):
                 yield a
             return
-        if (und is not None and und.intent == "speak_to_agent" and und.confidence >= self.answer_threshold
-                and not await self._answers_question(st, step, inp)):
+        if (
+            und is not None
+            and und.intent == "speak_to_agent"
+            and und.confidence >= self.answer_threshold
+            and not await self._answers_question(st, step, inp)
+        ):
             yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
             yield self._escalate(ctx, st, "caller asked for a person", "caller_request", und.intent, und.confidence)
             return
@@ -522,8 +592,9 @@ class FlowEngine:
                 return next((o for o in options if o.key == keys[0]), None)
         return None
 
-    async def _on_menu(self, ctx: CallContext, st: FlowState, step: MenuStep, inp: CallerInput,
-                       und: Understanding | None) -> AsyncIterator[Action]:
+    async def _on_menu(
+        self, ctx: CallContext, st: FlowState, step: MenuStep, inp: CallerInput, und: Understanding | None
+    ) -> AsyncIterator[Action]:
         options = self._visible(ctx, st, step)
         chosen: MenuOption | None = None
         if inp.kind == "dtmf":
@@ -544,8 +615,9 @@ class FlowEngine:
             return
         st.goto = (chosen.next, None)
 
-    async def _on_intent_input(self, ctx: CallContext, st: FlowState, step: IntentStep, inp: CallerInput,
-                               und: Understanding | None) -> AsyncIterator[Action]:
+    async def _on_intent_input(
+        self, ctx: CallContext, st: FlowState, step: IntentStep, inp: CallerInput, und: Understanding | None
+    ) -> AsyncIterator[Action]:
         if inp.kind != "speech" or und is None:
             async for a in self._no_match(ctx, st, step):
                 yield a
@@ -553,8 +625,9 @@ class FlowEngine:
         async for a in self._route(ctx, st, step, inp.text, und):
             yield a
 
-    async def _route(self, ctx: CallContext, st: FlowState, step: IntentStep, text: str,
-                     und: Understanding) -> AsyncIterator[Action]:
+    async def _route(
+        self, ctx: CallContext, st: FlowState, step: IntentStep, text: str, und: Understanding
+    ) -> AsyncIterator[Action]:
         """Act on a classified utterance at an intent step: route, or clarify once when unsure."""
         if und.confidence >= self.answer_threshold:
             if und.intent in step.routes:
@@ -567,8 +640,12 @@ class FlowEngine:
             else:
                 yield Say(self.flow.prompt_text("_not_handled"), prompt_id="_not_handled")
                 yield self._escalate(
-                    ctx, st, f"caller wants {self.flow.intent_label(und.intent)}, which this line does not handle",
-                    "unhandled_intent", und.intent, und.confidence,
+                    ctx,
+                    st,
+                    f"caller wants {self.flow.intent_label(und.intent)}, which this line does not handle",
+                    "unhandled_intent",
+                    und.intent,
+                    und.confidence,
                 )
             return
         guesses = [intent for intent, _ in und.ranked[:2]]
@@ -579,13 +656,16 @@ class FlowEngine:
         async for a in self._ask(ctx, st, step):
             yield a
 
-    async def _on_clarify_answer(self, ctx: CallContext, st: FlowState, step: IntentStep, inp: CallerInput,
-                                 und: Understanding | None) -> AsyncIterator[Action]:
+    async def _on_clarify_answer(
+        self, ctx: CallContext, st: FlowState, step: IntentStep, inp: CallerInput, und: Understanding | None
+    ) -> AsyncIterator[Action]:
         clarify = st.clarify or {"guesses": [], "confidence": None}
         guesses: list[str] = clarify["guesses"]
         choice: str | None = None
-        if und is not None and und.confidence >= self.answer_threshold and (
-            und.intent in step.routes or und.intent in guesses
+        if (
+            und is not None
+            and und.confidence >= self.answer_threshold
+            and (und.intent in step.routes or und.intent in guesses)
         ):
             choice = und.intent
         elif inp.kind == "dtmf" and inp.digits.strip("#") in ("1", "2"):
@@ -603,8 +683,9 @@ class FlowEngine:
         if und is not None and und.intent in guesses:
             guess = und.intent
         yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
-        yield self._escalate(ctx, st, "low confidence after clarification", "low_confidence", guess,
-                             clarify["confidence"])
+        yield self._escalate(
+            ctx, st, "low confidence after clarification", "low_confidence", guess, clarify["confidence"]
+        )
 
     async def _pick_guess(self, inp: CallerInput, guesses: list[str]) -> str | None:
         """'the first one', 'the delivery problem', or yes to a single guess."""
@@ -651,8 +732,9 @@ class FlowEngine:
             return False
         return step.pattern is None or re.fullmatch(step.pattern, value) is not None
 
-    async def _on_collect(self, ctx: CallContext, st: FlowState, step: CollectStep, inp: CallerInput,
-                          pci: bool) -> AsyncIterator[Action]:
+    async def _on_collect(
+        self, ctx: CallContext, st: FlowState, step: CollectStep, inp: CallerInput, pci: bool
+    ) -> AsyncIterator[Action]:
         if pci and inp.kind != "dtmf":
             async for a in self._no_match(ctx, st, step, prompt="_keypad_only"):
                 yield a
@@ -681,8 +763,9 @@ class FlowEngine:
         else:
             ctx.slots[step.slot] = pending["value"]
 
-    async def _on_value_confirmation(self, ctx: CallContext, st: FlowState, step: CollectStep, inp: CallerInput,
-                                     pci: bool) -> AsyncIterator[Action]:
+    async def _on_value_confirmation(
+        self, ctx: CallContext, st: FlowState, step: CollectStep, inp: CallerInput, pci: bool
+    ) -> AsyncIterator[Action]:
         if pci and inp.kind != "dtmf":
             async for a in self._no_match(ctx, st, step, prompt="_keypad_only"):
                 yield a
@@ -706,8 +789,9 @@ class FlowEngine:
         async for a in self._ask(ctx, st, step):
             yield a
 
-    async def _on_confirm(self, ctx: CallContext, st: FlowState, step: ConfirmStep,
-                          inp: CallerInput) -> AsyncIterator[Action]:
+    async def _on_confirm(
+        self, ctx: CallContext, st: FlowState, step: ConfirmStep, inp: CallerInput
+    ) -> AsyncIterator[Action]:
         answer = await self._yes_no(inp)
         if answer is None:
             async for a in self._no_match(ctx, st, step):
@@ -717,8 +801,9 @@ class FlowEngine:
             self._resolve(ctx, f"caller confirmed at '{st.step}'")
         st.goto = (step.on_yes if answer else step.on_no, None)
 
-    async def _on_callback_answer(self, ctx: CallContext, st: FlowState, step: Any,
-                                  inp: CallerInput) -> AsyncIterator[Action]:
+    async def _on_callback_answer(
+        self, ctx: CallContext, st: FlowState, step: Any, inp: CallerInput
+    ) -> AsyncIterator[Action]:
         answer = await self._yes_no(inp)
         if answer is None:
             async for a in self._no_match(ctx, st, step):
@@ -731,13 +816,15 @@ class FlowEngine:
             yield self._hangup(ctx, st, "callback requested")
             return
         yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
-        yield self._escalate(ctx, st, f"{reason}; the caller declined a callback",
-                             st.callback_trigger or "backend_error")
+        yield self._escalate(
+            ctx, st, f"{reason}; the caller declined a callback", st.callback_trigger or "backend_error"
+        )
 
     # ------------------------------------------------------------ stepping
 
-    async def _enter(self, ctx: CallContext, st: FlowState, sid: str,
-                     utterance: tuple[str, Understanding | None] | None) -> AsyncIterator[Action]:
+    async def _enter(
+        self, ctx: CallContext, st: FlowState, sid: str, utterance: tuple[str, Understanding | None] | None
+    ) -> AsyncIterator[Action]:
         """Run steps from `sid` until one needs caller input or the flow ends."""
         for _ in range(_MAX_HOPS):
             step = self.flow.steps[sid]
@@ -832,8 +919,10 @@ class FlowEngine:
             if target:
                 yield target
                 return
-            yield Say(self.flow.prompt_text("_backend_holding" if timeout else "_backend_error"),
-                      prompt_id="_backend_holding" if timeout else "_backend_error")
+            yield Say(
+                self.flow.prompt_text("_backend_holding" if timeout else "_backend_error"),
+                prompt_id="_backend_holding" if timeout else "_backend_error",
+            )
             yield OfferCallback(reason)
             st.callback_reason = reason
             st.callback_trigger = "backend_timeout" if timeout else "backend_error"

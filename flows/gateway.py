@@ -4,6 +4,7 @@ The HTTP implementation lives in `flows/backends.py`; flow tests use a scripted 
 Every failure is one of the errors below so a flow can branch on it: a timeout gets a
 holding line or a callback offer, never silence and never a blind escalation.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -41,8 +42,6 @@ class BackendBadResponse(BackendError):
 
 
 class BackendGateway(Protocol):
-    async def call(
-        self, backend: str, operation: str, params: dict[str, Any], *, call_sid: str
-    ) -> dict[str, Any]:
+    async def call(self, backend: str, operation: str, params: dict[str, Any], *, call_sid: str) -> dict[str, Any]:
         """Run a named operation on a named backend. Raises BackendError subclasses."""
         ...

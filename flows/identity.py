@@ -4,6 +4,7 @@ Sources write the same phone number many ways ("(415) 555-0100", "+1 415-555-010
 "14155550100"); they only match once normalised. `match_key` hashes the normalised value so
 records can be joined without passing raw phone numbers or emails around.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -2,6 +2,7 @@
 
 `flows/shipped/banking.yaml:42: steps.ask_card.kind: unknown step kind 'colect' (expected one of: ...)`
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,9 +64,7 @@ class LineLoader(yaml.SafeLoader):
                     None, None, "mapping keys must be plain values", key_node.start_mark
                 ) from None
             if key in out:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             out[key] = self.construct_object(value_node, deep=True)
             out.key_lines[key] = key_node.start_mark.line + 1
         return out
@@ -141,7 +140,7 @@ def _pydantic_issues(path: str, data: Any, err: ValidationError) -> list[FlowIss
         elif etype == "literal_error":
             msg = f"{msg}, got {e.get('input')!r}"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         line, clean = line_of(data, loc)
         issues.append(FlowIssue(path, line, _field(clean), msg))
     return issues

@@ -11,19 +11,30 @@ below). Names usable in `when:` and `{templates}`: `customer.*` (plus `customer.
 `customer.has_order_in_transit`, `customer.first_name`), `order.*` (the order in transit, else the first),
 `lookup.*` (last lookup result), each lookup's `save_as` name, each collected slot, `caller`.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Industry = Literal["general", "ecommerce", "telecom", "finance", "healthcare"]
 
 KNOWN_INTENTS: tuple[str, ...] = (
-    "track_order", "delivery_problem", "return_refund", "cancel_order", "billing_problem", "pay_bill",
-    "top_up", "change_plan", "lost_card", "check_balance", "speak_to_agent", "goodbye",
+    "track_order",
+    "delivery_problem",
+    "return_refund",
+    "cancel_order",
+    "billing_problem",
+    "pay_bill",
+    "top_up",
+    "change_plan",
+    "lost_card",
+    "check_balance",
+    "speak_to_agent",
+    "goodbye",
 )
 
 # Spoken names for intents, used in the clarification question ("is it about X, or Y?"). A flow may override.
@@ -328,7 +339,7 @@ class _Spoken(_StepBase):
     text: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "_Spoken":
+    def _one_source(self) -> _Spoken:
         if self.prompt and self.text:
             raise ValueError("give either 'prompt' (a prompt id) or 'text', not both")
         return self
@@ -404,7 +415,7 @@ class CollectStep(_Spoken):
         return v
 
     @model_validator(mode="after")
-    def _pci_rules(self) -> "CollectStep":
+    def _pci_rules(self) -> CollectStep:
         if self.pci and self.mode != "dtmf":
             raise ValueError("a pci collect step is keypad only: set 'mode: dtmf'")
         if self.pci and self.value != "digits":
@@ -468,7 +479,7 @@ class EndStep(_Spoken):
 
 
 Step = Annotated[
-    Union[SayStep, MenuStep, IntentStep, CollectStep, ConfirmStep, LookupStep, BranchStep, EscalateStep, EndStep],
+    SayStep | MenuStep | IntentStep | CollectStep | ConfirmStep | LookupStep | BranchStep | EscalateStep | EndStep,
     Field(discriminator="kind"),
 ]
 STEP_KINDS = ("say", "menu", "intent", "collect", "confirm", "lookup", "branch", "escalate", "end")

@@ -23,6 +23,7 @@ A test file (``flows/shipped/tests/<flow>.yaml``)::
           - slot: {order_id: "12345"}          # also: no_slot, listen ("dtmf pci"), queue,
           - resolved: true                    # clarifications, backend_failures, bot_says_not_contains
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,10 +42,26 @@ from flows.schema import Flow
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 BEHAVIOURS = ("slow", "fail", "unavailable", "garbage")
 _INPUT_KEYS = ("caller_says", "caller_presses", "silence")
-_EXPECT_KEYS = ("bot_says_contains", "bot_says_not_contains", "bot_action", "reason_contains", "intent_guess",
-                "queue", "listen", "slot", "no_slot", "resolved", "clarifications", "backend_failures")
-_ACTION_TYPES: dict[str, type] = {"escalate": Escalate, "hangup": Hangup, "offer_callback": OfferCallback,
-                                  "listen": Listen}
+_EXPECT_KEYS = (
+    "bot_says_contains",
+    "bot_says_not_contains",
+    "bot_action",
+    "reason_contains",
+    "intent_guess",
+    "queue",
+    "listen",
+    "slot",
+    "no_slot",
+    "resolved",
+    "clarifications",
+    "backend_failures",
+)
+_ACTION_TYPES: dict[str, type] = {
+    "escalate": Escalate,
+    "hangup": Hangup,
+    "offer_callback": OfferCallback,
+    "listen": Listen,
+}
 
 
 # ------------------------------------------------------------------ NLU from the models
@@ -210,8 +227,10 @@ def load_test_file(path: str | Path) -> tuple[Flow, list[FlowTest]]:
                 raise fail(sloc, "a step is a mapping, e.g. {caller_says: ...}")
             bad = set(step) - set(_INPUT_KEYS) - set(_EXPECT_KEYS)
             if bad:
-                raise fail(sloc + (sorted(bad)[0],), "unknown step key (inputs: "
-                           f"{', '.join(_INPUT_KEYS)}; checks: {', '.join(_EXPECT_KEYS)})")
+                raise fail(
+                    sloc + (sorted(bad)[0],),
+                    f"unknown step key (inputs: {', '.join(_INPUT_KEYS)}; checks: {', '.join(_EXPECT_KEYS)})",
+                )
             if sum(k in step for k in _INPUT_KEYS) > 1:
                 raise fail(sloc, "one caller input per step")
             if "bot_action" in step and step["bot_action"] not in _ACTION_TYPES:
@@ -219,11 +238,18 @@ def load_test_file(path: str | Path) -> tuple[Flow, list[FlowTest]]:
             line = step.key_lines.get(next(iter(step)), 0) if isinstance(step, LineDict) else 0
             steps.append((line, _plain(step)))
         reveal = raw.get("never_reveal") or []
-        tests.append(FlowTest(
-            name=str(raw["name"]), file=where, line=getattr(raw, "line", 0), caller=str(raw.get("caller") or ""),
-            region=raw.get("region", default_region), backend=backend, steps=steps,
-            never_reveal=[str(r) for r in (reveal if isinstance(reveal, list) else [reveal])],
-        ))
+        tests.append(
+            FlowTest(
+                name=str(raw["name"]),
+                file=where,
+                line=getattr(raw, "line", 0),
+                caller=str(raw.get("caller") or ""),
+                region=raw.get("region", default_region),
+                backend=backend,
+                steps=steps,
+                never_reveal=[str(r) for r in (reveal if isinstance(reveal, list) else [reveal])],
+            )
+        )
     return flow, tests
 
 
@@ -242,7 +268,8 @@ def _describe(action: Action) -> str:
     if isinstance(action, Listen):
         return f"  (listen {action.mode}{' pci' if action.pci else ''})"
     return f"bot {type(action).__name__.lower()}: " + ", ".join(
-        f"{k}={getattr(action, k)!r}" for k in action.__dataclass_fields__  # type: ignore[attr-defined]
+        f"{k}={getattr(action, k)!r}"
+        for k in action.__dataclass_fields__  # type: ignore[attr-defined]
     )
 
 
@@ -255,8 +282,9 @@ async def run_test(flow: Flow, test: FlowTest, nlu: Nlu, *, call_sid: str | None
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
     engine = FlowEngine(flow, recorder, gateway, answer_threshold=flow.answer_threshold, log=log)
-    ctx = CallContext(call_sid=call_sid or f"TEST-{test.name[:40]}", caller=test.caller or None,
-                      region=test.region or "us_west")
+    ctx = CallContext(
+        call_sid=call_sid or f"TEST-{test.name[:40]}", caller=test.caller or None, region=test.region or "us_west"
+    )
     transcript: list[str] = []
     everything: list[Action] = []
     last: list[Action] = []
@@ -389,6 +417,15 @@ async def run_test_file(path: str | Path, nlu: Nlu | None = None) -> list[TestRe
 
 
 __all__ = [
-    "BEHAVIOURS", "FlowTest", "FlowValidationError", "ModelNlu", "ScriptedGateway", "TestResult",
-    "build_model_nlu", "load_test_file", "run_test", "run_test_file", "conversation_tests_path",
+    "BEHAVIOURS",
+    "FlowTest",
+    "FlowValidationError",
+    "ModelNlu",
+    "ScriptedGateway",
+    "TestResult",
+    "build_model_nlu",
+    "load_test_file",
+    "run_test",
+    "run_test_file",
+    "conversation_tests_path",
 ]

@@ -12,14 +12,15 @@ Routes (all behind the bearer token except the page itself, which asks for the t
   POST /api/agent/callbacks/{id}/accept        {"agent": "alice"} -> the agent owns the callback
   GET  /api/agent/ws?token=...&skill=...       pushes queue snapshots whenever something changes
 """
+
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from sqlalchemy import update
@@ -35,8 +36,18 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Context fields from the handoff payload that the desk shows on each waiting call.
 CONTEXT_FIELDS = (
-    "customer_id", "customer_tier", "lifetime_value", "sentiment_trend", "intent_guess", "confidence",
-    "last_3_messages", "issue_history", "preferred_channel", "region", "goodwill_offer", "transcript_url",
+    "customer_id",
+    "customer_tier",
+    "lifetime_value",
+    "sentiment_trend",
+    "intent_guess",
+    "confidence",
+    "last_3_messages",
+    "issue_history",
+    "preferred_channel",
+    "region",
+    "goodwill_offer",
+    "transcript_url",
 )
 
 
@@ -105,8 +116,9 @@ class AgentDesk:
         await self.storage.update_escalation(escalation_id, at=self.clock())
         if self.metrics is not None:
             self.metrics.escalations.labels(trigger=trigger).inc()
-        log.info("call %s: escalation %d queued on %s (priority %d, %s)", call_sid, escalation_id, queue,
-                 priority, trigger)
+        log.info(
+            "call %s: escalation %d queued on %s (priority %d, %s)", call_sid, escalation_id, queue, priority, trigger
+        )
         await self.notify()
         return escalation_id
 
@@ -122,12 +134,19 @@ class AgentDesk:
         claimed = await self.storage.run(_claim, self.storage.sync, escalations, escalation_id, agent, "accepted")
         if not claimed:
             current = await self.storage.get_escalation(escalation_id) or record
-            await self.storage.audit(actor=agent, action="accept_conflict", subject=subject,
-                                     details={"status": current["status"], "taken_by": current.get("agent")})
-            raise AlreadyTaken(f"escalation {escalation_id} is {current['status']} by {current.get('agent')}",
-                               current)
-        await self.storage.audit(actor=agent, action="accept_escalation", subject=subject,
-                                 details={"call_sid": record["call_sid"], "queue": record["queue"]})
+            await self.storage.audit(
+                actor=agent,
+                action="accept_conflict",
+                subject=subject,
+                details={"status": current["status"], "taken_by": current.get("agent")},
+            )
+            raise AlreadyTaken(f"escalation {escalation_id} is {current['status']} by {current.get('agent')}", current)
+        await self.storage.audit(
+            actor=agent,
+            action="accept_escalation",
+            subject=subject,
+            details={"call_sid": record["call_sid"], "queue": record["queue"]},
+        )
         await self.notify()
         if self.on_transfer is not None:
             self.on_transfer(record["call_sid"])
@@ -139,17 +158,23 @@ class AgentDesk:
             # A transient failure puts the caller back in the queue; a permanent one (the caller hung
             # up, 21220) closes the item so it does not sit there forever.
             status = "waiting" if exc.transient else "closed"
-            await self.storage.update_escalation(escalation_id, status=status,
-                                                 agent=None if exc.transient else agent)
-            await self.storage.audit(actor=agent, action="transfer_failed", subject=subject,
-                                     details={"call_sid": record["call_sid"], "code": exc.code, "error": str(exc),
-                                              "status": status})
+            await self.storage.update_escalation(escalation_id, status=status, agent=None if exc.transient else agent)
+            await self.storage.audit(
+                actor=agent,
+                action="transfer_failed",
+                subject=subject,
+                details={"call_sid": record["call_sid"], "code": exc.code, "error": str(exc), "status": status},
+            )
             log.error("call %s: transfer to agent %s failed: %s", record["call_sid"], agent, exc)
             await self.notify()
             raise TransferFailed(str(exc), await self.storage.get_escalation(escalation_id) or record) from exc
         await self.storage.update_escalation(escalation_id, status="transferred")
-        await self.storage.audit(actor=agent, action="transfer", subject=subject,
-                                 details={"call_sid": record["call_sid"], "attempts": transfer["attempts"]})
+        await self.storage.audit(
+            actor=agent,
+            action="transfer",
+            subject=subject,
+            details={"call_sid": record["call_sid"], "attempts": transfer["attempts"]},
+        )
         log.info("call %s: escalation %d transferred to agent %s", record["call_sid"], escalation_id, agent)
         await self.notify()
         result = await self.storage.get_escalation(escalation_id) or record
@@ -165,11 +190,13 @@ class AgentDesk:
         claimed = await self.storage.run(_claim_callback, self.storage.sync, callback_id)
         if not claimed:
             current = await self.storage.get_callback(callback_id=callback_id) or record
-            await self.storage.audit(actor=agent, action="accept_conflict", subject=subject,
-                                     details={"status": current["status"]})
+            await self.storage.audit(
+                actor=agent, action="accept_conflict", subject=subject, details={"status": current["status"]}
+            )
             raise AlreadyTaken(f"callback {callback_id} is {current['status']}", current)
-        await self.storage.audit(actor=agent, action="accept_callback", subject=subject,
-                                 details={"call_sid": record.get("call_sid")})
+        await self.storage.audit(
+            actor=agent, action="accept_callback", subject=subject, details={"call_sid": record.get("call_sid")}
+        )
         await self.notify()
         return await self.storage.get_callback(callback_id=callback_id) or record
 
@@ -275,7 +302,7 @@ class AgentDesk:
             while not ws.closed:
                 try:
                     msg = await ws.receive(timeout=self.refresh_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     # Nothing changes in storage when a scheduled callback falls due, so look again.
                     snap = await self.snapshot(skill)
                     if _signature(snap) != last:
@@ -304,7 +331,8 @@ def _claim(storage: Storage, table: Any, row_id: int, agent: str, status: str) -
 def _claim_callback(storage: Storage, callback_id: int) -> bool:
     with storage.engine.begin() as conn:
         result = conn.execute(
-            update(callbacks).where(callbacks.c.id == callback_id, callbacks.c.status == "scheduled")
+            update(callbacks)
+            .where(callbacks.c.id == callback_id, callbacks.c.status == "scheduled")
             .values(status="done")
         )
         return (result.rowcount or 0) == 1
@@ -313,9 +341,16 @@ def _claim_callback(storage: Storage, callback_id: int) -> bool:
 def _escalation_item(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     payload = row.get("payload") or {}
     item = {
-        "kind": "escalation", "id": row["id"], "call_sid": row["call_sid"], "queue": row["queue"],
-        "priority": int(row["priority"] or 0), "status": row["status"], "trigger": row["trigger"],
-        "reason": row["reason"], "since": row["at"], "waiting_s": _waiting(row["at"], now),
+        "kind": "escalation",
+        "id": row["id"],
+        "call_sid": row["call_sid"],
+        "queue": row["queue"],
+        "priority": int(row["priority"] or 0),
+        "status": row["status"],
+        "trigger": row["trigger"],
+        "reason": row["reason"],
+        "since": row["at"],
+        "waiting_s": _waiting(row["at"], now),
     }
     item.update({k: payload.get(k) for k in CONTEXT_FIELDS})
     return item
@@ -324,11 +359,17 @@ def _escalation_item(row: dict[str, Any], now: datetime) -> dict[str, Any]:
 def _callback_item(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     payload = row.get("payload") or {}
     item = {
-        "kind": "callback", "id": row["id"], "call_sid": row.get("call_sid"),
-        "queue": payload.get("queue") or "general", "priority": int(payload.get("priority") or 0),
-        "status": row["status"], "trigger": payload.get("trigger") or "callback",
+        "kind": "callback",
+        "id": row["id"],
+        "call_sid": row.get("call_sid"),
+        "queue": payload.get("queue") or "general",
+        "priority": int(payload.get("priority") or 0),
+        "status": row["status"],
+        "trigger": payload.get("trigger") or "callback",
         "reason": payload.get("reason") or "customer asked to be called back",
-        "since": row["scheduled_for"], "waiting_s": _waiting(row["scheduled_for"], now), "phone": row["phone"],
+        "since": row["scheduled_for"],
+        "waiting_s": _waiting(row["scheduled_for"], now),
+        "phone": row["phone"],
     }
     item.update({k: payload.get(k) for k in CONTEXT_FIELDS})
     item["customer_id"] = item["customer_id"] or row.get("customer_id")
@@ -339,7 +380,7 @@ def _parse_time(value: Any) -> datetime | None:
     if value is None:
         return None
     dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _waiting(since: Any, now: datetime) -> float:

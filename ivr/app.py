@@ -1,4 +1,5 @@
 """The aiohttp application: Twilio webhook and media WebSocket, health, metrics, records API, agent desk."""
+
 from __future__ import annotations
 
 import asyncio
@@ -90,7 +91,9 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
                 await session.on_message(msg.data)  # binary frames are refused (and counted) by the serializer
             elif msg.type == WSMsgType.ERROR:
                 exc = ws.exception()
-                kind = "message_too_big" if getattr(exc, "code", None) == WSCloseCode.MESSAGE_TOO_BIG else "socket_error"
+                kind = (
+                    "message_too_big" if getattr(exc, "code", None) == WSCloseCode.MESSAGE_TOO_BIG else "socket_error"
+                )
                 session.error(kind, f"WebSocket error: {exc}")
                 await session.close(kind, outcome="error")
             if session.ended.is_set():

@@ -1,4 +1,5 @@
 """Bearer-token checks for the agent and records APIs."""
+
 from __future__ import annotations
 
 import hmac

@@ -16,6 +16,7 @@ Measured:
 
 Numbers are medians or percentiles of one run; the machine may be shared, so compare runs on a quiet one.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,10 +34,11 @@ import socket
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -149,7 +151,9 @@ async def _one_caller(
     try:
         result = await caller.run(steps)
     except Exception as exc:  # noqa: BLE001 - one failed caller is reported, the others still count
-        return CallerSummary(caller.call_sid, [], None, 0.0, False, [], 0, 0.0, 0, 0, len(script), f"{type(exc).__name__}: {exc}")
+        return CallerSummary(
+            caller.call_sid, [], None, 0.0, False, [], 0, 0.0, 0, 0, len(script), f"{type(exc).__name__}: {exc}"
+        )
     frames_by_label = {label: len(audio) // 160 for label, audio in script}
     plays = []
     for entry in result.timeline:
@@ -183,7 +187,9 @@ async def _run_callers(plans: list[CallPlan], lead_s: float, reply_timeout_s: fl
     )
 
 
-def callers_process_main(plans: list[CallPlan], lead_s: float, reply_timeout_s: float) -> tuple[list[CallerSummary], float]:
+def callers_process_main(
+    plans: list[CallPlan], lead_s: float, reply_timeout_s: float
+) -> tuple[list[CallerSummary], float]:
     """Entry point of the caller process: the callers' summaries and the CPU seconds they used."""
     cpu0 = time.process_time()
     summaries = asyncio.run(_run_callers(plans, lead_s, reply_timeout_s))
@@ -330,12 +336,16 @@ def scripts_for(n_callers: int, recordings_per_call: int, utterances: list[Utter
     k = len(recordings)
     scripts = []
     for c in range(n_callers):
-        picked = phrases[:1] + [recordings[(c * recordings_per_call + j) % k] for j in range(min(recordings_per_call, k))]
+        picked = phrases[:1] + [
+            recordings[(c * recordings_per_call + j) % k] for j in range(min(recordings_per_call, k))
+        ]
         scripts.append([(u.label, u.audio) for u in picked])
     return scripts
 
 
-def offline_endpoint_check(settings: Settings, silences_ms: tuple[int, ...], speech_dir: Path = SPEECH_DIR) -> list[dict[str, Any]]:
+def offline_endpoint_check(
+    settings: Settings, silences_ms: tuple[int, ...], speech_dir: Path = SPEECH_DIR
+) -> list[dict[str, Any]]:
     """Every recording (long ones too) through the server's own caller-audio path (mu-law, VAD, endpointer).
 
     Pure DSP, no call: it counts how many utterances each recording becomes at each endpointing silence.
@@ -467,13 +477,17 @@ async def run_calls(
 
 def summarize(run: RunOutcome, only: BenchServer | None = None) -> dict[str, Any]:
     """Everything measured for the calls of `run` (only those to `only`, if given)."""
-    picked = [
-        (s, r, srv) for s, r, srv in zip(run.summaries, run.records, run.servers) if only is None or srv is only
-    ]
+    picked = [(s, r, srv) for s, r, srv in zip(run.summaries, run.records, run.servers) if only is None or srv is only]
     summaries = [s for s, _, _ in picked]
     latencies = [x for s in summaries for x in s.response_latencies_s]
     call_minutes = sum(s.duration_s for s in summaries) / 60
-    stages: dict[str, list[float]] = {"endpoint_wait": [], "asr": [], "understanding": [], "tts_first_frame": [], "total": []}
+    stages: dict[str, list[float]] = {
+        "endpoint_wait": [],
+        "asr": [],
+        "understanding": [],
+        "tts_first_frame": [],
+        "total": [],
+    }
     splits: list[int] = []
     for s, record, server in picked:
         if record is None:
@@ -498,12 +512,16 @@ def summarize(run: RunOutcome, only: BenchServer | None = None) -> dict[str, Any
         "server_turn_ms_median": {stage: _median(v) for stage, v in stages.items()},
         "asr_ms": dist(stages["asr"]),
         "tts_first_frame_ms": dist(stages["tts_first_frame"]),
-        "first_greeting_ms": _ms([s.first_audio_after_start_s for s in summaries if s.first_audio_after_start_s is not None]),
+        "first_greeting_ms": _ms(
+            [s.first_audio_after_start_s for s in summaries if s.first_audio_after_start_s is not None]
+        ),
         "event_loop_lag": run.loop_lag,
         "server_cpu_s": round(run.server_cpu_s, 2),
         "caller_process_cpu_s": round(run.caller_cpu_s, 2),
         "call_minutes": round(call_minutes, 3),
-        "server_cpu_s_per_call_minute": round(run.server_cpu_s / call_minutes, 2) if call_minutes and only is None else None,
+        "server_cpu_s_per_call_minute": round(run.server_cpu_s / call_minutes, 2)
+        if call_minutes and only is None
+        else None,
         "late_audio_mid_sentence": sum(s.late_mid_sentence for s in summaries),
         "max_mid_sentence_gap_ms": max((s.max_mid_sentence_gap_ms for s in summaries), default=0.0),
         "sentence_stalls": sum(s.sentence_stalls for s in summaries),
@@ -558,7 +576,9 @@ def codec_bench(pcm: np.ndarray, repeats: int = 5) -> dict[str, Any]:
             "audioop_encode_bulk": lambda: audioop.lin2ulaw(pcm_bytes, 2),
             "audioop_decode_bulk": lambda: np.frombuffer(audioop.ulaw2lin(ulaw, 2), dtype=np.int16),
             "audioop_encode_frames": lambda: [audioop.lin2ulaw(f, 2) for f in frames_pcm_bytes],
-            "audioop_decode_frames": lambda: [np.frombuffer(audioop.ulaw2lin(f, 2), dtype=np.int16) for f in frames_ulaw],
+            "audioop_decode_frames": lambda: [
+                np.frombuffer(audioop.ulaw2lin(f, 2), dtype=np.int16) for f in frames_ulaw
+            ],
         }
     seconds = {name: timed(fn) for name, fn in cases.items()}
     samples = len(pcm)
@@ -566,9 +586,9 @@ def codec_bench(pcm: np.ndarray, repeats: int = 5) -> dict[str, Any]:
         "audio_s": round(samples / 8000, 1),
         "repeats": repeats,
         "audioop": "missing" if audioop is None else getattr(audioop, "__file__", "builtin"),
-        "bit_exact_with_audioop": None if audioop is None else (
-            audioop.lin2ulaw(pcm_bytes, 2) == ulaw and audioop.ulaw2lin(ulaw, 2) == mulaw.decode(ulaw).tobytes()
-        ),
+        "bit_exact_with_audioop": None
+        if audioop is None
+        else (audioop.lin2ulaw(pcm_bytes, 2) == ulaw and audioop.ulaw2lin(ulaw, 2) == mulaw.decode(ulaw).tobytes()),
     }
     for name, s in seconds.items():
         if name.endswith("bulk"):
@@ -639,7 +659,9 @@ async def run_bench(
     for name in quiet:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).getEffectiveLevel()))
     try:
-        return await _run_bench(settings, out=out, max_callers=max_callers, quick=quick, models=models, speech_dir=speech_dir)
+        return await _run_bench(
+            settings, out=out, max_callers=max_callers, quick=quick, models=models, speech_dir=speech_dir
+        )
     finally:
         for name, level in quiet.items():
             logging.getLogger(name).setLevel(level)
@@ -662,8 +684,7 @@ async def _run_bench(
             print(f"models loaded in {time.monotonic() - t:.1f} s", flush=True)
         utterances = await asyncio.to_thread(load_utterances, models.tts.synth.synthesize_phone, speech_dir)
         print(
-            "caller speech: "
-            + ", ".join(f"{u.label} ({u.duration_s:.1f} s)" for u in utterances),
+            "caller speech: " + ", ".join(f"{u.label} ({u.duration_s:.1f} s)" for u in utterances),
             flush=True,
         )
 
@@ -677,7 +698,9 @@ async def _run_bench(
         sweep: list[dict[str, Any]] = []
         endpoint_sweep: list[dict[str, Any]] = []
         # Spawned, not forked: this process holds model threads that a fork would copy in a broken state.
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             server = await start_server(settings, models, tmp_dir / "data")
             try:
                 default_silence = server.services.settings.audio.endpoint_silence_ms
@@ -717,7 +740,9 @@ async def _run_bench(
                 try:
                     # The four longest short recordings (the likeliest to hold a pause); the offline check below
                     # covers every recording, so the live calls stay short enough for `make bench` to last < 5 min.
-                    longest = sorted((u for u in utterances if u.source == "recording"), key=lambda u: u.duration_s)[-4:]
+                    longest = sorted((u for u in utterances if u.source == "recording"), key=lambda u: u.duration_s)[
+                        -4:
+                    ]
                     script = scripts_for(1, len(longest), [u for u in utterances if u.source == "piper"] + longest)[0]
                     run = await run_calls(pool, [(srv, script) for srv in servers], stagger_s=1.0)
                 finally:
@@ -737,7 +762,9 @@ async def _run_bench(
                             "recordings_missed": part["recordings_missed"],
                         }
                     )
-        offline = [] if quick else await asyncio.to_thread(offline_endpoint_check, settings, OFFLINE_SILENCES_MS, speech_dir)
+        offline = (
+            [] if quick else await asyncio.to_thread(offline_endpoint_check, settings, OFFLINE_SILENCES_MS, speech_dir)
+        )
         if owns_models:
             await models.close()
 
@@ -749,11 +776,15 @@ async def _run_bench(
         if not _level_ok(lv):
             break
         max_ok = lv["callers"]
-    offline_ok = {e["endpoint_silence_ms"] for e in offline if e["recordings_split"] == 0 and e["recordings_missed"] == 0}
+    offline_ok = {
+        e["endpoint_silence_ms"] for e in offline if e["recordings_split"] == 0 and e["recordings_missed"] == 0
+    }
     never_split = [
         e["endpoint_silence_ms"]
         for e in endpoint_sweep
-        if e["recordings_split"] == 0 and e["recordings_missed"] == 0 and (not offline or e["endpoint_silence_ms"] in offline_ok)
+        if e["recordings_split"] == 0
+        and e["recordings_missed"] == 0
+        and (not offline or e["endpoint_silence_ms"] in offline_ok)
     ]
     level20 = next((lv for lv in sweep if lv["callers"] == 20), None)
     sr = single["response_latency"]
@@ -764,7 +795,7 @@ async def _run_bench(
             "platform": platform.platform(),
             "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         },
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
         "single_call": single,
         "sweep": sweep,
@@ -779,9 +810,7 @@ async def _run_bench(
             "p95_ms<=900": sr["p95_ms"] is not None and sr["p95_ms"] <= 900,
             # None: 20 callers were not attempted (quick mode, --max-callers < 20); False: failed or stopped before.
             "20_callers_p95<=1200": (
-                None
-                if quick or max_callers < 20
-                else bool(level20 is not None and _level_ok(level20))
+                None if quick or max_callers < 20 else bool(level20 is not None and _level_ok(level20))
             ),
         },
         "bench_wall_s": round(time.monotonic() - t_start, 1),
@@ -795,15 +824,21 @@ async def _run_bench(
 
 def _level_ok(level: dict[str, Any]) -> bool:
     p95 = level["response_latency"]["p95_ms"]
-    return p95 is not None and p95 <= P95_LIMIT_MS and level["late_audio_mid_sentence"] == 0 and not level["caller_errors"]
+    return (
+        p95 is not None and p95 <= P95_LIMIT_MS and level["late_audio_mid_sentence"] == 0 and not level["caller_errors"]
+    )
 
 
 def _print_summary(results: dict[str, Any], out: Callable[[str], None] = print) -> None:
-    print_level_table(results["sweep"], "concurrency sweep (response latency = caller's last voiced frame -> first reply frame)", out)
+    print_level_table(
+        results["sweep"], "concurrency sweep (response latency = caller's last voiced frame -> first reply frame)", out
+    )
     out(f"\nlargest N with p95 <= {P95_LIMIT_MS:.0f} ms and no late audio: {results['max_callers_under_1_2s']}")
     if results["endpoint_sweep"]:
         out("\nendpointing silence sweep (1 caller, recordings only)")
-        out(f"{'silence ms':>10} {'p50 ms':>7} {'p95 ms':>7} {'endpoint ms':>11} {'spoken':>6} {'split':>5} {'missed':>6}")
+        out(
+            f"{'silence ms':>10} {'p50 ms':>7} {'p95 ms':>7} {'endpoint ms':>11} {'spoken':>6} {'split':>5} {'missed':>6}"
+        )
         for e in results["endpoint_sweep"]:
             r = e["response_latency"]
             out(
@@ -823,7 +858,12 @@ def _print_summary(results: dict[str, Any], out: Callable[[str], None] = print) 
     c = results["codec"]
     out(f"\nmu-law codec ({c['audio_s']} s of speech, median of {c['repeats']}; audioop: {c['audioop']})")
     out(f"{'':16} {'audio.mulaw':>14} {'audioop':>14} {'ratio':>7}")
-    for kind, unit in (("encode_bulk", "MB_s"), ("decode_bulk", "MB_s"), ("encode_frames", "per_s"), ("decode_frames", "per_s")):
+    for kind, unit in (
+        ("encode_bulk", "MB_s"),
+        ("decode_bulk", "MB_s"),
+        ("encode_frames", "per_s"),
+        ("decode_frames", "per_s"),
+    ):
         ours = c.get(f"ours_{kind}_{unit}")
         theirs = c.get(f"audioop_{kind}_{unit}")
         ratio = c.get("ratio_ours_over_audioop", {}).get(kind)

@@ -10,16 +10,18 @@ Routes (no bearer token: the unguessable token in the link is the credential):
   GET  /callback/{token}   page with the next few half-hour slots
   POST /callback/{token}   form field `slot` (ISO 8601) -> status scheduled
 """
+
 from __future__ import annotations
 
 import html
 import inspect
 import logging
 import secrets
-from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from string import Template
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import phonenumbers
 from aiohttp import web
@@ -63,8 +65,13 @@ class CallbackService:
         return f"{self.public_url}/callback/{token}"
 
     async def request(
-        self, call_sid: str, phone: str, customer_id: str | None, escalation_payload: dict,
-        *, escalation_id: int | None = None,
+        self,
+        call_sid: str,
+        phone: str,
+        customer_id: str | None,
+        escalation_payload: dict,
+        *,
+        escalation_id: int | None = None,
     ) -> dict:
         """Records the callback request and texts the link once. Returns the callback row (+ "link").
 
@@ -76,9 +83,16 @@ class CallbackService:
         token = secrets.token_urlsafe(24)
         e164, error = self._normalise(phone)
         row_values: dict[str, Any] = {
-            "call_sid": call_sid, "customer_id": customer_id, "token": token, "idempotency_key": key,
-            "payload": escalation_payload or {}, "created_at": self.clock(), "attempts": 0,
-            "phone": e164 or str(phone or "")[:32], "status": "failed" if error else "pending", "error": error,
+            "call_sid": call_sid,
+            "customer_id": customer_id,
+            "token": token,
+            "idempotency_key": key,
+            "payload": escalation_payload or {},
+            "created_at": self.clock(),
+            "attempts": 0,
+            "phone": e164 or str(phone or "")[:32],
+            "status": "failed" if error else "pending",
+            "error": error,
         }
         try:
             callback_id = await self.storage.add_callback(**row_values)
@@ -92,8 +106,12 @@ class CallbackService:
         row = await self.storage.get_callback(callback_id=callback_id)
         assert row is not None
         if row["token"] != token:
-            log.info("call %s: callback already requested (id %d, %s); not sending again",
-                     call_sid, callback_id, row["status"])
+            log.info(
+                "call %s: callback already requested (id %d, %s); not sending again",
+                call_sid,
+                callback_id,
+                row["status"],
+            )
             return self._with_link(row)
         if escalation_id is not None:
             await self.storage.update_escalation(escalation_id, status="callback")
@@ -117,8 +135,9 @@ class CallbackService:
             log.error("call %s: callback SMS failed after %d attempt(s): %s", call_sid, attempts, exc)
             await self.storage.update_callback(callback_id, status="failed", attempts=attempts, error=str(exc))
         else:
-            await self.storage.update_callback(callback_id, status="sent", attempts=attempts, message_sid=sid,
-                                               error=None)
+            await self.storage.update_callback(
+                callback_id, status="sent", attempts=attempts, message_sid=sid, error=None
+            )
         row = await self.storage.get_callback(callback_id=callback_id)
         assert row is not None
         return self._with_link(row)
@@ -135,10 +154,14 @@ class CallbackService:
             raise web.HTTPBadRequest(text="The time must include its UTC offset.")
         if when < now - timedelta(minutes=SLOT_MINUTES) or when > now + MAX_AHEAD:
             raise web.HTTPBadRequest(text="Please pick one of the times offered.")
-        when = when.astimezone(timezone.utc)
+        when = when.astimezone(UTC)
         await self.storage.update_callback(row["id"], scheduled_for=when, status="scheduled")
-        await self.storage.audit(actor="caller", action="schedule_callback", subject=f"callback:{row['id']}",
-                                 details={"call_sid": row.get("call_sid"), "scheduled_for": when.isoformat()})
+        await self.storage.audit(
+            actor="caller",
+            action="schedule_callback",
+            subject=f"callback:{row['id']}",
+            details={"call_sid": row.get("call_sid"), "scheduled_for": when.isoformat()},
+        )
         log.info("call %s: callback %d scheduled for %s", row.get("call_sid"), row["id"], when.isoformat())
         await self._changed()
         updated = await self.storage.get_callback(callback_id=row["id"])
@@ -147,7 +170,7 @@ class CallbackService:
 
     def slots(self) -> list[datetime]:
         """The next few half-hour boundaries, at least MIN_LEAD away."""
-        now = self.clock().astimezone(timezone.utc)
+        now = self.clock().astimezone(UTC)
         start = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % SLOT_MINUTES)
         out: list[datetime] = []
         slot = start + timedelta(minutes=SLOT_MINUTES)
@@ -175,10 +198,7 @@ class CallbackService:
         current = ""
         if row["status"] == "scheduled" and row.get("scheduled_for"):
             current = f'<p class="current">Currently booked: <time>{html.escape(row["scheduled_for"])}</time></p>'
-        body = (
-            f"{current}<p>When should an agent call you back?</p>"
-            f'<form method="post" class="slots">{buttons}</form>'
-        )
+        body = f'{current}<p>When should an agent call you back?</p><form method="post" class="slots">{buttons}</form>'
         return _render(200, "Pick a callback time", body)
 
     async def _pick(self, request: web.Request) -> web.Response:
@@ -198,7 +218,8 @@ class CallbackService:
         if request.content_type == "application/json":
             return web.json_response({"status": row["status"], "scheduled_for": row["scheduled_for"]})
         return _render(
-            200, "Callback booked",
+            200,
+            "Callback booked",
             f'<p class="booked">Booked. An agent will call you at <time data-utc="{html.escape(row["scheduled_for"])}">'
             f"{html.escape(row['scheduled_for'])}</time>.</p>",
         )
@@ -235,7 +256,12 @@ def _render(status: int, title: str, body_html: str) -> web.Response:
     template = Template((STATIC_DIR / "callback.html").read_text(encoding="utf-8"))
     page = template.safe_substitute(title=html.escape(title), body=body_html)
     return web.Response(
-        status=status, text=page, content_type="text/html",
-        headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
-                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"},
+        status=status,
+        text=page,
+        content_type="text/html",
+        headers={
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+        },
     )

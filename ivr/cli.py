@@ -1,4 +1,5 @@
 """`ivr`: serve, place a simulated call, test flows, benchmark, report, erase a customer's data."""
+
 from __future__ import annotations
 
 import argparse
@@ -155,8 +156,8 @@ async def serve(settings: Settings) -> int:
 
 
 async def place_call(args: argparse.Namespace, settings: Settings) -> int:
-    from audio.files import read_audio, to_phone, write_wav
     from audio import mulaw
+    from audio.files import read_audio, to_phone, write_wav
     from telephony.simcaller import SimulatedCaller, fetch_twiml, steps_from_args
 
     url = args.url
@@ -166,7 +167,12 @@ async def place_call(args: argparse.Namespace, settings: Settings) -> int:
 
         call_sid = "CA" + secrets.token_hex(16)
         webhook = url.rstrip("/") + "/twilio/voice"
-        form = {"CallSid": call_sid, "From": args.from_number, "To": "+15550001111", "AccountSid": settings.twilio_account_sid}
+        form = {
+            "CallSid": call_sid,
+            "From": args.from_number,
+            "To": "+15550001111",
+            "AccountSid": settings.twilio_account_sid,
+        }
         ws_url, params = await fetch_twiml(webhook, form, args.auth_token or settings.twilio_auth_token)
         print(f"webhook answered TwiML: stream {ws_url} with parameters {sorted(params)}")
     else:
@@ -202,7 +208,9 @@ def run_report(settings: Settings, *, as_json: bool, export: str | None) -> int:
 
     storage = Storage(settings.resolved_database_url())
     storage.create_all()
-    report = build_report(storage, settings.costs, unclear_intent_threshold=settings.escalation.unclear_intent_weekly_threshold)
+    report = build_report(
+        storage, settings.costs, unclear_intent_threshold=settings.escalation.unclear_intent_weekly_threshold
+    )
     data = report.__dict__ if hasattr(report, "__dict__") else dict(report)
     if as_json:
         print(json.dumps(data, indent=2, default=str))

@@ -3,6 +3,7 @@
 Sources, later wins: defaults below < a YAML file (``--config`` or ``IVR_CONFIG_FILE``) <
 ``IVR_*`` environment variables. Nested fields use ``__``: ``IVR_AUDIO__ENDPOINT_SILENCE_MS=500``.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,9 @@ Industry = Literal["general", "ecommerce", "telecom", "finance", "healthcare"]
 class AudioConfig(BaseModel):
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode; 3 rejects most noise")
     endpoint_silence_ms: int = Field(
-        400, ge=100, description="trailing silence that ends an utterance; 400 ms splits no test recording (`make bench`)"
+        400,
+        ge=100,
+        description="trailing silence that ends an utterance; 400 ms splits no test recording (`make bench`)",
     )
     min_speech_ms: int = Field(200, ge=20, description="shorter voiced bursts (clicks, coughs) are not utterances")
     speech_start_ms: int = Field(60, ge=20, description="voiced time needed before speech counts as started")
@@ -114,7 +117,7 @@ class Settings(BaseSettings):
         return f"sqlite:///{Path(self.data_dir).resolve() / 'ivr.sqlite3'}"
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> "Settings":
+    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
         """Read the YAML file (if any), then let IVR_* variables and explicit overrides win."""
         path = path or os.environ.get("IVR_CONFIG_FILE")
         file_values: dict[str, Any] = {}

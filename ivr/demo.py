@@ -6,6 +6,7 @@ fetches TwiML from the signed webhook like Twilio does, then speaks (Piper voice
 Streams protocol in real time. The call record is read back from the records API at the end, and
 the server is stopped with SIGTERM, which drains it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,8 +71,21 @@ async def main() -> int:
     }
     print(f"== starting the demo CRM on :{crm_port} and the IVR server on :{port}", flush=True)
     crm = subprocess.Popen([sys.executable, "-m", "flows.demo_crm", "--host", "127.0.0.1", "--port", str(crm_port)])
-    server = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--log-level", "WARNING", "serve", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ivr.cli",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+    )
     try:
         await wait_healthy(f"http://127.0.0.1:{crm_port}/healthz", crm)
         await wait_healthy(f"{base}/healthz", server)
@@ -85,8 +99,14 @@ async def main() -> int:
         from models.tts import Synthesizer
 
         voice = Synthesizer(Settings().tts)
-        caller = SimulatedCaller(ws_url, call_sid=call_sid, from_number=CALLER, custom_parameters=params,
-                                 synthesize=voice.synthesize_phone, log=lambda line: print(line, flush=True))
+        caller = SimulatedCaller(
+            ws_url,
+            call_sid=call_sid,
+            from_number=CALLER,
+            custom_parameters=params,
+            synthesize=voice.synthesize_phone,
+            log=lambda line: print(line, flush=True),
+        )
         result = await caller.run(
             [
                 # The menu is long; a caller who knows what they want presses 1 during it (barge-in).
@@ -103,8 +123,10 @@ async def main() -> int:
         print()
         lat = sorted(result.response_latencies_s)
         if lat:
-            print(f"   response latency (caller's last voiced frame -> first reply frame): "
-                  f"median {1000 * lat[len(lat) // 2]:.0f} ms over {len(lat)} turns")
+            print(
+                f"   response latency (caller's last voiced frame -> first reply frame): "
+                f"median {1000 * lat[len(lat) // 2]:.0f} ms over {len(lat)} turns"
+            )
         if result.first_audio_after_start_s is not None:
             print(f"   first greeting frame {1000 * result.first_audio_after_start_s:.0f} ms after start")
         print(f"   what the caller heard is in {wav}")
@@ -116,8 +138,10 @@ async def main() -> int:
             async with http.get(f"{base}/metrics") as resp:
                 metrics = await resp.text()
         print("\n== the call's record (GET /api/calls/{call_sid})")
-        print(f"   outcome {record['outcome']!r}, ended by {record['end_reason']!r}, "
-              f"first response {record['first_response_ms']:.0f} ms after start")
+        print(
+            f"   outcome {record['outcome']!r}, ended by {record['end_reason']!r}, "
+            f"first response {record['first_response_ms']:.0f} ms after start"
+        )
         for turn in record["turns"]:
             lat = turn.get("latency") or {}
             parts = ", ".join(f"{k} {v:.0f} ms" for k, v in lat.items() if isinstance(v, (int, float)))
@@ -128,8 +152,15 @@ async def main() -> int:
                 print(f"        latency: {parts}")
         print("\n== a few metrics (GET /metrics)")
         for line in metrics.splitlines():
-            if line.startswith(("ivr_calls_total", "ivr_frames_out_total", "ivr_calls_ended_total",
-                                "ivr_barge_ins_total", "ivr_backend_requests_total")):
+            if line.startswith(
+                (
+                    "ivr_calls_total",
+                    "ivr_frames_out_total",
+                    "ivr_calls_ended_total",
+                    "ivr_barge_ins_total",
+                    "ivr_backend_requests_total",
+                )
+            ):
                 print("   " + line)
         ok = record["ended_at"] is not None and bool(record["turns"])
         print("\n== stopping the server with SIGTERM (it drains, then exits)")

@@ -16,15 +16,15 @@ others that also fired are appended to the reason so the agent sees the whole pi
 6. backend_failure  our systems failed repeatedly, so the machine cannot help
 7. low_confidence   still unsure what the caller wants after a clarification
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from flows.context import CallContext, Customer
-
 from ivr.config import EscalationConfig
 
 TRIGGERS = (
@@ -76,7 +76,7 @@ class EscalationDecision:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _times(n: int) -> str:
@@ -174,7 +174,7 @@ class EscalationPolicy:
 
     def _now(self) -> datetime:
         now = self.clock()
-        return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
 
     # -- one method per trigger: a plain-words reason when it fires, else None ----------------
     def _check_legal(self, ctx: CallContext, *_: object) -> str | None:

@@ -6,19 +6,19 @@ keeps it equal to `handoff_json_schema()`. Bump `SCHEMA_VERSION` on any incompat
 Card digits never reach the payload: the flow engine masks PCI slots in the turns already, and
 `scrub_card_numbers` masks anything that still looks like a card number (defence in depth).
 """
+
 from __future__ import annotations
 
 import json
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.context import CallContext
-
 from ivr.escalation import EscalationDecision, topic_intent
 
 SCHEMA_VERSION = "1.0"
@@ -139,7 +139,7 @@ def build_handoff(
         queue=decision.queue,
         priority=decision.priority,
         goodwill_offer=GoodwillOfferPayload(text=offer.text, expires_at=offer.expires_at) if offer else None,
-        created_at=now or datetime.now(timezone.utc),
+        created_at=now or datetime.now(UTC),
     )
 
 

@@ -1,4 +1,5 @@
 """Prometheus metrics, one registry per server (no global state, so tests can run many servers)."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,8 +25,10 @@ class Metrics:
             registry=r,
         )
         self.first_greeting = Histogram(
-            "ivr_first_greeting_seconds", "From stream start to the first greeting frame sent",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "ivr_first_greeting_seconds",
+            "From stream start to the first greeting frame sent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.barge_ins = Counter("ivr_barge_ins", "Bot playback interrupted by the caller", ["kind"], registry=r)
         self.escalations = Counter("ivr_escalations", "Escalations by trigger", ["trigger"], registry=r)

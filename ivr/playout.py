@@ -8,14 +8,15 @@ starves and a barge-in cuts playback within a few frames.
 A mark follows every chunk (normally one sentence), so Twilio's mark echoes tell us what has been
 played; marks echoed after a `clear` mean "flushed", not "played".
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from telephony.events import Clear, Mark, OutboundCommand, PlayAudio
 

@@ -14,6 +14,7 @@ Cost model (per ended call):
   ``AGENT_MINUTES_ESTIMATE`` is used instead.
 ``cost_per_resolution = cost_total / resolved`` (None when nothing was resolved).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,8 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _rate(n: int, d: int) -> float | None:
@@ -126,7 +127,7 @@ def build_report(
 
     The retraining signal always looks at the 7 days before `now`, whatever `since` says.
     """
-    now = _aware(now) or datetime.now(timezone.utc)
+    now = _aware(now) or datetime.now(UTC)
     records = storage.list_calls(since=_aware(since))
     ended = [c for c in records if c["outcome"] != "in_progress"]
     outcomes = Counter(c["outcome"] for c in ended)
@@ -158,8 +159,12 @@ def build_report(
     unclear = _unclear_escalations(storage, now - RETRAINING_WINDOW)
     guesses = Counter((e["payload"] or {}).get("intent_guess") for e in unclear)
     retraining = [
-        {"intent_guess": g, "count": n, "threshold": unclear_intent_threshold,
-         "exceeded": n >= unclear_intent_threshold}
+        {
+            "intent_guess": g,
+            "count": n,
+            "threshold": unclear_intent_threshold,
+            "exceeded": n >= unclear_intent_threshold,
+        }
         for g, n in sorted(guesses.items(), key=lambda kv: (-kv[1], str(kv[0])))
     ]
     resolved = outcomes["resolved"]
@@ -195,7 +200,7 @@ def export_retraining_dataset(
 
     Returns the number of calls written. The file is replaced atomically.
     """
-    now = _aware(now) or datetime.now(timezone.utc)
+    now = _aware(now) or datetime.now(UTC)
     since = _aware(since) or now - RETRAINING_WINDOW
     unclear = _unclear_escalations(storage, since)
     path = Path(path)
@@ -242,16 +247,26 @@ def register_report_gauges(report: Report, registry: CollectorRegistry) -> None:
     gauge("ivr_report_containment_ratio", "Confirmed resolutions / ended calls", report.containment_rate)
     gauge("ivr_report_escalation_ratio", "Escalated calls / ended calls", report.escalation_rate)
     for trigger, rate in sorted(report.escalation_rate_by_reason.items()):
-        gauge("ivr_report_escalation_by_trigger_ratio", "Escalations / ended calls, by trigger", rate,
-              {"trigger": trigger})
+        gauge(
+            "ivr_report_escalation_by_trigger_ratio",
+            "Escalations / ended calls, by trigger",
+            rate,
+            {"trigger": trigger},
+        )
     for q, v in (("0.5", report.first_response_ms_p50), ("0.95", report.first_response_ms_p95)):
         gauge("ivr_report_first_response_ms", "First response time quantiles (ms)", v, {"quantile": q})
     gauge("ivr_report_cost_total", "AI plus agent cost of the period's ended calls", report.cost_total)
     gauge("ivr_report_cost_per_resolution", "Total cost / confirmed resolutions", report.cost_per_resolution)
-    gauge("ivr_report_unclear_escalations_7d", "low_confidence escalations in the last 7 days",
-          report.unclear_escalations_7d)
-    gauge("ivr_report_retraining_due", "1 when unclear-intent escalations reached the weekly threshold",
-          float(report.retraining_due))
+    gauge(
+        "ivr_report_unclear_escalations_7d",
+        "low_confidence escalations in the last 7 days",
+        report.unclear_escalations_7d,
+    )
+    gauge(
+        "ivr_report_retraining_due",
+        "1 when unclear-intent escalations reached the weekly threshold",
+        float(report.retraining_due),
+    )
 
 
 def report_prometheus_lines(report: Report) -> str:

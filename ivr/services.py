@@ -4,6 +4,7 @@ No module-level state: a test can build several `Services` (for example one per 
 Models are the expensive part (Whisper, Piper, the intent classifier), so `Models` can be built
 once and handed to many `Services`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -68,7 +69,7 @@ class Models:
     sentiment: SentimentScorer
 
     @classmethod
-    def load(cls, settings: Settings) -> "Models":
+    def load(cls, settings: Settings) -> Models:
         transcriber = Transcriber(settings.asr)
         synth = Synthesizer(settings.tts)
         return cls(
@@ -116,9 +117,9 @@ class Services:
     gateway: Any  # flows.gateway.BackendGateway
     policy: EscalationPolicy
     frustration: FrustrationTracker
-    desk: "AgentDesk | None" = None
-    callbacks: "CallbackService | None" = None
-    sessions: dict[str, "CallSession"] = field(default_factory=dict)
+    desk: AgentDesk | None = None
+    callbacks: CallbackService | None = None
+    sessions: dict[str, CallSession] = field(default_factory=dict)
     # Context of calls handed to an agent, kept so a transfer back resumes with everything known.
     contexts: dict[str, CallContext] = field(default_factory=dict)
 
@@ -180,9 +181,11 @@ class Services:
         """The flow asked for a person. Its reason (the most specific words) is what the agent reads;
         the policy still picks queue, priority and any goodwill offer."""
         trigger = FLOW_TRIGGERS.get(action.trigger, action.trigger)
-        decision = self.policy.evaluate(ctx, last_intent=action.intent_guess, flow_request=trigger) if (
-            trigger in TRIGGERS
-        ) else None
+        decision = (
+            self.policy.evaluate(ctx, last_intent=action.intent_guess, flow_request=trigger)
+            if (trigger in TRIGGERS)
+            else None
+        )
         if decision is None:
             intent = topic_intent(ctx, action.intent_guess)
             return EscalationDecision(
@@ -195,7 +198,7 @@ class Services:
         queue = decision.queue if decision.queue != "general" else action.queue  # no topic yet: the line's queue
         return replace(decision, reason=reason[:1].upper() + reason[1:], queue=queue)
 
-    async def escalate(self, session: "CallSession", decision: EscalationDecision) -> None:
+    async def escalate(self, session: CallSession, decision: EscalationDecision) -> None:
         """Structured handoff: the agent desk gets the whole context; the caller hears why and what next."""
         ctx = session.ctx
         assert ctx is not None and session.call_sid is not None
@@ -264,7 +267,9 @@ async def build_all(
     db = db or await asyncio.to_thread(open_storage, settings)
     db.on_error = lambda op, exc: metrics.errors.labels("storage").inc()
     flow = load_flow(settings.flow)
-    twilio = TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token, api_base_url=settings.twilio_api_base_url)
+    twilio = TwilioRest(
+        settings.twilio_account_sid, settings.twilio_auth_token, api_base_url=settings.twilio_api_base_url
+    )
     services = Services(
         settings=settings,
         models=models,
@@ -282,8 +287,13 @@ async def build_all(
     )
     services.policy.confidence_threshold = services.answer_threshold
     services.desk = AgentDesk(
-        db, twilio, api_token=settings.api_token, agent_number=settings.agent_number,
-        public_url=settings.public_url, metrics=metrics, on_transfer=services.mark_transferring,
+        db,
+        twilio,
+        api_token=settings.api_token,
+        agent_number=settings.agent_number,
+        public_url=settings.public_url,
+        metrics=metrics,
+        on_transfer=services.mark_transferring,
     )
     services.callbacks = CallbackService(
         db, twilio, settings.public_url, settings.twilio_from_number, on_change=services.desk.notify

@@ -9,6 +9,7 @@ frame path, so one call's ASR never stalls another call's audio.
 
 Every task of the call is a child of the session: `close()` cancels them all and closes the record.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,9 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,10 +29,10 @@ from audio.resample import resample
 from flows.actions import Escalate, Hangup, Listen, OfferCallback, Say, SetFlag
 from flows.context import CallContext, Turn
 from flows.engine import CallerInput
+from ivr.playout import Cut, Playout, TurnAudio
 from ivr.services import ASR_RETRY, HOLD_REMINDER, Services
 from models.asr import AsrOverloaded, Transcript
 from models.speech_text import normalize_for_speech, split_sentences
-from ivr.playout import Cut, Playout, TurnAudio
 from telephony.events import (
     AudioIn,
     CallEnded,
@@ -50,8 +52,32 @@ log = logging.getLogger("ivr.session")
 # Words of an acknowledgement that does not take the turn ("uh-huh", "okay", "right", "I see", "got it").
 BACKCHANNEL_WORDS = frozenset(
     {
-        "uh", "huh", "uh-huh", "mm", "hmm", "mhm", "mm-hmm", "hm", "um", "oh", "ah", "aha", "okay", "ok", "right",
-        "yeah", "yep", "sure", "alright", "all", "i", "see", "got", "it", "cool", "great",
+        "uh",
+        "huh",
+        "uh-huh",
+        "mm",
+        "hmm",
+        "mhm",
+        "mm-hmm",
+        "hm",
+        "um",
+        "oh",
+        "ah",
+        "aha",
+        "okay",
+        "ok",
+        "right",
+        "yeah",
+        "yep",
+        "sure",
+        "alright",
+        "all",
+        "i",
+        "see",
+        "got",
+        "it",
+        "cool",
+        "great",
     }
 )
 _WORDS = re.compile(r"[^a-z\- ]+")
@@ -61,6 +87,8 @@ def is_backchannel(text: str) -> bool:
     """True for a short acknowledgement (or nothing intelligible) rather than an answer or a request."""
     words = _WORDS.sub(" ", text.lower()).split()
     return len(words) <= 3 and set(words) <= BACKCHANNEL_WORDS
+
+
 MASK = "[masked]"
 
 
@@ -263,7 +291,9 @@ class CallSession:
             region=services.region.name,
             flow=services.flow.name,
         )
-        self.record("start", {"stream_sid": event.stream_sid, "tracks": list(event.tracks), "returning": bool(ctx.turns)})
+        self.record(
+            "start", {"stream_sid": event.stream_sid, "tracks": list(event.tracks), "returning": bool(ctx.turns)}
+        )
         self.log.info("call started from %s (stream %s)", _mask_number(caller), event.stream_sid)
         self._spawn(self.playout.run(), "playout")
         self._speech_task = self._spawn(self._speech_loop(), "speech")
@@ -615,7 +645,9 @@ class CallSession:
         await self.close(f"bot_hangup: {reason}")
 
     # == speaking ================================================================================
-    def say(self, text: str, *, prompt_id: str | None = None, on_first_frame: Callable[[float], None] | None = None) -> None:
+    def say(
+        self, text: str, *, prompt_id: str | None = None, on_first_frame: Callable[[float], None] | None = None
+    ) -> None:
         self._speech_jobs.put_nowait(SpeechJob(text=text, prompt_id=prompt_id, on_first_frame=on_first_frame))
 
     async def _speech_loop(self) -> None:
@@ -725,7 +757,9 @@ class CallSession:
             self.record("end", {"reason": reason, "outcome": final})
             await self.services.db.run(self.services.db.sync.end_call, self.call_sid, reason=reason, outcome=final)
             if ctx is not None and ctx.customer is not None:
-                self.services.db.submit(self.services.db.sync.update_call, self.call_sid, customer_id=ctx.customer.customer_id)
+                self.services.db.submit(
+                    self.services.db.sync.update_call, self.call_sid, customer_id=ctx.customer.customer_id
+                )
             self.metrics.calls_ended.labels(final).inc()
             self.metrics.active_calls.dec()
             self.services.sessions.pop(self.call_sid, None)

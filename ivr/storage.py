@@ -7,15 +7,17 @@ mid-call loses at most the work of the frame being processed.
 The methods are synchronous; the async server calls them through `AsyncStorage`, which runs
 them on one dedicated thread so writes for a call stay in order and never block the event loop.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -150,7 +152,7 @@ _APPEND_ONLY_POSTGRES = [
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class CallNotFound(KeyError):
@@ -340,8 +342,10 @@ class Storage:
 
     def get_callback(self, *, callback_id: int | None = None, token: str | None = None) -> dict[str, Any] | None:
         query = select(callbacks)
-        query = query.where(callbacks.c.id == callback_id) if callback_id is not None else query.where(
-            callbacks.c.token == token
+        query = (
+            query.where(callbacks.c.id == callback_id)
+            if callback_id is not None
+            else query.where(callbacks.c.token == token)
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
@@ -358,7 +362,9 @@ class Storage:
     def audit(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                insert(audit_log).values(at=utcnow(), actor=actor, action=action, subject=subject, details=details or {})
+                insert(audit_log).values(
+                    at=utcnow(), actor=actor, action=action, subject=subject, details=details or {}
+                )
             )
 
     def list_audit(self) -> list[dict[str, Any]]:
@@ -459,7 +465,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if isinstance(value, datetime):
             if value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
+                value = value.replace(tzinfo=UTC)
             out[key] = value.isoformat()
         elif isinstance(value, (bytes, bytearray)):
             out[key] = json.loads(value)

@@ -12,6 +12,7 @@ Two ways to run one utterance:
   token limit (see bench/asr_wer.py). A result that still shows the decoder looping (a phrase repeated back to
   back, the token budget used up, a high compression ratio) is redone on the padded path.
 """
+
 from __future__ import annotations
 
 import asyncio

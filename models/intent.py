@@ -18,6 +18,7 @@ Out-of-scope text is a training class of its own. It is never returned as ``inte
 of the business intents, and its ``confidence`` is low when the out-of-scope class took the probability mass,
 so ``decide`` asks for clarification.
 """
+
 from __future__ import annotations
 
 import functools
@@ -104,7 +105,7 @@ class IntentData:
     sha256: str
 
     @classmethod
-    def read(cls, path: Path) -> "IntentData":
+    def read(cls, path: Path) -> IntentData:
         raw_bytes = Path(path).read_bytes()
         raw = yaml.safe_load(raw_bytes)
         if not isinstance(raw, dict) or "version" not in raw or not isinstance(raw.get("intents"), dict):
@@ -182,8 +183,13 @@ def _fit(data: IntentData) -> _FittedModel:
     best = minimize_scalar(nll, bounds=(-3.0, 5.0), method="bounded")
     inv_t = float(np.exp(best.x))
     oof_acc = float((oof_scores.argmax(axis=1) == truth).mean())
-    log.info("intent model v%s fitted: %d phrases, 1/T=%.2f, out-of-fold accuracy %.3f",
-             data.version, len(texts), inv_t, oof_acc)
+    log.info(
+        "intent model v%s fitted: %d phrases, 1/T=%.2f, out-of-fold accuracy %.3f",
+        data.version,
+        len(texts),
+        inv_t,
+        oof_acc,
+    )
     return _FittedModel(pipeline, classes, inv_t, oof_acc, data.version, data.sha256, sklearn.__version__)
 
 
@@ -231,7 +237,7 @@ class IntentClassifier:
         self.data_sha256: str = model.sha256
 
     @classmethod
-    def load(cls, data_path: Path | None = None, cache_dir: Path | None = None) -> "IntentClassifier":
+    def load(cls, data_path: Path | None = None, cache_dir: Path | None = None) -> IntentClassifier:
         """Train from the YAML phrases (once per process per file content; a few hundred ms).
 
         ``cache_dir``, if given, keeps a pickled model keyed by data version and hash between processes.
@@ -254,8 +260,8 @@ class IntentClassifier:
         ranked = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)
         if not preprocess(text):
             # Nothing was said (or only punctuation): never act on it.
-            return IntentResult(ranked[0][0], 0.0, [(i, 0.0) for i, _ in ranked[1:1 + _N_ALTERNATIVES]], 1.0)
-        (intent, confidence), rest = ranked[0], ranked[1:1 + _N_ALTERNATIVES]
+            return IntentResult(ranked[0][0], 0.0, [(i, 0.0) for i, _ in ranked[1 : 1 + _N_ALTERNATIVES]], 1.0)
+        (intent, confidence), rest = ranked[0], ranked[1 : 1 + _N_ALTERNATIVES]
         return IntentResult(intent, confidence, rest, oos)
 
 

@@ -4,6 +4,7 @@ Configuration lives in ``models/data/regions.yaml``. ``Region.normalise`` rewrit
 vocabulary the intent model was trained on ("recharge my cell" -> "top up my mobile"): case-insensitive,
 on word boundaries, longest phrase first, in a single pass so a replacement is never rewritten again.
 """
+
 from __future__ import annotations
 
 import re

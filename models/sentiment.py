@@ -7,43 +7,145 @@ negative phrases, legal threats, passive-aggressive phrasing and typographic emp
 ASR transcripts carry no capitals or exclamation marks that mean anything, so on voice calls the caller's
 loudness (estimated dB SPL from audio/) is the main shouting signal; emphasis mostly matters on text channels.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from flows.context import CallContext
 
 # Cue lexicons. Matched case-insensitively on word boundaries; multi-word phrases allow any whitespace.
 NEGATIVE_PHRASES: tuple[str, ...] = (
-    "unacceptable", "disappointed", "disappointing", "cancel", "ridiculous", "useless", "waste of time",
-    "worst", "terrible", "awful", "horrible", "pathetic", "disgusting", "disgrace", "disgraceful",
-    "outrageous", "appalling", "rubbish", "incompetent", "furious", "angry", "livid", "fuming", "fed up",
-    "sick of", "sick and tired", "had enough", "nonsense", "a joke", "shambles", "hopeless", "never again",
-    "complaint", "complain", "stupid", "idiot", "idiots", "frustrated", "frustrating", "annoyed",
-    "not happy", "unhappy", "poor service", "bad service", "hate", "bloody", "crap",
+    "unacceptable",
+    "disappointed",
+    "disappointing",
+    "cancel",
+    "ridiculous",
+    "useless",
+    "waste of time",
+    "worst",
+    "terrible",
+    "awful",
+    "horrible",
+    "pathetic",
+    "disgusting",
+    "disgrace",
+    "disgraceful",
+    "outrageous",
+    "appalling",
+    "rubbish",
+    "incompetent",
+    "furious",
+    "angry",
+    "livid",
+    "fuming",
+    "fed up",
+    "sick of",
+    "sick and tired",
+    "had enough",
+    "nonsense",
+    "a joke",
+    "shambles",
+    "hopeless",
+    "never again",
+    "complaint",
+    "complain",
+    "stupid",
+    "idiot",
+    "idiots",
+    "frustrated",
+    "frustrating",
+    "annoyed",
+    "not happy",
+    "unhappy",
+    "poor service",
+    "bad service",
+    "hate",
+    "bloody",
+    "crap",
 )
 # Business vocabulary that is negative but routinely said calmly ("I'd like to cancel my order").
 MILD_NEGATIVE_PHRASES: frozenset[str] = frozenset({"cancel", "complaint", "complain"})
 LEGAL_WORDS: tuple[str, ...] = (
-    "sue", "suing", "lawyer", "lawyers", "attorney", "legal action", "ombudsman", "small claims",
-    "solicitor", "lawsuit", "class action", "take you to court", "see you in court", "trading standards",
-    "better business bureau", "consumer protection",
+    "sue",
+    "suing",
+    "lawyer",
+    "lawyers",
+    "attorney",
+    "legal action",
+    "ombudsman",
+    "small claims",
+    "solicitor",
+    "lawsuit",
+    "class action",
+    "take you to court",
+    "see you in court",
+    "trading standards",
+    "better business bureau",
+    "consumer protection",
 )
 PASSIVE_AGGRESSIVE_PHRASES: tuple[str, ...] = (
-    "as per my last email", "as per my previous email", "per my last email", "as i already said",
-    "as i've already said", "as i have already said", "as i said before", "as i said", "like i said",
-    "i already told you", "i've already told you", "i have already told you", "for the third time",
-    "for the second time", "for the hundredth time", "for the last time", "with all due respect",
-    "how many times", "once again", "thanks in advance", "no offence but", "no offense but",
+    "as per my last email",
+    "as per my previous email",
+    "per my last email",
+    "as i already said",
+    "as i've already said",
+    "as i have already said",
+    "as i said before",
+    "as i said",
+    "like i said",
+    "i already told you",
+    "i've already told you",
+    "i have already told you",
+    "for the third time",
+    "for the second time",
+    "for the hundredth time",
+    "for the last time",
+    "with all due respect",
+    "how many times",
+    "once again",
+    "thanks in advance",
+    "no offence but",
+    "no offense but",
 )
 # Upper-case tokens that are names, not shouting.
-_ACRONYMS = frozenset({
-    "I", "OK", "ID", "PIN", "SMS", "ATM", "USA", "US", "UK", "EU", "EC", "VAT", "IBAN", "TV", "PC", "SIM",
-    "ETA", "FAQ", "PDF", "CEO", "BBB", "DHL", "UPS", "USPS", "FEDEX", "GDPR", "PSD", "AM", "PM", "IVR",
-})
+_ACRONYMS = frozenset(
+    {
+        "I",
+        "OK",
+        "ID",
+        "PIN",
+        "SMS",
+        "ATM",
+        "USA",
+        "US",
+        "UK",
+        "EU",
+        "EC",
+        "VAT",
+        "IBAN",
+        "TV",
+        "PC",
+        "SIM",
+        "ETA",
+        "FAQ",
+        "PDF",
+        "CEO",
+        "BBB",
+        "DHL",
+        "UPS",
+        "USPS",
+        "FEDEX",
+        "GDPR",
+        "PSD",
+        "AM",
+        "PM",
+        "IVR",
+    }
+)
 
 
 def _phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str]:

@@ -30,6 +30,7 @@ Rules, applied in this order (each pass leaves text the later passes do not matc
    Plain quantities (``3 items``, ``250 points``, ``in 2026``) stay numbers.
 7. Symbols: ``%`` -> ``percent``, ``&`` -> ``and``; whitespace collapsed.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -43,8 +44,21 @@ __all__ = ["normalize_for_speech", "split_sentences"]
 MAX_SENTENCE_CHARS = 160
 """Longer sentences are cut at a comma/semicolon so the first audio of a long sentence is not delayed."""
 
-_MONTHS = ["", "January", "February", "March", "April", "May", "June", "July", "August", "September",
-           "October", "November", "December"]
+_MONTHS = [
+    "",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 # --- helpers -----------------------------------------------------------------------------------------------
 
@@ -59,7 +73,7 @@ def _ordinal(n: int) -> str:
 
 
 def _spell_id(token: str) -> str:
-    """"A-10234" -> "A, 1 0 2 3 4": letter runs spelled as capitals, digit runs digit by digit."""
+    """ "A-10234" -> "A, 1 0 2 3 4": letter runs spelled as capitals, digit runs digit by digit."""
     groups = re.findall(r"[A-Za-z]+|\d+", token)
     return ", ".join(_digits(g.upper()) for g in groups)
 
@@ -150,7 +164,7 @@ def _restore_period(m: re.Match[str], dot: str | None) -> str:
     """Keep a sentence-ending "p.m." period so the sentence splitter still sees the boundary."""
     if not dot:
         return ""
-    rest = m.string[m.end():]
+    rest = m.string[m.end() :]
     return "." if not rest.strip() or re.match(r"\s+[A-Z0-9\"']", rest) else ""
 
 
@@ -180,8 +194,11 @@ def _hour_only(m: re.Match[str]) -> str:
 
 # --- 5. money ------------------------------------------------------------------------------------------------
 
-_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
-               "€": ("euro", "euros", "cent", "cents")}
+_CURRENCIES = {
+    "$": ("dollar", "dollars", "cent", "cents"),
+    "£": ("pound", "pounds", "penny", "pence"),
+    "€": ("euro", "euros", "cent", "cents"),
+}
 _MONEY = re.compile(
     r"(?<![\w.])(-\s?)?([$£€])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?"
     r"(?:\s(thousand|million|billion|trillion)\b)?(?![\d,]\d)"
@@ -270,8 +287,30 @@ def normalize_for_speech(text: str) -> str:
 # --- sentences -----------------------------------------------------------------------------------------------
 
 _ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "inc", "ltd", "co", "approx",
-    "dept", "ave", "blvd", "mt", "ft", "apt", "a.m", "p.m", "u.s",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "st",
+    "jr",
+    "sr",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "inc",
+    "ltd",
+    "co",
+    "approx",
+    "dept",
+    "ave",
+    "blvd",
+    "mt",
+    "ft",
+    "apt",
+    "a.m",
+    "p.m",
+    "u.s",
 }
 # A boundary: sentence punctuation (and closing quotes/brackets) followed by whitespace.
 _BOUNDARY = re.compile(r"([.!?]+[\"')\]]*)\s+")
@@ -289,14 +328,14 @@ def split_sentences(text: str) -> list[str]:
     for line in text.splitlines():
         start = 0
         for m in _BOUNDARY.finditer(line):
-            before = line[start:m.start()].split()
+            before = line[start : m.start()].split()
             last_word = before[-1].lower().rstrip(".") if before else ""
-            nxt = line[m.end():m.end() + 1]
+            nxt = line[m.end() : m.end() + 1]
             if m.group(1).startswith(".") and (
                 last_word in _ABBREVIATIONS or nxt.islower() or (last_word == "no" and nxt.isdigit())
             ):
                 continue
-            out.append(line[start:m.start() + len(m.group(1))])
+            out.append(line[start : m.start() + len(m.group(1))])
             start = m.end()
         out.append(line[start:])
     return [piece for s in out for piece in _cut_long(s.strip()) if piece]
@@ -310,7 +349,7 @@ def _cut_long(sentence: str) -> list[str]:
             cut = sentence.rfind(" ", 0, MAX_SENTENCE_CHARS)
         if cut <= 0:
             break
-        pieces.append(sentence[:cut + 1].strip())
-        sentence = sentence[cut + 1:].strip()
+        pieces.append(sentence[: cut + 1].strip())
+        sentence = sentence[cut + 1 :].strip()
     pieces.append(sentence)
     return pieces

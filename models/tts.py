@@ -5,6 +5,7 @@ espeak phonemiser itself and onnxruntime sessions are thread-safe). ``TtsService
 all calls: it streams a reply sentence by sentence so the first sentence plays while the rest is synthesised,
 stops synthesising when the caller barges in, and keeps a prompt cache (memory + optional disk) of fixed prompts.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -3,6 +3,7 @@
 Only `telephony/<carrier>.py` knows a carrier's wire format; everything else in the
 server speaks these types.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

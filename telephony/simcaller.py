@@ -7,6 +7,7 @@ It plays back what the server sends as a phone would: a buffer drained at real t
 when the audio before them has played (or at once on `clear`), and records it to a WAV file.
 The timeline says what was heard, what was sent and how long the bot took to answer.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,10 @@ import secrets
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import websockets
 
@@ -237,7 +239,7 @@ class SimulatedCaller:
                 await asyncio.gather(sender, return_exceptions=True)
                 try:
                     await asyncio.wait_for(receiver, timeout=2.0)
-                except (asyncio.TimeoutError, Exception):
+                except (TimeoutError, Exception):
                     receiver.cancel()
         self._settle_playback(self.now() + 3600)
         return CallResult(
@@ -407,7 +409,12 @@ class SimulatedCaller:
         self._marks_echoed.append(name)
         try:
             await self._send(
-                {"event": "mark", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid, "mark": {"name": name}}
+                {
+                    "event": "mark",
+                    "sequenceNumber": self._next_seq(),
+                    "streamSid": self.stream_sid,
+                    "mark": {"name": name},
+                }
             )
         except websockets.ConnectionClosed:
             pass

@@ -6,6 +6,7 @@ text frames. Field names and types follow Twilio's documentation and its sample 
 `dtmf.track` is `inbound_track` while `media.track` is `inbound`, and stream SIDs are not
 format-validated (the 2020 capture used a UUID).
 """
+
 from __future__ import annotations
 
 import base64

@@ -8,12 +8,14 @@ surfaces as one exception type, `TwilioApiError`, carrying Twilio's error code.
 `api_base_url` redirects every request the library makes to another server (tests point it at a
 local recorder); the library itself still builds and sends the requests.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -44,7 +46,12 @@ class TwilioApiError(Exception):
     """A Twilio REST call failed. `code` is Twilio's error code (e.g. 21211) when it sent one."""
 
     def __init__(
-        self, message: str, *, code: int | None = None, status: int | None = None, transient: bool = False,
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        status: int | None = None,
+        transient: bool = False,
         attempts: int = 1,
     ) -> None:
         super().__init__(message)
@@ -65,8 +72,17 @@ class _RedirectingHttpClient(TwilioHttpClient):
         super().__init__(timeout=timeout)
         self._base = urlsplit(base_url.rstrip("/")) if base_url else None
 
-    def request(self, method: str, url: str, params: Any = None, data: Any = None, headers: Any = None,
-                auth: Any = None, timeout: Any = None, allow_redirects: bool = False) -> Any:
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        data: Any = None,
+        headers: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = False,
+    ) -> Any:
         parts = urlsplit(url)
         host = parts.hostname or ""
         if self._base is not None and (host == "twilio.com" or host.endswith(".twilio.com")):
@@ -77,8 +93,16 @@ class _RedirectingHttpClient(TwilioHttpClient):
         if token and method.upper() == "POST":
             headers = dict(headers or {})
             headers["I-Twilio-Idempotency-Token"] = token
-        return super().request(method, url, params=params, data=data, headers=headers, auth=auth,
-                               timeout=timeout, allow_redirects=allow_redirects)
+        return super().request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        )
 
 
 class TwilioRest:
@@ -106,7 +130,9 @@ class TwilioRest:
     def _get_client(self) -> Client:
         if self._client is None:
             if not self.account_sid or not self._auth_token:
-                raise TwilioApiError("Twilio credentials not configured (IVR_TWILIO_ACCOUNT_SID / IVR_TWILIO_AUTH_TOKEN)")
+                raise TwilioApiError(
+                    "Twilio credentials not configured (IVR_TWILIO_ACCOUNT_SID / IVR_TWILIO_AUTH_TOKEN)"
+                )
             self._client = Client(self.account_sid, self._auth_token, http_client=self._http)
         return self._client
 
@@ -177,8 +203,9 @@ class TwilioRest:
                 err = _map_error(exc, attempt)
                 if err.transient and attempt <= self.retries:
                     delay = self.backoff_s * (2 ** (attempt - 1))
-                    self.log.warning("call %s: %s attempt %d failed (%s); retrying in %.2fs",
-                                     call_sid, what, attempt, err, delay)
+                    self.log.warning(
+                        "call %s: %s attempt %d failed (%s); retrying in %.2fs", call_sid, what, attempt, err, delay
+                    )
                     await asyncio.sleep(delay)
                     continue
                 self.log.error("call %s: %s failed after %d attempt(s): %s", call_sid, what, attempt, err)
@@ -192,13 +219,19 @@ def _map_error(exc: Exception, attempts: int) -> TwilioApiError:
         msg = str(exc.msg or "")
         if code in KNOWN_CODES and KNOWN_CODES[code] not in msg:
             msg = f"{KNOWN_CODES[code]} ({msg})" if msg else KNOWN_CODES[code]
-        return TwilioApiError(f"HTTP {status}: {msg}", code=code, status=status, transient=status >= 500,
-                              attempts=attempts)
+        return TwilioApiError(
+            f"HTTP {status}: {msg}", code=code, status=status, transient=status >= 500, attempts=attempts
+        )
     if isinstance(exc, TwilioServiceException):
         status = int(getattr(exc, "status", 0) or 0)
         code = getattr(exc, "code", None)
-        return TwilioApiError(f"HTTP {status}: {getattr(exc, 'title', exc)}", code=code, status=status,
-                              transient=status >= 500, attempts=attempts)
+        return TwilioApiError(
+            f"HTTP {status}: {getattr(exc, 'title', exc)}",
+            code=code,
+            status=status,
+            transient=status >= 500,
+            attempts=attempts,
+        )
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return TwilioApiError(f"cannot reach Twilio: {exc}", transient=True, attempts=attempts)
     if isinstance(exc, TwilioException):

@@ -1,4 +1,5 @@
 """TwiML for the voice webhook, webhook signature checks and per-call stream tokens."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,13 +4,15 @@
 file, the demo CRM as a real HTTP service, Twilio's REST API replaced by a local recording server)
 and shares the expensive models between tests.
 """
+
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -117,7 +119,9 @@ StartServer = Callable[..., Awaitable[LiveServer]]
 
 @pytest_asyncio.fixture
 async def start_server(
-    tmp_path: Path, shared_models, twilio_recorder: TwilioRecorder  # noqa: F811
+    tmp_path: Path,
+    shared_models,
+    twilio_recorder: TwilioRecorder,  # noqa: F811
 ) -> AsyncIterator[StartServer]:
     from flows.demo_crm import start_demo_crm
     from ivr.app import build_app, start_site

@@ -1,11 +1,12 @@
 """Fixtures for the agent desk and SMS callback tests: a real SQLite file, the real twilio library
 talking to a local recording server, and an aiohttp app with the desk and callback routes."""
+
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -21,15 +22,20 @@ from ivr.callbacks import CallbackService  # noqa: E402
 from ivr.metrics import Metrics  # noqa: E402
 from ivr.storage import AsyncStorage, Storage  # noqa: E402
 from telephony.twilio_rest import TwilioRest  # noqa: E402
-from tests.helpers.twilio_recorder import TwilioRecorder, twilio_recorder  # noqa: E402,F401
 from tests.agent_desk.desk_fixtures import (  # noqa: E402
-    ACCOUNT_SID, AGENT_NUMBER, API_TOKEN, FROM_NUMBER, PUBLIC_URL, FakeClock,
+    ACCOUNT_SID,
+    AGENT_NUMBER,
+    API_TOKEN,
+    FROM_NUMBER,
+    PUBLIC_URL,
+    FakeClock,
 )
+from tests.helpers.twilio_recorder import TwilioRecorder, twilio_recorder  # noqa: E402,F401
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock(datetime(2025, 11, 24, 14, 7, 0, tzinfo=timezone.utc))
+    return FakeClock(datetime(2025, 11, 24, 14, 7, 0, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -48,8 +54,16 @@ def twilio(twilio_recorder: TwilioRecorder) -> TwilioRest:
 
 @pytest.fixture
 def desk(storage: AsyncStorage, twilio: TwilioRest, clock: FakeClock) -> AgentDesk:
-    return AgentDesk(storage, twilio, api_token=API_TOKEN, agent_number=AGENT_NUMBER, public_url=PUBLIC_URL,
-                     metrics=Metrics(), clock=clock, refresh_s=0.2)
+    return AgentDesk(
+        storage,
+        twilio,
+        api_token=API_TOKEN,
+        agent_number=AGENT_NUMBER,
+        public_url=PUBLIC_URL,
+        metrics=Metrics(),
+        clock=clock,
+        refresh_s=0.2,
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Shared values and helpers for the agent desk tests (fixtures are in conftest.py)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -32,13 +33,24 @@ def auth() -> dict[str, str]:
 def handoff_payload(call_sid: str, **overrides: object) -> dict:
     """What `Handoff.model_dump(mode="json")` produces for an escalated call."""
     payload = {
-        "call_sid": call_sid, "customer_id": "cust-42", "lifetime_value": 7350.0, "customer_tier": "gold",
-        "issue_history": ["late delivery (2025-10)"], "sentiment_trend": [0.1, -0.4, -0.7],
-        "intent_guess": "refund_request", "confidence": 0.64,
+        "call_sid": call_sid,
+        "customer_id": "cust-42",
+        "lifetime_value": 7350.0,
+        "customer_tier": "gold",
+        "issue_history": ["late delivery (2025-10)"],
+        "sentiment_trend": [0.1, -0.4, -0.7],
+        "intent_guess": "refund_request",
+        "confidence": 0.64,
         "last_3_messages": ["where is my parcel", "this is the third time", "I want a refund now"],
-        "reason": "caller frustrated after two failed lookups", "trigger": "frustration",
-        "preferred_channel": "voice", "region": "us_west", "transcript_url": f"/api/calls/{call_sid}",
-        "queue": "billing", "priority": 80, "goodwill_offer": None, "created_at": "2025-11-24T14:00:00+00:00",
+        "reason": "caller frustrated after two failed lookups",
+        "trigger": "frustration",
+        "preferred_channel": "voice",
+        "region": "us_west",
+        "transcript_url": f"/api/calls/{call_sid}",
+        "queue": "billing",
+        "priority": 80,
+        "goodwill_offer": None,
+        "created_at": "2025-11-24T14:00:00+00:00",
     }
     payload.update(overrides)
     return payload

@@ -1,4 +1,5 @@
 """Agent desk REST + WebSocket: queues by skill and priority, accept transfers the call exactly once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,12 +14,25 @@ from tests.agent_desk.desk_fixtures import ACCOUNT_SID, AGENT_NUMBER, API_TOKEN,
 from tests.helpers.twilio_recorder import TwilioRecorder
 
 
-async def escalate(desk: AgentDesk, storage: AsyncStorage, call_sid: str, *, queue: str = "billing",
-                   priority: int = 50, reason: str = "caller asked for a human", **payload: object) -> int:
+async def escalate(
+    desk: AgentDesk,
+    storage: AsyncStorage,
+    call_sid: str,
+    *,
+    queue: str = "billing",
+    priority: int = 50,
+    reason: str = "caller asked for a human",
+    **payload: object,
+) -> int:
     await start_call(storage, call_sid)
-    return await desk.enqueue(call_sid, trigger="asked_for_human", reason=reason, queue=queue, priority=priority,
-                              payload=handoff_payload(call_sid, queue=queue, priority=priority, reason=reason,
-                                                      **payload))
+    return await desk.enqueue(
+        call_sid,
+        trigger="asked_for_human",
+        reason=reason,
+        queue=queue,
+        priority=priority,
+        payload=handoff_payload(call_sid, queue=queue, priority=priority, reason=reason, **payload),
+    )
 
 
 async def test_every_agent_endpoint_needs_the_token(client: TestClient, desk: AgentDesk, storage: AsyncStorage):
@@ -26,7 +40,9 @@ async def test_every_agent_endpoint_needs_the_token(client: TestClient, desk: Ag
     assert (await client.get("/api/agent/queue")).status == 401
     assert (await client.get(f"/api/agent/escalations/{eid}")).status == 401
     wrong = {"Authorization": "Bearer nope"}
-    assert (await client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "eve"}, headers=wrong)).status == 401
+    assert (
+        await client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "eve"}, headers=wrong)
+    ).status == 401
     try:
         await client.ws_connect("/api/agent/ws")
         raise AssertionError("websocket opened without a token")

@@ -1,4 +1,5 @@
 """The agent desk page in Debian's chromium: see the escalated call's context, click Accept, the call moves."""
+
 from __future__ import annotations
 
 import os
@@ -27,14 +28,21 @@ async def test_agent_sees_context_accepts_and_the_call_is_transferred(
     call_sid = "CA" + "7" * 32
     await start_call(storage, call_sid)
     reason = "caller frustrated after two failed lookups"
-    await desk.enqueue(call_sid, trigger="frustration", reason=reason, queue="billing", priority=80,
-                       payload=handoff_payload(call_sid))
+    await desk.enqueue(
+        call_sid, trigger="frustration", reason=reason, queue="billing", priority=80, payload=handoff_payload(call_sid)
+    )
 
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             page = await browser.new_page()
@@ -42,8 +50,15 @@ async def test_agent_sees_context_accepts_and_the_call_is_transferred(
             card = page.locator("article.card", has_text=reason)
             await card.wait_for(timeout=10_000)
             text = await card.inner_text()
-            for expected in ("cust-42", "gold", "$7,350.00", "refund_request (64%)", "I want a refund now",
-                             "frustration", "waiting"):
+            for expected in (
+                "cust-42",
+                "gold",
+                "$7,350.00",
+                "refund_request (64%)",
+                "I want a refund now",
+                "frustration",
+                "waiting",
+            ):
                 assert expected in text
             assert "token" not in page.url  # dropped from the address bar once read
 

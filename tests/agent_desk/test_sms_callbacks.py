@@ -1,4 +1,5 @@
 """SMS callback: one text per request with an unguessable link; the picked slot reaches the agent queue."""
+
 from __future__ import annotations
 
 import re
@@ -77,15 +78,19 @@ async def test_callback_request_takes_the_caller_out_of_the_waiting_queue(
     client: TestClient, desk: AgentDesk, callback_service: CallbackService, storage: AsyncStorage
 ):
     await start_call(storage, CALL_SID)
-    eid = await desk.enqueue(CALL_SID, trigger="vip", reason="VIP caller", queue="billing", priority=90,
-                             payload=handoff_payload(CALL_SID))
+    eid = await desk.enqueue(
+        CALL_SID, trigger="vip", reason="VIP caller", queue="billing", priority=90, payload=handoff_payload(CALL_SID)
+    )
     await request(callback_service, storage, "+14155552671", escalation_id=eid)
     assert (await storage.get_escalation(eid))["status"] == "callback"
     assert (await (await client.get("/api/agent/queue", headers=auth())).json())["items"] == []
 
 
 async def test_picked_slot_is_stored_and_reaches_the_agent_queue_at_its_time(
-    client: TestClient, callback_service: CallbackService, storage: AsyncStorage, clock,
+    client: TestClient,
+    callback_service: CallbackService,
+    storage: AsyncStorage,
+    clock,
     twilio_recorder: TwilioRecorder,
 ):
     row = await request(callback_service, storage, "+14155552671")
@@ -103,11 +108,15 @@ async def test_picked_slot_is_stored_and_reaches_the_agent_queue_at_its_time(
     assert resp.status == 200 and "Booked" in await resp.text()
     stored = await storage.get_callback(callback_id=row["id"])
     assert stored["status"] == "scheduled" and datetime.fromisoformat(stored["scheduled_for"]) == picked
-    assert any(a["action"] == "schedule_callback" and a["subject"] == f"callback:{row['id']}"
-               for a in await storage.list_audit())
+    assert any(
+        a["action"] == "schedule_callback" and a["subject"] == f"callback:{row['id']}"
+        for a in await storage.list_audit()
+    )
 
     async def queue() -> list[dict]:
-        return (await (await client.get("/api/agent/queue", params={"skill": "billing"}, headers=auth())).json())["items"]
+        return (await (await client.get("/api/agent/queue", params={"skill": "billing"}, headers=auth())).json())[
+            "items"
+        ]
 
     assert await queue() == []
     clock.now = picked - timedelta(seconds=1)

@@ -1,4 +1,5 @@
 """TwilioRest drives the real twilio library against the local recording server."""
+
 from __future__ import annotations
 
 import socket
@@ -38,8 +39,9 @@ async def test_sms_retries_one_server_error_and_sends_the_idempotency_token(
 ):
     twilio_recorder.fail_next(500)
     attempts: list[int] = []
-    sid = await twilio.send_sms("+14155552671", "hello", from_=FROM_NUMBER, idempotency_key="CA1:callback",
-                                on_attempt=attempts.append)
+    sid = await twilio.send_sms(
+        "+14155552671", "hello", from_=FROM_NUMBER, idempotency_key="CA1:callback", on_attempt=attempts.append
+    )
 
     assert sid.startswith("SM")
     assert [r.status for r in twilio_recorder.requests] == [500, 201]

@@ -1,4 +1,5 @@
 """Fixtures for the audio DSP tests (helpers shared with other tests live in tests/helpers/speech.py)."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """The endpointer on real recordings routed through 8 kHz mu-law and webrtcvad, as a live call would feed it."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Loudness on real recordings through 8 kHz mu-law, and the same recordings 14 dB louder (a shouting caller)."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """`ivr bench --quick` end to end: a live server, simulated callers on loopback, a results file that says something."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 async def test_quick_bench_writes_plausible_results(tmp_path, shared_models):
     out = tmp_path / "results.json"
-    code = await run_bench(Settings(data_dir=tmp_path / "data"), out=out, max_callers=2, quick=True, models=shared_models)
+    code = await run_bench(
+        Settings(data_dir=tmp_path / "data"), out=out, max_callers=2, quick=True, models=shared_models
+    )
     assert code == 0
     results = json.loads(out.read_text())
 
-    assert {"machine", "when", "single_call", "sweep", "max_callers_under_1_2s", "codec", "endpoint_sweep", "targets"} <= set(results)
+    assert {
+        "machine",
+        "when",
+        "single_call",
+        "sweep",
+        "max_callers_under_1_2s",
+        "codec",
+        "endpoint_sweep",
+        "targets",
+    } <= set(results)
     assert results["machine"]["cpu_count"] >= 1 and results["machine"]["python"].startswith("3.")
     assert [level["callers"] for level in results["sweep"]] == [1, 2]
 
@@ -40,7 +52,9 @@ async def test_quick_bench_writes_plausible_results(tmp_path, shared_models):
 
     assert results["single_call"] == results["sweep"][0]
     assert results["max_callers_under_1_2s"] in (0, 1, 2)
-    passed = [lv for lv in results["sweep"] if lv["response_latency"]["p95_ms"] <= 1200 and lv["late_audio_mid_sentence"] == 0]
+    passed = [
+        lv for lv in results["sweep"] if lv["response_latency"]["p95_ms"] <= 1200 and lv["late_audio_mid_sentence"] == 0
+    ]
     assert (results["max_callers_under_1_2s"] == 2) == (len(passed) == 2)
 
     codec = results["codec"]

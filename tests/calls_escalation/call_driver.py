@@ -1,4 +1,5 @@
 """Driving real calls through the live server until an escalation fires, and reading what it stored."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Fixtures for end-to-end escalation tests through the live server, on SQLite and on PostgreSQL."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -6,6 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 
 @pytest_asyncio.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def server_on_db(request, start_server) -> Callable[..., Awaitable[Any]]:

@@ -4,6 +4,7 @@ Four callers ring the live server at once: one is helped by the flow and says go
 person (escalated), one never speaks (silent), one speaks and then hangs up (abandoned). `ivr report --json`
 and /metrics must tell exactly that story: a silent caller is not a resolved call.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,13 @@ async def test_report_and_metrics_count_hand_counted_calls_honestly(server_on_db
     results = await asyncio.gather(
         # "your delivery" (1): the status is read out; nothing else (2): goodbye, and the bot hangs up.
         resolved.run([Pause(1.5), PressDigits("1"), Pause(5.0), PressDigits("2"), WaitForBot(timeout_s=20)]),
-        escalated.run([Pause(1.0), PlayAudio(synth_phone("I want to speak to a real person."), "ask for person"),
-                       escalated_and_on_hold(server, escalated)]),
+        escalated.run(
+            [
+                Pause(1.0),
+                PlayAudio(synth_phone("I want to speak to a real person."), "ask for person"),
+                escalated_and_on_hold(server, escalated),
+            ]
+        ),
         silent.run([Pause(2.0)]),
         abandoned.run([Pause(1.0), PlayAudio(synth_phone("I'd like to return something."), "returns"), Pause(2.5)]),
     )
@@ -56,7 +62,11 @@ async def test_report_and_metrics_count_hand_counted_calls_honestly(server_on_db
         outcomes[caller.call_sid] = record["outcome"]
         assert record["first_response_ms"] is not None and record["first_response_ms"] > 0
     assert [outcomes[c.call_sid] for c in (resolved, escalated, silent, abandoned)] == [
-        "resolved", "escalated", "silent", "abandoned"]
+        "resolved",
+        "escalated",
+        "silent",
+        "abandoned",
+    ]
 
     # ivr report --json, pointed at the server's database
     monkeypatch.setenv("IVR_DATABASE_URL", server.settings.resolved_database_url())
@@ -73,7 +83,12 @@ async def test_report_and_metrics_count_hand_counted_calls_honestly(server_on_db
     report = json.loads(capsys.readouterr().out)
     assert report["calls"] == report["ended"] == 4
     assert (report["resolved"], report["escalated"], report["silent"], report["abandoned"], report["errors"]) == (
-        1, 1, 1, 1, 0)
+        1,
+        1,
+        1,
+        1,
+        0,
+    )
     assert report["containment_rate"] == pytest.approx(0.25)
     assert report["escalation_rate"] == pytest.approx(0.25)
     assert report["escalations_by_reason"] == {"caller_request": 1}

@@ -3,6 +3,7 @@
 Every call is real time over a loopback WebSocket; the caller's speech is Piper audio at 8 kHz mu-law. Callers
 speak over the bot's prompts (barge-in), as impatient callers do, to keep the calls short.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -56,14 +57,17 @@ async def test_caller_asking_for_a_person_is_escalated_and_hears_the_hold_line(s
 async def test_legal_words_escalate_at_once_naming_the_words(server_on_db, synth_phone):
     server = await server_on_db()
     escalation, record, result = await escalate_call(
-        server, JAMES,
+        server,
+        JAMES,
         [Pause(1.0), PlayAudio(synth_phone("I'll get my lawyer and take you to court."), "legal threat")],
     )
     print(timeline(result))
     payload = _check_common(escalation, record, JAMES)
     assert escalation["trigger"] == "legal", escalation
     assert "'lawyer'" in escalation["reason"] and "'take you to court'" in escalation["reason"]
-    assert escalation["queue"] == server.services.flow.queue and 100 <= escalation["priority"] < 200  # no topic: the line's queue
+    assert (
+        escalation["queue"] == server.services.flow.queue and 100 <= escalation["priority"] < 200
+    )  # no topic: the line's queue
     assert payload["goodwill_offer"] is None  # a legal dispute never gets an improvised offer
 
 
@@ -80,7 +84,8 @@ async def test_the_words_that_triggered_a_policy_escalation_reach_the_agent(star
 async def test_three_negative_phrases_over_two_turns_escalate(start_server, synth_phone):
     server = await start_server()
     escalation, record, result = await escalate_call(
-        server, JAMES,
+        server,
+        JAMES,
         [
             Pause(1.0),
             PlayAudio(synth_phone("This is unacceptable. It's ridiculous."), "negative 1"),
@@ -99,7 +104,9 @@ async def test_shouting_caller_is_escalated_with_the_measured_level(start_server
     server = await start_server()
     loud = shout(synth_phone("Where is my order? I have been waiting for weeks."))
     escalation, record, result = await escalate_call(
-        server, JAMES, [Pause(1.0), PlayAudio(loud, "shouting 1"), WaitForBot(timeout_s=20), PlayAudio(loud, "shouting 2")]
+        server,
+        JAMES,
+        [Pause(1.0), PlayAudio(loud, "shouting 1"), WaitForBot(timeout_s=20), PlayAudio(loud, "shouting 2")],
     )
     print(timeline(result))
     _check_common(escalation, record, JAMES)
@@ -113,7 +120,8 @@ async def test_shouting_caller_is_escalated_with_the_measured_level(start_server
 async def test_still_unclear_after_one_clarification_escalates_for_low_confidence(start_server, synth_phone):
     server = await start_server()
     escalation, record, result = await escalate_call(
-        server, JAMES,
+        server,
+        JAMES,
         [
             Pause(1.0),
             PlayAudio(synth_phone("Purple elephants juggle the moon."), "nonsense 1"),
@@ -132,12 +140,19 @@ async def test_repeated_backend_failures_escalate(start_server):
     server = await start_server()
     await server.crm_control(fail=True)
     escalation, record, result = await escalate_call(
-        server, JAMES,
+        server,
+        JAMES,
         [
             # The caller lookup failed (1). Track an order (2), type its number, confirm it (1): that lookup fails
             # too (2) and the bot offers a callback; whatever the caller answers, the policy steps in first.
-            Pause(1.0), PressDigits("2"), Pause(1.0), PressDigits("12345#"), Pause(0.5), PressDigits("1"),
-            Pause(1.0), PressDigits("2"),
+            Pause(1.0),
+            PressDigits("2"),
+            Pause(1.0),
+            PressDigits("12345#"),
+            Pause(0.5),
+            PressDigits("1"),
+            Pause(1.0),
+            PressDigits("2"),
         ],
     )
     print(timeline(result))
@@ -151,9 +166,15 @@ async def test_repeated_backend_failures_escalate(start_server):
 async def test_frustrated_vip_goes_to_the_priority_queue_with_a_goodwill_offer(server_on_db, synth_phone):
     server = await server_on_db()
     escalation, record, result = await escalate_call(
-        server, MARIA,
-        [Pause(1.0), PlayAudio(synth_phone(
-            "This is unacceptable and ridiculous. Your service is useless and terrible. I am furious."), "angry vip")],
+        server,
+        MARIA,
+        [
+            Pause(1.0),
+            PlayAudio(
+                synth_phone("This is unacceptable and ridiculous. Your service is useless and terrible. I am furious."),
+                "angry vip",
+            ),
+        ],
     )
     print(timeline(result))
     payload = _check_common(escalation, record, MARIA)

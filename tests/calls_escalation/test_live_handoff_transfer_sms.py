@@ -4,6 +4,7 @@ The Twilio REST API is the local recorder (tests/helpers/twilio_recorder.py): it
 library sends. When Twilio redirects a call to <Dial>, the media stream ends with `stop`; the simulated caller
 sends exactly that once the transfer has happened.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,16 +51,28 @@ async def test_agent_page_shows_the_live_escalation_and_accept_transfers_the_cal
     playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
     server = await start_server()
     caller = Caller(server.ws_url, from_number=JAMES)
-    call = asyncio.create_task(caller.run([
-        Pause(1.0), PlayAudio(synth_phone("I want to speak to a real person."), "ask for person"),
-        escalated_and_on_hold(server, caller), _transferred(server, caller.call_sid),
-    ]))
+    call = asyncio.create_task(
+        caller.run(
+            [
+                Pause(1.0),
+                PlayAudio(synth_phone("I want to speak to a real person."), "ask for person"),
+                escalated_and_on_hold(server, caller),
+                _transferred(server, caller.call_sid),
+            ]
+        )
+    )
     try:
         async with playwright_api.async_playwright() as p:
             browser = await p.chromium.launch(
                 executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
             )
             try:
                 page = await browser.new_page()
@@ -102,10 +115,14 @@ async def test_stop_after_a_transfer_is_not_recorded_as_the_caller_hanging_up(st
                     accepted.append(await resp.json())
         return bool(accepted)
 
-    await caller.run([
-        Pause(1.0), PlayAudio(synth_phone("I want to speak to a real person."), "ask for person"),
-        Until(accept_when_escalated, what="escalation accepted"), _transferred(server, caller.call_sid),
-    ])
+    await caller.run(
+        [
+            Pause(1.0),
+            PlayAudio(synth_phone("I want to speak to a real person."), "ask for person"),
+            Until(accept_when_escalated, what="escalation accepted"),
+            _transferred(server, caller.call_sid),
+        ]
+    )
     _check_transfer(server, caller.call_sid)
     record = await server.wait_call_closed(caller.call_sid)
     assert record["outcome"] == "escalated"

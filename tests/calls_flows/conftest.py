@@ -5,6 +5,7 @@ and a server whose CRM budget the test chooses.
 starts another demo CRM first so the server's `Settings.backends` can carry the budget from the start,
 exactly as a deployment would configure it, and points the returned LiveServer (crm_url, crm_control) at it.
 """
+
 from __future__ import annotations
 
 import asyncio

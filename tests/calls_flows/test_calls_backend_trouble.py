@@ -3,6 +3,7 @@
 The caller must hear a holding line within the budget (plus 100 ms), never silence and never a made-up answer;
 the error is logged with the call id and counted; the call is not escalated behind the caller's back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,7 +64,8 @@ async def test_slow_crm_gives_the_holding_line_within_budget_and_a_callback_not_
     sid = caller.call_sid
     started = [r for r in caplog.records if "step transit_order_status (lookup)" in r.getMessage()]
     failed = [
-        r for r in caplog.records
+        r
+        for r in caplog.records
         if r.name == "ivr.backends" and r.levelno >= logging.ERROR and getattr(r, "call_sid", None) == sid
     ]
     assert len(started) == 1 and len(failed) == 1, [r.getMessage() for r in failed]
@@ -104,7 +106,7 @@ async def test_garbage_from_the_crm_is_an_error_the_caller_hears_about_not_a_cra
     assert "on its way" not in lookup_turn["reply"] and "delivered" not in lookup_turn["reply"]
     # Only when the caller turns the callback down does a person take over: not a blind escalation.
     assert no_turn["text"] == "2" and no_turn["reply"].startswith("Let me connect you with a colleague")
-    escalation, = record["escalations"]
+    (escalation,) = record["escalations"]
     assert escalation["trigger"] == "backend_failure"
     assert "crm.order_status failed (bad_response)" in escalation["reason"].lower()
     assert "declined a callback" in escalation["reason"]  # what the agent reads: the caller chose a person

@@ -1,6 +1,7 @@
 """Card numbers typed on the keypad never leave the call: not in logs (any logger, DEBUG), the database file,
 the records API, escalation payloads, /metrics, what the bank system or Twilio receive, or what the bot sends.
 Only the last four digits reach crm.block_card."""
+
 from __future__ import annotations
 
 import json
@@ -79,9 +80,7 @@ async def test_typed_card_number_is_nowhere_but_its_last_four_reach_the_bank(sta
     twilio = server.recorder.requests
     assert any(r.path.endswith("Messages.json") for r in twilio)
     places["Twilio requests"] = json.dumps([[r.method, r.path, r.form, r.headers] for r in twilio])
-    places["sent to the caller"] = json.dumps(
-        [m for m in result.received_messages if m.get("event") != "media"]
-    )
+    places["sent to the caller"] = json.dumps([m for m in result.received_messages if m.get("event") != "media"])
 
     found = {where: hits for where, text in places.items() if (hits := leaks(text))}
     assert found == {}
@@ -96,6 +95,6 @@ async def test_flow_handover_tells_the_agent_why_and_uses_the_flows_queue(start_
     record = await server.wait_call_closed(caller.call_sid)
 
     assert record["turns"][0]["reply"].startswith("I couldn't find an account for this number")
-    escalation, = record["escalations"]
+    (escalation,) = record["escalations"]
     assert "no account found for the caller's number" in escalation["reason"].lower(), escalation["reason"]
     assert escalation["queue"] == "banking"

@@ -1,5 +1,6 @@
 """Shop line, whole calls: a known caller with an order on its way hears it offered, asks in regional wording
 ("where is me parcel?") and gets its status; a caller without one is never offered a delivery."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,7 @@ async def test_maria_hears_her_delivery_offered_asks_for_me_parcel_and_ends_reso
     result.print_timeline()  # shown when a test fails
     record = await server.wait_call_closed(caller.call_sid)
 
-    asked, = caller_input_times(result, "me parcel")
+    (asked,) = caller_input_times(result, "me parcel")
     menu_heard = await transcribe_phone_audio(shared_models, heard_between(result, 0.0, asked))
     # Whisper tiny hears Piper's "espresso" as "a special"; the words around it are reliable.
     assert "your delivery of" in menu_heard and "machine" in menu_heard, menu_heard
@@ -50,7 +51,9 @@ async def test_maria_hears_her_delivery_offered_asks_for_me_parcel_and_ends_reso
     assert first["reply"].endswith("Say yes or press 1, or say no or press 2.")
     assert second["intent"] == "goodbye" and "Goodbye" in second["reply"]
 
-    status_heard = await transcribe_phone_audio(shared_models, heard_between(result, asked, caller_input_times(result, "that's all")[0]))
+    status_heard = await transcribe_phone_audio(
+        shared_models, heard_between(result, asked, caller_input_times(result, "that's all")[0])
+    )
     assert "machine is on its way" in status_heard, status_heard
 
     assert result.closed_by_server, "the bot should hang up after its goodbye"
@@ -67,12 +70,12 @@ async def test_james_without_an_order_in_transit_is_never_offered_a_delivery(sta
     result.print_timeline()  # shown when a test fails
     record = await server.wait_call_closed(caller.call_sid)
 
-    pressed, = caller_input_times(result, "presses 1")
+    (pressed,) = caller_input_times(result, "presses 1")
     heard = await transcribe_phone_audio(shared_models, heard_between(result, 0.0, pressed))
     assert "press" in heard, heard  # he did hear a menu (Whisper tiny is the listener: checked loosely) ...
     assert "delivery of" not in heard and "machine" not in heard, heard  # ... without a delivery in it
 
-    turn, = record["turns"]
+    (turn,) = record["turns"]
     assert turn["channel"] == "dtmf" and turn["text"] == "1"
     # Key 1 is Maria's delivery option: for James it is no option at all, and the menu he is read again lacks it.
     assert turn["reply"].startswith("Sorry, I didn't get that.")

@@ -1,5 +1,6 @@
 """Telecom billing and banking lines, whole calls: "I can't pay my bill" is billing trouble (a payment
 arrangement), never "pay my bill"; "top up" is understood by speech; a lost card is blocked by keypad."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Fixtures for the escalation, handoff and report tests: storage on SQLite and on PostgreSQL."""
+
 from __future__ import annotations
 
 import sys
@@ -13,7 +14,6 @@ for _p in (Path(__file__).resolve().parents[2], Path(__file__).resolve().parent)
         sys.path.insert(0, str(_p))
 
 from ivr.storage import Storage  # noqa: E402
-
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

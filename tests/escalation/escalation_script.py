@@ -3,6 +3,7 @@
 The session's real detectors (sentiment, phrase spotting, loudness) live elsewhere; here a caller's
 words are spotted with plain word lists so each test reads like the call it describes.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,10 +36,18 @@ class ScriptedCall:
         sentiment: float = 0.0,
         spl: float = 62.0,
         channel: str = "voice",
-    ) -> "ScriptedCall":
+    ) -> ScriptedCall:
         ctx = self.ctx
         ctx.turns.append(
-            Turn(len(ctx.turns), channel, text, intent=intent, confidence=confidence, sentiment=sentiment, loudness_spl_db=spl)
+            Turn(
+                len(ctx.turns),
+                channel,
+                text,
+                intent=intent,
+                confidence=confidence,
+                sentiment=sentiment,
+                loudness_spl_db=spl,
+            )
         )
         ctx.sentiment_trend.append(sentiment)
         negative, legal = _spot(NEGATIVE_PHRASES, text), _spot(LEGAL_WORDS, text)
@@ -49,11 +58,11 @@ class ScriptedCall:
         ctx.frustration = min(1.0, ctx.frustration + 0.2 * len(negative) + 0.3 * len(legal) + 0.2 * shouting)
         return self
 
-    def bot_asks_again(self) -> "ScriptedCall":
+    def bot_asks_again(self) -> ScriptedCall:
         self.ctx.clarifications += 1
         return self
 
-    def backend_failed(self) -> "ScriptedCall":
+    def backend_failed(self) -> ScriptedCall:
         self.ctx.backend_failures += 1
         return self
 
@@ -75,4 +84,6 @@ def maria() -> Customer:
 
 
 def james() -> Customer:
-    return Customer(customer_id="C1002", name="James Chen", lifetime_value=845.0, tier="standard", preferred_channel="sms")
+    return Customer(
+        customer_id="C1002", name="James Chen", lifetime_value=845.0, tier="standard", preferred_channel="sms"
+    )

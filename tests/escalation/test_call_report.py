@@ -1,8 +1,9 @@
 """The report against hand-counted calls written through Storage, on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from escalation_script import SHOUTING_SPL_DB, ScriptedCall, james
@@ -13,7 +14,7 @@ from ivr.escalation import EscalationPolicy
 from ivr.handoff import build_handoff
 from ivr.report import build_report, export_retraining_dataset, report_prometheus_lines
 
-T0 = datetime(2025, 3, 10, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
 COSTS = CostConfig(ai_cost_per_minute=0.10, agent_cost_per_minute=1.00)
 
 
@@ -28,7 +29,9 @@ def record_call(storage, sid, *, start, outcome, minutes, first_response_ms=None
     if escalation:
         trigger, after, status = escalation
         payload = {"intent_guess": said[-1][1] if said else None}
-        esc_id = storage.add_escalation(sid, trigger=trigger, reason=trigger, queue="general", priority=100, payload=payload)
+        esc_id = storage.add_escalation(
+            sid, trigger=trigger, reason=trigger, queue="general", priority=100, payload=payload
+        )
         storage.update_escalation(esc_id, at=start + timedelta(minutes=after), status=status)
     if outcome != "in_progress":
         storage.end_call(sid, reason="hangup", outcome=outcome, ended_at=start + timedelta(minutes=minutes))

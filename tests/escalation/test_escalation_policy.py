@@ -1,8 +1,9 @@
 """Each escalation trigger fires from a call built turn by turn, with a reason an agent can read."""
+
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from escalation_script import ANSWER_THRESHOLD, SHOUTING_SPL_DB, ScriptedCall, james, maria
@@ -11,12 +12,15 @@ from flows.context import Customer
 from ivr.config import EscalationConfig
 from ivr.escalation import EscalationPolicy, priority_for
 
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def policy(**cfg) -> EscalationPolicy:
     return EscalationPolicy(
-        EscalationConfig(**cfg), shouting_spl_db=SHOUTING_SPL_DB, confidence_threshold=ANSWER_THRESHOLD, clock=lambda: NOW
+        EscalationConfig(**cfg),
+        shouting_spl_db=SHOUTING_SPL_DB,
+        confidence_threshold=ANSWER_THRESHOLD,
+        clock=lambda: NOW,
     )
 
 
@@ -136,7 +140,9 @@ def test_frustrated_vip_goes_to_priority_queue_with_a_time_limited_offer():
     call.caller("this is terrible, I'm fed up", intent="delivery_problem", confidence=0.9, sentiment=-0.8)
     assert call.ctx.frustration <= 0.7
     assert policy().evaluate(call.ctx, last_intent="delivery_problem") is None
-    call.caller("I have been waiting all week, what a waste of time", intent="delivery_problem", confidence=0.9, spl=80.0)
+    call.caller(
+        "I have been waiting all week, what a waste of time", intent="delivery_problem", confidence=0.9, spl=80.0
+    )
     assert call.ctx.frustration > 0.7
     decision = policy().evaluate(call.ctx, last_intent="delivery_problem")
     assert decision.trigger == "vip_frustrated"

@@ -1,9 +1,10 @@
 """The handoff an agent receives: valid against the published schema, complete, and free of card numbers."""
+
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import jsonschema
 import pytest
@@ -13,7 +14,7 @@ from ivr.config import EscalationConfig
 from ivr.escalation import EscalationPolicy
 from ivr.handoff import SCHEMA_PATH, build_handoff, handoff_json_schema
 
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 CARD = "4111111111111111"
 
 

@@ -1,9 +1,11 @@
 """Fixtures: a real demo CRM on loopback and gateways pointed at it."""
+
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest

@@ -1,4 +1,5 @@
 """The demo CRM as a real HTTP service: data, identity matching, idempotent top-ups, live knobs, CLI."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +28,7 @@ async def _get(url: str) -> tuple[int, str, object]:
         return resp.status, resp.content_type, body
 
 
-async def test_customer_found_by_any_format_of_the_phone_number(crm: "CrmHandle") -> None:
+async def test_customer_found_by_any_format_of_the_phone_number(crm: CrmHandle) -> None:
     for phone in ("(415) 555-0100", "+14155550100", "415.555.0100"):
         async with aiohttp.ClientSession() as s:
             async with s.get(f"{crm.url}/customers/by-phone", params={"phone": phone}) as resp:
@@ -38,7 +39,7 @@ async def test_customer_found_by_any_format_of_the_phone_number(crm: "CrmHandle"
         assert match_key(body["phone"]) == match_key(phone)
 
 
-async def test_unknown_and_invalid_numbers_are_told_apart(crm: "CrmHandle") -> None:
+async def test_unknown_and_invalid_numbers_are_told_apart(crm: CrmHandle) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{crm.url}/customers/by-phone", params={"phone": "+14155550199"}) as resp:
             assert resp.status == 404
@@ -48,7 +49,7 @@ async def test_unknown_and_invalid_numbers_are_told_apart(crm: "CrmHandle") -> N
             assert (await resp.json())["error"] == "invalid_phone"
 
 
-async def test_seed_data_covers_the_demo_scenarios(crm: "CrmHandle") -> None:
+async def test_seed_data_covers_the_demo_scenarios(crm: CrmHandle) -> None:
     phones = ["+14155550100", "+14155550101", "+12125550102", "+442079460958", "+13125550103"]
     customers = []
     async with aiohttp.ClientSession() as s:
@@ -62,7 +63,7 @@ async def test_seed_data_covers_the_demo_scenarios(crm: "CrmHandle") -> None:
     assert any(not t["resolved"] for c in customers for t in c["tickets"])
 
 
-async def test_replayed_top_up_is_applied_once(crm: "CrmHandle") -> None:
+async def test_replayed_top_up_is_applied_once(crm: CrmHandle) -> None:
     url = f"{crm.url}/customers/C1002/top-up"
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{crm.url}/customers/C1002/balance") as resp:
@@ -79,7 +80,7 @@ async def test_replayed_top_up_is_applied_once(crm: "CrmHandle") -> None:
     assert after == round(before + 20, 2)
 
 
-async def test_live_knobs_fail_and_garbage_then_recover(crm: "CrmHandle") -> None:
+async def test_live_knobs_fail_and_garbage_then_recover(crm: CrmHandle) -> None:
     order = f"{crm.url}/orders/A1001"
     await crm.control(fail=True)
     assert (await _get(order))[0] == 503
@@ -93,7 +94,7 @@ async def test_live_knobs_fail_and_garbage_then_recover(crm: "CrmHandle") -> Non
     assert await crm.requests("GET /orders/{order_id}") == 3
 
 
-async def test_bad_control_request_is_refused_and_changes_nothing(crm: "CrmHandle") -> None:
+async def test_bad_control_request_is_refused_and_changes_nothing(crm: CrmHandle) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{crm.url}/_control", json={"fail": 3}) as resp:
             assert resp.status == 400
@@ -112,8 +113,18 @@ def _free_port() -> int:
 async def test_cli_starts_with_knobs_that_can_be_changed_live() -> None:
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flows.demo_crm", "--host", "127.0.0.1", "--port", str(port), "--fail-rate", "1",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "flows.demo_crm",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--fail-rate",
+        "1",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 20)

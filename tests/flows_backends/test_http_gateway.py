@@ -1,5 +1,6 @@
 """HttpBackendGateway against the real demo CRM on loopback: what a flow (and so a caller) gets
 when the backend is fine, slow, failing or talking nonsense."""
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,7 @@ async def test_caller_id_in_any_format_finds_the_customer(make_gateway: Any) -> 
     assert customer.orders[0]["order_id"] == "A1001"
 
 
-async def test_unknown_or_withheld_caller_is_not_found_not_an_error(make_gateway: Any, crm: "CrmHandle") -> None:
+async def test_unknown_or_withheld_caller_is_not_found_not_an_error(make_gateway: Any, crm: CrmHandle) -> None:
     gw = make_gateway()
     unknown = await gw.call("crm", "customer_by_phone", {"phone": "+1 415 555 0199"}, call_sid="CA-u")
     assert unknown == {"found": False}
@@ -74,7 +75,7 @@ async def test_top_up_is_not_applied_twice_when_a_flow_repeats_it(make_gateway: 
     assert other_call["new_balance"] == round(start + 20, 2)
 
 
-async def test_slow_backend_times_out_within_the_budget(make_gateway: Any, crm: "CrmHandle") -> None:
+async def test_slow_backend_times_out_within_the_budget(make_gateway: Any, crm: CrmHandle) -> None:
     await crm.control(delay_ms=3000)
     gw = make_gateway(timeout_s=0.3, retries=2)
     started = time.monotonic()
@@ -84,7 +85,7 @@ async def test_slow_backend_times_out_within_the_budget(make_gateway: Any, crm: 
     assert 0.3 <= elapsed < 0.4, elapsed
 
 
-async def test_budget_covers_all_retries_together(make_gateway: Any, crm: "CrmHandle") -> None:
+async def test_budget_covers_all_retries_together(make_gateway: Any, crm: CrmHandle) -> None:
     # each answer takes 150 ms and is a 503: five retries would take 900 ms, the budget is 400 ms
     await crm.control(delay_ms=150, fail=True)
     gw = make_gateway(timeout_s=0.4, retries=5, backoff_s=0.01)
@@ -95,7 +96,7 @@ async def test_budget_covers_all_retries_together(make_gateway: Any, crm: "CrmHa
     assert await crm.requests("GET /orders/{order_id}") == 3
 
 
-async def test_idempotent_reads_are_retried_writes_are_not(make_gateway: Any, crm: "CrmHandle") -> None:
+async def test_idempotent_reads_are_retried_writes_are_not(make_gateway: Any, crm: CrmHandle) -> None:
     await crm.control(fail=True)
     gw = make_gateway(retries=2)
     with pytest.raises(BackendBadStatus) as err:
@@ -114,7 +115,7 @@ async def test_idempotent_reads_are_retried_writes_are_not(make_gateway: Any, cr
         assert await crm.requests(route) == 1, op
 
 
-async def test_no_retry_when_the_backoff_would_overrun_the_budget(make_gateway: Any, crm: "CrmHandle") -> None:
+async def test_no_retry_when_the_backoff_would_overrun_the_budget(make_gateway: Any, crm: CrmHandle) -> None:
     await crm.control(fail=True)
     gw = make_gateway(timeout_s=0.3, retries=3, backoff_s=0.5)
     started = time.monotonic()
@@ -125,7 +126,7 @@ async def test_no_retry_when_the_backoff_would_overrun_the_budget(make_gateway: 
 
 
 async def test_circuit_opens_fails_fast_and_recovers_after_reset(
-    make_gateway: Any, crm: "CrmHandle", clock: "FakeClock"
+    make_gateway: Any, crm: CrmHandle, clock: FakeClock
 ) -> None:
     await crm.control(fail=True)
     gw = make_gateway(retries=0, breaker_failures=3, breaker_reset_s=30)
@@ -150,7 +151,7 @@ async def test_circuit_opens_fails_fast_and_recovers_after_reset(
     assert gw.metrics.count("crm", "balance", "unavailable") == 2
 
 
-async def test_failed_trial_reopens_the_circuit(make_gateway: Any, crm: "CrmHandle", clock: "FakeClock") -> None:
+async def test_failed_trial_reopens_the_circuit(make_gateway: Any, crm: CrmHandle, clock: FakeClock) -> None:
     await crm.control(fail=True)
     gw = make_gateway(retries=2, breaker_failures=2, breaker_reset_s=10)
     for _ in range(2):
@@ -167,7 +168,7 @@ async def test_failed_trial_reopens_the_circuit(make_gateway: Any, crm: "CrmHand
 
 
 @pytest.mark.parametrize("mode", ["html", "text", "truncated", "wrong_shape", "missing_fields"])
-async def test_garbage_answers_are_bad_responses_never_crashes(make_gateway: Any, crm: "CrmHandle", mode: str) -> None:
+async def test_garbage_answers_are_bad_responses_never_crashes(make_gateway: Any, crm: CrmHandle, mode: str) -> None:
     await crm.control(garbage=mode)
     gw = make_gateway()
     with pytest.raises(BackendBadResponse):
@@ -199,7 +200,7 @@ async def test_wrong_types_in_a_json_answer_are_bad_responses() -> None:
 
 
 async def test_errors_are_logged_with_call_sid_and_counted(
-    make_gateway: Any, crm: "CrmHandle", caplog: pytest.LogCaptureFixture
+    make_gateway: Any, crm: CrmHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = CollectorRegistry()
     metrics = BackendMetrics(registry)
@@ -246,9 +247,7 @@ async def test_unconfigured_backend_is_unavailable_and_logged(caplog: pytest.Log
     await gw.close()
 
 
-async def test_bad_params_are_refused_before_sending_without_echoing_digits(
-    make_gateway: Any, crm: "CrmHandle"
-) -> None:
+async def test_bad_params_are_refused_before_sending_without_echoing_digits(make_gateway: Any, crm: CrmHandle) -> None:
     gw = make_gateway()
     with pytest.raises(BackendBadRequest, match="card_last4") as err:
         await gw.call("crm", "block_card", {"customer_id": "C1001", "card_last4": "44170"}, call_sid="CA-p")
@@ -261,9 +260,7 @@ async def test_bad_params_are_refused_before_sending_without_echoing_digits(
     assert gw.metrics.count("crm", "top_up", "bad_request") == 1
 
 
-async def test_hung_up_trial_call_does_not_jam_the_circuit(
-    make_gateway: Any, crm: "CrmHandle", clock: "FakeClock"
-) -> None:
+async def test_hung_up_trial_call_does_not_jam_the_circuit(make_gateway: Any, crm: CrmHandle, clock: FakeClock) -> None:
     import asyncio
 
     await crm.control(fail=True)

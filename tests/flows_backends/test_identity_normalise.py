@@ -1,4 +1,5 @@
 """Identity: the same customer written differently by different sources must match."""
+
 from __future__ import annotations
 
 import pytest

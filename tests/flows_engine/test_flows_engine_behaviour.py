@@ -1,4 +1,5 @@
 """What a caller notices from the engine: menus built from their account, routing, clarification, PCI masking."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,17 +8,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flows.actions import Escalate, Hangup, Listen, Say
 from flows import cli
+from flows.actions import Escalate, Hangup, Listen, Say
 from flows.cli import load_flow
 from flows.context import CallContext
 from flows.engine import CallerInput, FlowEngine
 from flows.testing import ScriptedGateway
 
-IN_TRANSIT = {"customer_id": "C1", "name": "Maria Garcia",
-              "orders": [{"order_id": "A1001", "item": "espresso machine", "status": "in_transit", "eta": "Friday"}]}
-DELIVERED = {"customer_id": "C2", "name": "James Chen",
-             "orders": [{"order_id": "B2001", "item": "running shoes", "status": "delivered", "eta": "Monday"}]}
+IN_TRANSIT = {
+    "customer_id": "C1",
+    "name": "Maria Garcia",
+    "orders": [{"order_id": "A1001", "item": "espresso machine", "status": "in_transit", "eta": "Friday"}],
+}
+DELIVERED = {
+    "customer_id": "C2",
+    "name": "James Chen",
+    "orders": [{"order_id": "B2001", "item": "running shoes", "status": "delivered", "eta": "Monday"}],
+}
 CARD = "4539148803436467"
 
 
@@ -64,10 +71,14 @@ async def test_delivery_option_offered_only_when_an_order_is_in_transit(model_nl
 async def test_cant_pay_goes_to_billing_trouble_and_want_to_pay_does_not(model_nlu) -> None:
     replies = {}
     for text in ("I can't pay my bill", "I want to pay my bill"):
-        engine = engine_for("telecom_billing", model_nlu, {
-            "crm.customer_by_phone": {"ok": {"customer_id": "C3", "name": "Priya"}},
-            "crm.balance": {"ok": {"balance": 42.5, "currency": "USD"}},
-        })
+        engine = engine_for(
+            "telecom_billing",
+            model_nlu,
+            {
+                "crm.customer_by_phone": {"ok": {"customer_id": "C3", "name": "Priya"}},
+                "crm.balance": {"ok": {"balance": 42.5, "currency": "USD"}},
+            },
+        )
         ctx = CallContext(call_sid="CA-bill", caller="+14155550102")
         await run(engine.start(ctx))
         replies[text] = said(await run(engine.handle(ctx, CallerInput("speech", text=text))))
@@ -97,8 +108,10 @@ async def test_low_confidence_clarifies_once_then_escalates_with_the_guess(model
 
 async def test_card_digits_are_masked_everywhere(model_nlu, caplog) -> None:
     nlu = RecordingNlu(model_nlu)
-    gateway_script = {"crm.customer_by_phone": {"ok": {"customer_id": "C1", "name": "Maria"}},
-                      "crm.block_card": {"ok": {"blocked": True}}}
+    gateway_script = {
+        "crm.customer_by_phone": {"ok": {"customer_id": "C1", "name": "Maria"}},
+        "crm.block_card": {"ok": {"blocked": True}},
+    }
     flow = load_flow("banking")
     gateway = ScriptedGateway(gateway_script)
     engine = FlowEngine(flow, nlu, gateway, answer_threshold=flow.answer_threshold)
@@ -136,9 +149,12 @@ async def test_holding_line_is_spoken_while_the_lookup_runs(model_nlu) -> None:
             return await super().call(backend, operation, params, call_sid=call_sid)
 
     flow = load_flow("ecommerce_delivery")
-    gateway = SlowGateway({"crm.customer_by_phone": {"ok": IN_TRANSIT},
-                           "crm.order_status": {"ok": {"item": "espresso machine", "status": "in_transit",
-                                                       "eta": "Friday"}}})
+    gateway = SlowGateway(
+        {
+            "crm.customer_by_phone": {"ok": IN_TRANSIT},
+            "crm.order_status": {"ok": {"item": "espresso machine", "status": "in_transit", "eta": "Friday"}},
+        }
+    )
     engine = FlowEngine(flow, model_nlu, gateway, answer_threshold=flow.answer_threshold)
     ctx = CallContext(call_sid="CA-hold", caller="+14155550100")
     await run(engine.start(ctx))
@@ -151,8 +167,14 @@ async def test_holding_line_is_spoken_while_the_lookup_runs(model_nlu) -> None:
 
 
 async def test_silence_and_hangup_never_resolve(model_nlu) -> None:
-    engine = engine_for("banking", model_nlu, {"crm.customer_by_phone": {"ok": {"customer_id": "C1", "name": "M"}},
-                                               "crm.balance": {"ok": {"balance": 10, "currency": "USD"}}})
+    engine = engine_for(
+        "banking",
+        model_nlu,
+        {
+            "crm.customer_by_phone": {"ok": {"customer_id": "C1", "name": "M"}},
+            "crm.balance": {"ok": {"balance": 10, "currency": "USD"}},
+        },
+    )
     ctx = CallContext(call_sid="CA-quiet", caller="+14155550100")
     await run(engine.start(ctx))
     reply = await run(engine.handle(ctx, CallerInput("dtmf", digits="2")))

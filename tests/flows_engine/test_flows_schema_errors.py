@@ -1,4 +1,5 @@
 """A broken flow is refused with file:line: field: message, before any call reaches it."""
+
 from __future__ import annotations
 
 import io
@@ -78,15 +79,18 @@ def test_unknown_next_target(tmp_path: Path) -> None:
 def test_unreachable_step(tmp_path: Path) -> None:
     text = GOOD + "  orphan:\n    kind: end\n    prompt: bye\n"
     path = write(tmp_path, text)
-    assert errors(path) == [f"{path}:{line_of(text, 'orphan:')}: steps.orphan: step 'orphan' is unreachable "
-                            "from start 'ask_card'"]
+    assert errors(path) == [
+        f"{path}:{line_of(text, 'orphan:')}: steps.orphan: step 'orphan' is unreachable from start 'ask_card'"
+    ]
 
 
 def test_missing_prompt(tmp_path: Path) -> None:
     text = GOOD.replace("prompt: bye", "prompt: farewell")
     path = write(tmp_path, text)
-    assert errors(path) == [f"{path}:{line_of(text, 'prompt: farewell')}: steps.done.prompt: missing prompt "
-                            "'farewell' (not defined under prompts:)"]
+    assert errors(path) == [
+        f"{path}:{line_of(text, 'prompt: farewell')}: steps.done.prompt: missing prompt "
+        "'farewell' (not defined under prompts:)"
+    ]
 
 
 def test_pci_step_must_be_keypad_only(tmp_path: Path) -> None:
@@ -114,8 +118,10 @@ def test_bad_condition_and_unknown_name(tmp_path: Path) -> None:
     path = write(tmp_path, text)
     msg = errors(path)
     assert any(m.startswith(f"{path}:{line_of(text, 'lookup.status')}: steps.check.cases[0].when: ") for m in msg)
-    assert any(m.startswith(f"{path}:{line_of(text, 'custmer')}: steps.check.cases[1].when: unknown name "
-                            "'custmer'") for m in msg)
+    assert any(
+        m.startswith(f"{path}:{line_of(text, 'custmer')}: steps.check.cases[1].when: unknown name 'custmer'")
+        for m in msg
+    )
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """Every conversation test shipped with the flows, one pytest case each."""
+
 from __future__ import annotations
 
 import pytest
 
 from flows.cli import shipped_flow_paths
-from flows.testing import load_test_file, run_test, conversation_tests_path
+from flows.testing import conversation_tests_path, load_test_file, run_test
 
 CASES = []
 for flow_path in shipped_flow_paths():

@@ -1,8 +1,9 @@
 """The team's shared real-speech fixtures: recordings in ``../shared/speech`` (sibling of the repo)."""
+
 from __future__ import annotations
 
 import csv
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def _resolve(name: str) -> Path:
     return matches[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def phone_recording(name: str) -> bytes:
     """The recording (file name, with or without extension) as 8 kHz mu-law, whole 160-byte frames."""
     return to_phone(read_audio(_resolve(name), _DECODE_RATE), _DECODE_RATE)

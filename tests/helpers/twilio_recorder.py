@@ -7,13 +7,15 @@ get Twilio's 400 / 21211 "not a valid phone number".
 
     async def test_x(twilio_recorder): ...      # fixture (import it into your conftest.py)
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
@@ -59,7 +61,7 @@ class TwilioRecorder:
         await asyncio.wait_for(wait(), timeout)
 
     # -- server ---------------------------------------------------------------------------
-    async def start(self) -> "TwilioRecorder":
+    async def start(self) -> TwilioRecorder:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -105,7 +107,7 @@ class TwilioRecorder:
                 return _error(400, 21602, "Message body is required.")
             return web.json_response(_message(account, rec.form), status=201)
         if rec.method == "POST" and resource.startswith("Calls/") and resource.endswith(".json"):
-            call_sid = resource[len("Calls/"):-len(".json")]
+            call_sid = resource[len("Calls/") : -len(".json")]
             if not call_sid.startswith("CA"):
                 return _error(404, 20404, "The requested resource was not found")
             return web.json_response(_call(account, call_sid), status=200)
@@ -113,24 +115,39 @@ class TwilioRecorder:
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
-    body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status}
+    body = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
 def _message(account: str, form: dict[str, str]) -> dict[str, Any]:
     return {
-        "sid": "SM" + secrets.token_hex(16), "account_sid": account, "to": form.get("To"),
-        "from": form.get("From"), "body": form.get("Body"), "status": "queued", "direction": "outbound-api",
-        "num_segments": "1", "api_version": "2010-04-01", "date_created": "Mon, 24 Nov 2025 12:00:00 +0000",
+        "sid": "SM" + secrets.token_hex(16),
+        "account_sid": account,
+        "to": form.get("To"),
+        "from": form.get("From"),
+        "body": form.get("Body"),
+        "status": "queued",
+        "direction": "outbound-api",
+        "num_segments": "1",
+        "api_version": "2010-04-01",
+        "date_created": "Mon, 24 Nov 2025 12:00:00 +0000",
         "uri": f"/2010-04-01/Accounts/{account}/Messages.json",
     }
 
 
 def _call(account: str, call_sid: str) -> dict[str, Any]:
     return {
-        "sid": call_sid, "account_sid": account, "status": "in-progress", "direction": "inbound",
-        "api_version": "2010-04-01", "uri": f"/2010-04-01/Accounts/{account}/Calls/{call_sid}.json",
+        "sid": call_sid,
+        "account_sid": account,
+        "status": "in-progress",
+        "direction": "inbound",
+        "api_version": "2010-04-01",
+        "uri": f"/2010-04-01/Accounts/{account}/Calls/{call_sid}.json",
     }
 
 

@@ -1,4 +1,5 @@
 """One Whisper model per test session, and real recordings routed through a phone line."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """AsrService: recognition off the event loop, bounded queue, clean cancellation."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,9 +41,7 @@ async def test_two_calls_are_transcribed_while_the_loop_stays_responsive(asr_tra
 
     tick = asyncio.create_task(ticker())
     try:
-        a, b = await asyncio.gather(
-            service.transcribe(phrase, "CA-one"), service.transcribe(sentence, "CA-two")
-        )
+        a, b = await asyncio.gather(service.transcribe(phrase, "CA-one"), service.transcribe(sentence, "CA-two"))
     finally:
         stop.set()
         await tick

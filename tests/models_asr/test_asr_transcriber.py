@@ -1,4 +1,5 @@
 """Both ASR paths on real recordings heard through an 8 kHz mu-law phone line."""
+
 from __future__ import annotations
 
 import jiwer

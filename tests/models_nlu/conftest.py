@@ -1,4 +1,5 @@
 """Shared NLU fixtures: the intent model trains once per test session (a fraction of a second)."""
+
 from __future__ import annotations
 
 import pytest

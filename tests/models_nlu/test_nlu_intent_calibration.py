@@ -3,6 +3,7 @@
 The held-out set (models/data/intents_heldout.yaml) is paraphrases plus out-of-scope chatter. A
 business intent returned for out-of-scope text counts as wrong, so confident answers to nonsense hurt.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """What a caller notices: the bot sends them where they asked to go, and asks when it is unsure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -95,10 +96,21 @@ def test_classify_rejects_non_text(classifier: IntentClassifier) -> None:
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ("yes", True), ("Yeah, that's right.", True), ("correct", True), ("yep please do", True),
-        ("absolutely", True), ("no", False), ("nope", False), ("that's wrong", False),
-        ("no, that's not right", False), ("that isn't correct", False), ("absolutely not", False),
-        ("not sure", None), ("", None), ("banana", None), ("yes... no wait", None),
+        ("yes", True),
+        ("Yeah, that's right.", True),
+        ("correct", True),
+        ("yep please do", True),
+        ("absolutely", True),
+        ("no", False),
+        ("nope", False),
+        ("that's wrong", False),
+        ("no, that's not right", False),
+        ("that isn't correct", False),
+        ("absolutely not", False),
+        ("not sure", None),
+        ("", None),
+        ("banana", None),
+        ("yes... no wait", None),
     ],
 )
 def test_parse_yes_no(text: str, expected: bool | None) -> None:

@@ -1,4 +1,5 @@
 """Regional wording is rewritten before intent detection, so local callers are understood."""
+
 from __future__ import annotations
 
 from pathlib import Path

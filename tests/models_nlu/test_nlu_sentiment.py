@@ -1,4 +1,5 @@
 """Angry callers are noticed (and escalated by the policy using ctx.frustration); calm ones are left alone."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Fixtures for the TTS tests: one Piper voice (and one Whisper model) per test session."""
+
 from __future__ import annotations
 
 import sys

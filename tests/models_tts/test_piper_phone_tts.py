@@ -1,4 +1,5 @@
 """Piper speech as a caller hears it: 8 kHz mu-law frames, streamed by sentence, cached, intelligible."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,12 +9,11 @@ import time
 import jiwer
 import numpy as np
 import pytest
+from tts_phone_checks import FRAME, frame_levels_dbfs, transcribe_phone
 
 from ivr.config import TtsConfig
 from models.speech_text import normalize_for_speech, split_sentences
 from models.tts import Synthesizer, TtsService
-
-from tts_phone_checks import FRAME, frame_levels_dbfs, transcribe_phone
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ async def test_stream_yields_first_sentence_before_the_last_is_synthesized(synth
     async for item in service.stream(REPLY):
         arrivals.append(time.monotonic())
         items.append(item)
-    runs = list(synth.timings)[-len(sentences):]
+    runs = list(synth.timings)[-len(sentences) :]
     assert [r.text for r in runs] == sentences  # one Piper run per sentence, in order
     assert len(items) == len(sentences)
     assert all(len(i) > 0 and len(i) % FRAME == 0 for i in items)
@@ -100,7 +100,7 @@ async def _synthesized_after_queue_drains(synth, service, since: int, sentences:
     The service has one worker and a FIFO queue, so a render queued now completes after everything before it.
     """
     await service.render(f"Queue flushed {since}.")
-    runs = list(synth.timings)[-(synth.synth_calls - since):]
+    runs = list(synth.timings)[-(synth.synth_calls - since) :]
     return [r.text for r in runs if r.text in sentences]
 
 

@@ -1,4 +1,5 @@
 """Text normalisation for Piper: what the caller hears for money, dates, times, phone numbers and ids."""
+
 from __future__ import annotations
 
 import pytest

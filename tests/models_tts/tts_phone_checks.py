@@ -1,4 +1,5 @@
 """Measurements shared by the TTS tests (a module of its own: conftest.py names clash across test folders)."""
+
 from __future__ import annotations
 
 import numpy as np

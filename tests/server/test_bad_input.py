@@ -1,5 +1,6 @@
 """Bad input from the carrier: each case is logged with the call id, counted, the record stays consistent,
 and the server keeps serving other calls."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,15 +41,25 @@ def media_msg(stream_sid: str, seq: int, payload: bytes = b"\xff" * 160) -> str:
             "event": "media",
             "sequenceNumber": str(seq),
             "streamSid": stream_sid,
-            "media": {"track": "inbound", "chunk": str(seq - 1), "timestamp": str(20 * seq),
-                      "payload": base64.b64encode(payload).decode()},
+            "media": {
+                "track": "inbound",
+                "chunk": str(seq - 1),
+                "timestamp": str(20 * seq),
+                "payload": base64.b64encode(payload).decode(),
+            },
         }
     )
 
 
 def stop_msg(call_sid: str, stream_sid: str, seq: int) -> str:
-    return json.dumps({"event": "stop", "sequenceNumber": str(seq), "streamSid": stream_sid,
-                       "stop": {"accountSid": "AC" + "0" * 32, "callSid": call_sid}})
+    return json.dumps(
+        {
+            "event": "stop",
+            "sequenceNumber": str(seq),
+            "streamSid": stream_sid,
+            "stop": {"accountSid": "AC" + "0" * 32, "callSid": call_sid},
+        }
+    )
 
 
 def error_count(server, kind: str) -> float:
@@ -72,7 +83,7 @@ async def send_raw(server, messages: list[str | bytes], *, stop: bool = True, ca
                 await ws.send_str(stop_msg(call_sid, stream_sid, 9999))
             try:
                 await asyncio.wait_for(ws.receive(), timeout=0.3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     return call_sid, stream_sid
 
@@ -82,7 +93,10 @@ async def send_raw(server, messages: list[str | bytes], *, stop: bool = True, ca
     [
         ("unknown_event", '{"event": "transcription", "sequenceNumber": "3", "streamSid": "{STREAM}"}'),
         ("invalid_json", '{"event": "media", "sequenceNumber": '),
-        ("bad_base64", '{"event": "media", "sequenceNumber": "3", "streamSid": "{STREAM}", "media": {"payload": "!!notbase64!!"}}'),
+        (
+            "bad_base64",
+            '{"event": "media", "sequenceNumber": "3", "streamSid": "{STREAM}", "media": {"payload": "!!notbase64!!"}}',
+        ),
         ("binary_frame", b"\x00\x01\x02"),
         ("out_of_order", "OUT_OF_ORDER"),
     ],
@@ -113,8 +127,9 @@ async def test_media_before_start_is_dropped_and_counted(start_server, caplog):
     server = await start_server()
     caplog.set_level(logging.WARNING, logger="ivr.session")
     before = error_count(server, "media_before_start")
-    call_sid, _ = await send_raw(server, [media_msg("{STREAM}", 1), start_msg("{CALL}", "{STREAM}", seq=2),
-                                          media_msg("{STREAM}", 3)])
+    call_sid, _ = await send_raw(
+        server, [media_msg("{STREAM}", 1), start_msg("{CALL}", "{STREAM}", seq=2), media_msg("{STREAM}", 3)]
+    )
     record = await server.wait_call_closed(call_sid)
     assert error_count(server, "media_before_start") == before + 1
     assert record["outcome"] == "silent"
@@ -151,8 +166,9 @@ async def test_a_10_mb_message_is_refused_and_other_calls_keep_flowing(start_ser
     healthy = SimulatedCaller(server.ws_url)
     healthy_task = asyncio.create_task(healthy.run([Pause(2.0)]))
     call_sid = "CA" + secrets.token_hex(16)
-    huge = json.dumps({"event": "media", "sequenceNumber": "2", "streamSid": "x",
-                       "media": {"payload": "A" * (10 * 1024 * 1024)}})
+    huge = json.dumps(
+        {"event": "media", "sequenceNumber": "2", "streamSid": "x", "media": {"payload": "A" * (10 * 1024 * 1024)}}
+    )
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(server.ws_url, max_msg_size=0) as ws:
             await ws.send_str(start_msg(call_sid, "MZ" + secrets.token_hex(16)))

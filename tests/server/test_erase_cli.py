@@ -1,4 +1,5 @@
 """GDPR erasure is a command: it removes a customer's calls and transcripts and leaves an audit entry."""
+
 from __future__ import annotations
 
 import json
@@ -18,14 +19,26 @@ def test_erase_command_deletes_the_customers_records_and_audits_it(tmp_path):
         storage.add_turn(sid, idx=0, channel="voice", text=f"my secret story {sid}")
         storage.add_event(sid, "utterance", {"duration_s": 1.0})
         storage.end_call(sid, reason="caller_hung_up", outcome="abandoned")
-    storage.add_escalation("CA1", trigger="legal", reason="Customer mentioned 'sue'", queue="general",
-                           priority=1, payload={"last_3_messages": ["my secret story CA1"]})
-    storage.add_callback(call_sid="CA2", customer_id="C1001", phone="+14155550100", token="t1",
-                         idempotency_key="CA2:callback")
+    storage.add_escalation(
+        "CA1",
+        trigger="legal",
+        reason="Customer mentioned 'sue'",
+        queue="general",
+        priority=1,
+        payload={"last_3_messages": ["my secret story CA1"]},
+    )
+    storage.add_callback(
+        call_sid="CA2", customer_id="C1001", phone="+14155550100", token="t1", idempotency_key="CA2:callback"
+    )
 
     env_db = {"IVR_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "ivr.cli", "erase", "--customer", "C1001", "--actor", "dpo@example"],
-                          capture_output=True, text=True, env=env_db, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ivr.cli", "erase", "--customer", "C1001", "--actor", "dpo@example"],
+        capture_output=True,
+        text=True,
+        env=env_db,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["erased"]["calls"] == 2
 

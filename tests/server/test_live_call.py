@@ -1,4 +1,5 @@
 """A real call through the real server over a real socket: endpointing, pacing, marks, clear, teardown."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,8 +7,8 @@ import statistics
 
 import pytest
 
-from tests.helpers.speech import phone_recording
 from telephony.simcaller import Pause, PlayAudio, SimulatedCaller, WaitForBot
+from tests.helpers.speech import phone_recording
 
 pytestmark = pytest.mark.slow
 

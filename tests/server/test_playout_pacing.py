@@ -1,4 +1,5 @@
 """Outbound pacing on virtual time: 160-byte frames at real-time pace with a small lead, marks, clear."""
+
 from __future__ import annotations
 
 import asyncio
@@ -111,9 +112,19 @@ async def test_marks_sent_before_a_clear_count_as_flushed_not_played():
 
 @pytest.mark.parametrize(
     ("heard", "backchannel"),
-    [("", True), ("Uh-huh.", True), ("Okay.", True), ("Mm-hmm", True), ("I see.", True), ("Yeah, right.", True),
-     ("Yes.", False), ("No.", False), ("Where is my parcel?", False), ("Okay, I want an agent.", False),
-     ("uh huh okay yeah", False)],
+    [
+        ("", True),
+        ("Uh-huh.", True),
+        ("Okay.", True),
+        ("Mm-hmm", True),
+        ("I see.", True),
+        ("Yeah, right.", True),
+        ("Yes.", False),
+        ("No.", False),
+        ("Where is my parcel?", False),
+        ("Okay, I want an agent.", False),
+        ("uh huh okay yeah", False),
+    ],
 )
 def test_backchannels_are_told_apart_from_answers(heard, backchannel):
     from ivr.session import is_backchannel

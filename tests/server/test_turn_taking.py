@@ -1,5 +1,6 @@
 """Turn-taking over the live server with real speech: transcripts, barge-in, backchannels, coughs,
 keep-alive prompts, and one call's ASR never stalling another call's audio."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,8 @@ import pytest
 
 from audio import mulaw
 from models.asr_text import normalize_transcript
-from tests.helpers.speech import phone_recording, transcript
 from telephony.simcaller import Pause, PlayAudio, SimulatedCaller, WaitForBot
+from tests.helpers.speech import phone_recording, transcript
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
 """The Twilio wire format, against the documented sample sequence Twilio sends."""
+
 from __future__ import annotations
 
 import base64
@@ -7,7 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from telephony.events import AudioIn, CallEnded, CallStarted, Clear, Connected, DtmfIn, Mark, MarkPlayed, PlayAudio, ProtocolError
+from telephony.events import (
+    AudioIn,
+    CallEnded,
+    CallStarted,
+    Clear,
+    Connected,
+    DtmfIn,
+    Mark,
+    MarkPlayed,
+    PlayAudio,
+    ProtocolError,
+)
 from telephony.twilio import TwilioSerializer
 
 SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "twilio-sample-sequence.json"
@@ -40,8 +52,16 @@ def test_documented_sequence_parses_into_typed_events(sample_messages):
 def test_outbound_messages_carry_stream_sid_and_exact_fields():
     ser = TwilioSerializer()
     media = json.loads(ser.serialize("MZ1", PlayAudio(b"\xff" * 160)))
-    assert media == {"event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}
-    assert json.loads(ser.serialize("MZ1", Mark("greeting"))) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "greeting"}}
+    assert media == {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"payload": base64.b64encode(b"\xff" * 160).decode()},
+    }
+    assert json.loads(ser.serialize("MZ1", Mark("greeting"))) == {
+        "event": "mark",
+        "streamSid": "MZ1",
+        "mark": {"name": "greeting"},
+    }
     assert json.loads(ser.serialize("MZ1", Clear())) == {"event": "clear", "streamSid": "MZ1"}
 
 

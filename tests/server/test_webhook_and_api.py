@@ -1,4 +1,5 @@
 """The voice webhook (signatures, TwiML), per-call stream tokens, the records API, health, metrics, drain."""
+
 from __future__ import annotations
 
 import asyncio
