@@ -14,9 +14,11 @@ COPY flows ./flows
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /var/lib/ivr --create-home ivr
 
-USER ivr
+# Numeric, so a runtime that checks for a non-root user (runAsNonRoot) can tell without the passwd file.
+USER 10001
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz').status == 200 else 1)"
+HEALTHCHECK --interval=10s --timeout=3s \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz').status == 200 else 1)"]
 # SIGTERM drains: /healthz turns 503, live calls run on up to IVR_DRAIN_DEADLINE_S, then the process exits.
 STOPSIGNAL SIGTERM
 CMD ["ivr", "serve"]

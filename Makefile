@@ -1,22 +1,30 @@
-# `make demo` and `make test` set themselves up: they create .venv and install the project once
-# (again only when pyproject.toml changes).
+# `make demo`, `make test` and `make check` set themselves up: they create .venv and install the project
+# with its test and dev tools once (again only when pyproject.toml changes).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all install test test-fast demo bench serve flows-test clean
+.PHONY: all install check test test-fast demo bench serve flows-test clean
 
 all: test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The quality gate: lint, format, types, the package rules (import contract), the Dockerfile.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -28,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/python -m ivr.demo
 
 bench: $(STAMP)
-	$(BIN)/ivr bench --out bench/results.json
+	$(BIN)/python -m bench --out bench/results.json
 
 serve: $(STAMP)
 	$(BIN)/ivr serve --insecure-dev

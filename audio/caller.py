@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from audio import mulaw
 from audio.endpoint import Endpointer, EndpointerConfig, EndpointEvent, SpeechEnded, SpeechStarted
@@ -25,6 +26,43 @@ class CallerAudioConfig:
     endpoint: EndpointerConfig = field(default_factory=EndpointerConfig)
     loudness_calibration_db: float = 87.0
     long_silence_s: float = 8.0
+
+
+class AudioConfig(BaseModel):
+    """`Settings.audio` (``IVR_AUDIO__...``): the caller audio chain, barge-in and outbound pacing."""
+
+    vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode; 3 rejects most noise")
+    endpoint_silence_ms: int = Field(
+        400,
+        ge=100,
+        description="trailing silence that ends an utterance; 400 ms splits no test recording (`make bench`)",
+    )
+    min_speech_ms: int = Field(200, ge=20, description="shorter voiced bursts (clicks, coughs) are not utterances")
+    speech_start_ms: int = Field(60, ge=20, description="voiced time needed before speech counts as started")
+    max_utterance_s: float = Field(30.0, gt=0, description="an utterance is cut and transcribed at this length")
+    long_silence_s: float = Field(8.0, gt=0, description="caller silence that triggers a keep-alive prompt")
+    loudness_calibration_db: float = Field(
+        87.0, description="estimated SPL = dBFS + this; maps nominal phone speech to ~62 dB SPL (audio/loudness.py)"
+    )
+    shouting_spl_db: float = Field(78.0, description="estimated SPL above which a caller counts as shouting")
+    barge_in_ms: int = Field(200, ge=20, description="sustained caller speech that interrupts bot playback")
+    outbound_lead_ms: int = Field(
+        100, ge=20, description="how far ahead of real time outbound audio is sent; small so `clear` stays quick"
+    )
+
+    def caller_audio(self) -> CallerAudioConfig:
+        """The part of this configuration that `CallerAudio` runs on."""
+        return CallerAudioConfig(
+            vad_aggressiveness=self.vad_aggressiveness,
+            endpoint=EndpointerConfig(
+                speech_start_ms=self.speech_start_ms,
+                silence_ms=self.endpoint_silence_ms,
+                min_speech_ms=self.min_speech_ms,
+                max_utterance_s=self.max_utterance_s,
+            ),
+            loudness_calibration_db=self.loudness_calibration_db,
+            long_silence_s=self.long_silence_s,
+        )
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class SpeechDiscarded:
     voiced_ms: int
 
 
-EndpointEvent = Union[SpeechStarted, SpeechEnded, SpeechDiscarded]
+EndpointEvent: TypeAlias = SpeechStarted | SpeechEnded | SpeechDiscarded
 
 
 class _Run:

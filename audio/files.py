@@ -22,12 +22,14 @@ def read_audio(path: PathLike, sample_rate: int) -> np.ndarray:
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"no audio file at {path}")
-    return decode_audio(str(path), sampling_rate=sample_rate).astype(np.float32, copy=False)
+    decoded: np.ndarray = decode_audio(str(path), sampling_rate=sample_rate)
+    return decoded.astype(np.float32, copy=False)
 
 
 def float_to_int16(x: np.ndarray) -> np.ndarray:
     """float [-1, 1] -> int16, clipping what is beyond full scale (as a phone line's codec would)."""
-    return np.clip(np.rint(np.asarray(x, dtype=np.float32) * 32768.0), -32768, 32767).astype(np.int16)
+    out: np.ndarray = np.clip(np.rint(np.asarray(x, dtype=np.float32) * 32768.0), -32768, 32767).astype(np.int16)
+    return out
 
 
 def to_phone(x: np.ndarray, src_rate: int) -> bytes:

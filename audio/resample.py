@@ -36,7 +36,8 @@ def resample(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
         return x.copy()
     if x.size == 0:
         return np.zeros(0, dtype=x.dtype)
-    return soxr.resample(x, src_rate, dst_rate, quality=QUALITY)
+    out: np.ndarray = soxr.resample(x, src_rate, dst_rate, quality=QUALITY)
+    return out
 
 
 class StreamResampler:
@@ -72,7 +73,8 @@ class StreamResampler:
             raise TypeError(f"this stream resamples {self.dtype}, got {chunk.dtype}")
         if self._stream is None:
             return chunk.copy()
-        return self._stream.resample_chunk(chunk, last=False)
+        out: np.ndarray = self._stream.resample_chunk(chunk, last=False)
+        return out
 
     def flush(self) -> np.ndarray:
         """End of stream: return the samples still held in the filter. Later calls return nothing."""
@@ -80,4 +82,5 @@ class StreamResampler:
             self._flushed = True
             return self._empty
         self._flushed = True
-        return self._stream.resample_chunk(self._empty, last=True)
+        tail: np.ndarray = self._stream.resample_chunk(self._empty, last=True)
+        return tail

@@ -31,4 +31,4 @@ class Vad:
                 f"VAD frame must be 10, 20 or 30 ms at {self.sample_rate} Hz "
                 f"({sorted(self._lengths)} samples), got {len(frame)} samples"
             )
-        return self._vad.is_speech(frame.tobytes(), self.sample_rate)
+        return bool(self._vad.is_speech(frame.tobytes(), self.sample_rate))

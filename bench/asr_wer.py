@@ -27,8 +27,7 @@ sys.path.insert(0, str(ROOT))
 from audio import mulaw  # noqa: E402
 from audio.files import read_audio, to_phone  # noqa: E402
 from audio.resample import resample  # noqa: E402
-from ivr.config import AsrConfig  # noqa: E402
-from models.asr import FAST_PAD_S, Transcriber  # noqa: E402
+from models.asr import FAST_PAD_S, AsrConfig, Transcriber  # noqa: E402
 from models.asr_text import normalize_transcript  # noqa: E402
 
 SPEECH_DIR = ROOT.parent / "shared" / "speech"

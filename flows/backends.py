@@ -15,18 +15,15 @@ import hashlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flows.context import Customer
 from flows.gateway import (
     BackendBadResponse,
     BackendBadStatus,
@@ -34,11 +31,21 @@ from flows.gateway import (
     BackendTimeout,
     BackendUnavailable,
 )
-from flows.identity import match_key, normalise_phone
-from ivr.config import BackendConfig
+from flows.identity import normalise_phone
 
 MAX_RESPONSE_BYTES = 1_000_000  # a CRM answer is a few kB; more is a broken backend, not data
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class BackendConfig(BaseModel):
+    """One entry of `Settings.backends` (``IVR_BACKENDS__CRM__BASE_URL=...``)."""
+
+    base_url: str
+    timeout_s: float = Field(2.0, gt=0, description="hard budget per request, never the 15 s that causes avalanches")
+    retries: int = Field(2, ge=0, description="retries for idempotent calls")
+    backoff_s: float = 0.05
+    breaker_failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
+    breaker_reset_s: float = 30.0
 
 
 # --- request parameters (checked before anything is sent) ---------------------------------
@@ -153,124 +160,77 @@ OPERATIONS: dict[str, dict[str, Operation]] = {"crm": CRM_OPERATIONS}
 
 # --- metrics --------------------------------------------------------------------------------
 
-
-@dataclass
-class _Latency:
-    count: int = 0
-    total_s: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-
-    def observe(self, seconds: float) -> None:
-        self.count += 1
-        self.total_s += seconds
-        self.recent.append(seconds)
-        for i, bound in enumerate(LATENCY_BUCKETS_S):
-            if seconds <= bound:
-                self.buckets[i] += 1
-
-    def quantile(self, q: float) -> float | None:
-        if not self.recent:
-            return None
-        ordered = sorted(self.recent)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+OK_KINDS = ("ok", "not_found")  # outcomes that are answers; every other kind is an error
 
 
 class BackendMetrics:
-    """Counts per (backend, operation, kind) and latencies of backend calls.
+    """Backend calls on `prometheus_client`, registered on the registry given (the server's, for /metrics).
 
-    kind is "ok", "not_found" or an error kind (timeout, unavailable, bad_status, bad_response).
-    Pass the app's `CollectorRegistry` to have these exported on its /metrics.
+    ivr_backend_requests_total{backend,operation,kind}  calls by outcome: "ok", "not_found" or an error kind
+    ivr_backend_errors_total{backend,operation,kind}    the failed ones (timeout, unavailable, bad_status, ...)
+    ivr_backend_attempts_total{backend,operation}       HTTP requests sent, retries included
+    ivr_backend_latency_seconds{backend,operation}      histogram of call latency, retries included
+    ivr_backend_circuit_open{backend}                   1 while the backend's circuit is open
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self._calls: dict[tuple[str, str, str], int] = {}
-        self._attempts: dict[tuple[str, str], int] = {}
-        self._latency: dict[tuple[str, str], _Latency] = {}
-        self._circuit_open: dict[str, bool] = {}
-        if registry is not None:
-            registry.register(_Collector(self))
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "ivr_backend_requests", "Backend calls by outcome kind", ["backend", "operation", "kind"], registry=r
+        )
+        self.errors = Counter(
+            "ivr_backend_errors", "Failed backend calls by error kind", ["backend", "operation", "kind"], registry=r
+        )
+        self.attempts_sent = Counter(
+            "ivr_backend_attempts",
+            "HTTP requests sent to backends, retries included",
+            ["backend", "operation"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "ivr_backend_latency_seconds",
+            "Backend call latency, retries included",
+            ["backend", "operation"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "ivr_backend_circuit_open", "1 while a backend's circuit is open", ["backend"], registry=r
+        )
 
     def record_call(self, backend: str, operation: str, kind: str, latency_s: float) -> None:
-        key = (backend, operation, kind)
-        self._calls[key] = self._calls.get(key, 0) + 1
-        self._latency.setdefault((backend, operation), _Latency()).observe(latency_s)
+        self.requests.labels(backend, operation, kind).inc()
+        if kind not in OK_KINDS:
+            self.errors.labels(backend, operation, kind).inc()
+        self.latency.labels(backend, operation).observe(latency_s)
 
     def record_attempt(self, backend: str, operation: str) -> None:
         """One HTTP request sent (a call with retries makes several)."""
-        key = (backend, operation)
-        self._attempts[key] = self._attempts.get(key, 0) + 1
+        self.attempts_sent.labels(backend, operation).inc()
 
     def set_circuit_open(self, backend: str, is_open: bool) -> None:
-        self._circuit_open[backend] = is_open
+        self.circuit_open.labels(backend).set(1.0 if is_open else 0.0)
 
     def count(self, backend: str, operation: str, kind: str | None = None) -> int:
-        """Calls with that outcome kind, or all calls when kind is None."""
-        return sum(n for (b, o, k), n in self._calls.items() if b == backend and o == operation and kind in (None, k))
+        """Calls with that outcome kind, or all calls when kind is None (read back from the registry)."""
+        total = 0.0
+        for family in self.requests.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if (
+                    sample.name == "ivr_backend_requests_total"
+                    and (labels["backend"], labels["operation"]) == (backend, operation)
+                    and kind in (None, labels["kind"])
+                ):
+                    total += sample.value
+        return int(total)
 
     def attempts(self, backend: str, operation: str) -> int:
-        return self._attempts.get((backend, operation), 0)
-
-    def snapshot(self) -> dict[str, Any]:
-        ops: dict[str, Any] = {}
-        for (backend, operation), lat in sorted(self._latency.items()):
-            name = f"{backend}.{operation}"
-            kinds = {k: n for (b, o, k), n in self._calls.items() if (b, o) == (backend, operation)}
-            p50, p95 = lat.quantile(0.5), lat.quantile(0.95)
-            ops[name] = {
-                "requests": lat.count,
-                "attempts": self._attempts.get((backend, operation), 0),
-                "by_kind": dict(sorted(kinds.items())),
-                "errors": sum(n for k, n in kinds.items() if k not in ("ok", "not_found")),
-                "latency_ms": {
-                    "mean": round(1000 * lat.total_s / lat.count, 1),
-                    "p50": None if p50 is None else round(1000 * p50, 1),
-                    "p95": None if p95 is None else round(1000 * p95, 1),
-                },
-            }
-        return {"operations": ops, "circuit_open": dict(sorted(self._circuit_open.items()))}
-
-    def prometheus_lines(self) -> list[str]:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(self))
-        return generate_latest(registry).decode("utf-8").splitlines()
-
-
-class _Collector:
-    """Exports BackendMetrics' own counters, so there is one source of truth."""
-
-    def __init__(self, metrics: BackendMetrics) -> None:
-        self._m = metrics
-
-    def collect(self):  # noqa: ANN201 - prometheus_client collector protocol
-        m = self._m
-        calls = CounterMetricFamily(
-            "ivr_backend_requests", "Backend calls by outcome kind", labels=["backend", "operation", "kind"]
+        value = self.registry.get_sample_value(
+            "ivr_backend_attempts_total", {"backend": backend, "operation": operation}
         )
-        errors = CounterMetricFamily(
-            "ivr_backend_errors", "Failed backend calls by error kind", labels=["backend", "operation", "kind"]
-        )
-        for (backend, operation, kind), n in sorted(m._calls.items()):
-            calls.add_metric([backend, operation, kind], n)
-            if kind not in ("ok", "not_found"):
-                errors.add_metric([backend, operation, kind], n)
-        attempts = CounterMetricFamily(
-            "ivr_backend_attempts", "HTTP requests sent to backends, retries included", labels=["backend", "operation"]
-        )
-        for (backend, operation), n in sorted(m._attempts.items()):
-            attempts.add_metric([backend, operation], n)
-        latency = HistogramMetricFamily(
-            "ivr_backend_latency_seconds", "Backend call latency, retries included", labels=["backend", "operation"]
-        )
-        for (backend, operation), lat in sorted(m._latency.items()):
-            buckets = [(str(b), n) for b, n in zip(LATENCY_BUCKETS_S, lat.buckets)] + [("+Inf", lat.count)]
-            latency.add_metric([backend, operation], buckets, lat.total_s)
-        circuit = GaugeMetricFamily(
-            "ivr_backend_circuit_open", "1 while a backend's circuit is open", labels=["backend"]
-        )
-        for backend, is_open in sorted(m._circuit_open.items()):
-            circuit.add_metric([backend], 1.0 if is_open else 0.0)
-        yield from (calls, errors, attempts, latency, circuit)
+        return int(value or 0)
 
 
 # --- circuit breaker ------------------------------------------------------------------------
@@ -556,7 +516,9 @@ class HttpBackendGateway:
         except _TooLarge:
             raise _BreakerFailure(BackendBadResponse(backend, operation, "response too large")) from None
         except aiohttp.ClientError as exc:
-            raise _Retryable(BackendUnavailable(backend, operation, f"connection failed: {type(exc).__name__}: {exc}"))
+            raise _Retryable(
+                BackendUnavailable(backend, operation, f"connection failed: {type(exc).__name__}: {exc}")
+            ) from exc
         if status >= 500 or status == 429:
             raise _Retryable(_bad_status(backend, operation, status))
         if status == 404 and op.not_found_ok and _is_json_object(body):
@@ -609,40 +571,3 @@ def _derived_idempotency_key(call_sid: str, backend: str, operation: str, params
     # timeout, the backend applies it once. Pass params["idempotency_key"] to choose otherwise.
     canonical = json.dumps(params.model_dump(exclude={"idempotency_key"}), sort_keys=True)
     return hashlib.sha256(f"{call_sid}|{backend}|{operation}|{canonical}".encode()).hexdigest()
-
-
-def customer_from_result(result: dict[str, Any], *, phone: str | None = None) -> Customer | None:
-    """A `crm.customer_by_phone` result as a `Customer`; None when the customer was not found.
-
-    `phone` (the caller ID used for the lookup) fills phone_e164 if the backend did not send one.
-    The match key is that of the phone number, else of the email.
-    """
-    if result.get("found") is False:
-        return None
-    data = CustomerResult.model_validate(result)
-    phone_e164 = data.phone
-    if phone_e164 is None and phone:
-        try:
-            phone_e164 = normalise_phone(phone)
-        except ValueError:
-            phone_e164 = None
-    key = None
-    for value in (phone_e164, data.email):
-        if value:
-            try:
-                key = match_key(value)
-                break
-            except ValueError:
-                continue
-    return Customer(
-        customer_id=data.customer_id,
-        name=data.name,
-        phone_e164=phone_e164,
-        email=data.email,
-        match_key=key,
-        lifetime_value=data.lifetime_value,
-        tier=data.tier,
-        preferred_channel=data.preferred_channel,
-        orders=[o.model_dump() for o in data.orders],
-        tickets=[t.model_dump() for t in data.tickets],
-    )

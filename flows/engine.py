@@ -15,13 +15,14 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say
 from flows.context import CallContext, Customer, Turn
 from flows.gateway import BackendBadResponse, BackendError, BackendGateway, BackendTimeout
+from flows.identity import customer_from_result
 from flows.schema import (
     BranchStep,
     CollectStep,
@@ -35,8 +36,10 @@ from flows.schema import (
     MenuOption,
     MenuStep,
     SayStep,
+    Step,
     Template,
 )
+from models.intent import IntentResult
 
 STATE_KEY = "flow_state"
 _MAX_HOPS = 100  # steps entered without caller input: a loop in the flow graph, not a real call
@@ -53,10 +56,9 @@ class CallerInput:
 class Nlu(Protocol):
     """What the engine needs from language understanding. Either method may be sync or async."""
 
-    def classify(self, text: str) -> Any:  # IntentResult-like: .intent, .confidence, .alternatives
-        ...
+    def classify(self, text: str) -> IntentResult | Awaitable[IntentResult]: ...
 
-    def yes_no(self, text: str) -> bool | None: ...
+    def yes_no(self, text: str) -> bool | None | Awaitable[bool | None]: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,26 @@ class Understanding:
     intent: str
     confidence: float
     ranked: tuple[tuple[str, float], ...]  # best first, top intent included
+
+
+@dataclass(frozen=True)
+class PendingValue:
+    """A collected value awaiting the caller's confirmation. PCI: only its length and last four digits."""
+
+    value: str = ""
+    count: int = 0
+    last4: str = ""
+
+
+@dataclass(frozen=True)
+class Clarification:
+    """The intents offered when the classifier was unsure, best first, and how unsure it was."""
+
+    guesses: tuple[str, ...]
+    confidence: float | None
+
+
+BackendResult = dict[str, Any]  # a backend's JSON object, as `BackendGateway.call` returns it
 
 
 @dataclass
@@ -76,12 +98,12 @@ class FlowState:
     done: bool = False
     no_input: int = 0
     no_match: int = 0
-    pending_value: dict[str, Any] | None = None  # collected, awaiting confirmation (pci: count and last4 only)
-    clarify: dict[str, Any] | None = None
+    pending_value: PendingValue | None = None
+    clarify: Clarification | None = None
     callback_reason: str | None = None
     callback_trigger: str | None = None
-    lookups: dict[str, Any] = field(default_factory=dict)
-    last_lookup: Any = None
+    lookups: dict[str, BackendResult] = field(default_factory=dict)  # by the lookup step's `save_as`
+    last_lookup: BackendResult | None = None
     pending_resolution: str | None = None
     goto: tuple[str, tuple[str, Understanding | None] | None] | None = None
     understood: bool = True
@@ -191,7 +213,7 @@ def _words(text: str) -> str:
 def customer_view(customer: Customer | None) -> dict[str, Any]:
     if customer is None:
         return {"known": False, "has_order_in_transit": False, "orders": [], "tickets": []}
-    view = {name: getattr(customer, name) for name in Customer.__slots__}  # type: ignore[attr-defined]
+    view = {name: getattr(customer, name) for name in Customer.__slots__}
     view["known"] = True
     view["first_name"] = (customer.name or "").split(" ")[0]
     view["has_order_in_transit"] = any(o.get("status") == "in_transit" for o in customer.orders if isinstance(o, dict))
@@ -205,30 +227,6 @@ def current_order(customer: Customer | None) -> dict[str, Any] | None:
         return None
     orders = [o for o in customer.orders if isinstance(o, dict)]
     return next((o for o in orders if o.get("status") == "in_transit"), orders[0] if orders else None)
-
-
-def customer_from(result: dict[str, Any], caller: str | None) -> Customer:
-    if not result.get("customer_id"):
-        raise ValueError("customer record without customer_id")
-
-    def as_list(value: Any) -> list[Any]:
-        return list(value) if isinstance(value, list) else []
-
-    try:
-        ltv = float(result.get("lifetime_value") or 0.0)
-    except (TypeError, ValueError):
-        ltv = 0.0
-    return Customer(
-        customer_id=str(result["customer_id"]),
-        name=str(result.get("name") or ""),
-        phone_e164=result.get("phone_e164") or caller,
-        email=result.get("email"),
-        lifetime_value=ltv,
-        tier=str(result.get("tier") or "standard"),
-        preferred_channel=str(result.get("preferred_channel") or "voice"),
-        orders=[o for o in as_list(result.get("orders")) if isinstance(o, dict)],
-        tickets=as_list(result.get("tickets")),
-    )
 
 
 class FlowEngine:
@@ -318,23 +316,11 @@ class FlowEngine:
 
     async def _classify(self, text: str) -> Understanding:
         res = self.nlu.classify(text)
-        if inspect.isawaitable(res):
-            res = await res
-        intent = getattr(res, "intent", None) if not isinstance(res, dict) else res.get("intent")
-        conf = getattr(res, "confidence", None) if not isinstance(res, dict) else res.get("confidence")
-        alts = getattr(res, "alternatives", None) if not isinstance(res, dict) else res.get("alternatives")
-        ranked: list[tuple[str, float]] = [(str(intent), float(conf or 0.0))]
-        for alt in alts or []:
-            if isinstance(alt, (tuple, list)) and len(alt) >= 2:
-                name, score = alt[0], alt[1]
-            elif isinstance(alt, dict):
-                name, score = alt.get("intent"), alt.get("confidence", 0.0)
-            else:
-                name, score = getattr(alt, "intent", None), getattr(alt, "confidence", 0.0)
-            if name and name != intent:
-                ranked.append((str(name), float(score or 0.0)))
+        result = await res if inspect.isawaitable(res) else res
+        ranked = [(result.intent, float(result.confidence))]
+        ranked += [(name, float(score)) for name, score in result.alternatives if name and name != result.intent]
         ranked.sort(key=lambda kv: kv[1], reverse=True)
-        return Understanding(str(intent), float(conf or 0.0), tuple(ranked))
+        return Understanding(result.intent, float(result.confidence), tuple(ranked))
 
     async def _yes_no(self, inp: CallerInput) -> bool | None:
         if inp.kind == "dtmf":
@@ -343,9 +329,7 @@ class FlowEngine:
         if inp.kind != "speech" or not inp.text.strip():
             return None
         res = self.nlu.yes_no(inp.text)
-        if inspect.isawaitable(res):
-            res = await res
-        return res
+        return await res if inspect.isawaitable(res) else res
 
     def _namespace(self, ctx: CallContext, st: FlowState, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         ns: dict[str, Any] = dict(st.lookups)
@@ -419,14 +403,14 @@ class FlowEngine:
 
     # ------------------------------------------------------------ asking
 
-    async def _ask(self, ctx: CallContext, st: FlowState, step: Any) -> AsyncIterator[Action]:
+    async def _ask(self, ctx: CallContext, st: FlowState, step: Step) -> AsyncIterator[Action]:
         """(Re)ask whatever the call is waiting for."""
         if st.waiting == "callback":
             yield Say(self.flow.prompt_text("_callback_question"), prompt_id="_callback_question")
             yield Listen("both", max_digits=1, finish_on="")
             return
         if st.waiting == "clarify" and st.clarify:
-            first, *rest = [self.flow.intent_label(i) for i in st.clarify["guesses"]]
+            first, *rest = [self.flow.intent_label(i) for i in st.clarify.guesses]
             pid = "_clarify" if rest else "_clarify_one"
             say = self._say(ctx, st, prompt=pid, extra={"first": first, "second": rest[0] if rest else ""})
             assert say is not None
@@ -436,9 +420,9 @@ class FlowEngine:
         if st.waiting == "confirm_value" and isinstance(step, CollectStep) and st.pending_value:
             pv = st.pending_value
             if step.pci:
-                say = self._say(ctx, st, prompt=step.confirm_prompt or "_confirm_count", extra={"count": pv["count"]})
+                say = self._say(ctx, st, prompt=step.confirm_prompt or "_confirm_count", extra={"count": pv.count})
             else:
-                readback = " ".join(pv["value"]) if step.value in ("digits", "alnum") else pv["value"]
+                readback = " ".join(pv.value) if step.value in ("digits", "alnum") else pv.value
                 say = self._say(ctx, st, prompt=step.confirm_prompt or "_confirm_value", extra={"value": readback})
             assert say is not None
             yield say
@@ -467,7 +451,7 @@ class FlowEngine:
         elif isinstance(step, ConfirmStep):
             yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
 
-    async def _no_input(self, ctx: CallContext, st: FlowState, step: Any) -> AsyncIterator[Action]:
+    async def _no_input(self, ctx: CallContext, st: FlowState, step: Step) -> AsyncIterator[Action]:
         st.no_input += 1
         policy = self.flow.no_input
         if st.no_input <= policy.reprompts:
@@ -484,7 +468,7 @@ class FlowEngine:
             yield self._hangup(ctx, st, "no input")
 
     async def _no_match(
-        self, ctx: CallContext, st: FlowState, step: Any, prompt: str = "_no_match", guess: Understanding | None = None
+        self, ctx: CallContext, st: FlowState, step: Step, prompt: str = "_no_match", guess: Understanding | None = None
     ) -> AsyncIterator[Action]:
         st.understood = False
         st.no_match += 1
@@ -508,7 +492,7 @@ class FlowEngine:
     # ------------------------------------------------------------ input
 
     async def _dispatch(
-        self, ctx: CallContext, st: FlowState, step: Any, inp: CallerInput, und: Understanding | None, pci: bool
+        self, ctx: CallContext, st: FlowState, step: Step, inp: CallerInput, und: Understanding | None, pci: bool
     ) -> AsyncIterator[Action]:
         st.goto = None
         if inp.kind == "silence":
@@ -542,9 +526,9 @@ class FlowEngine:
             # The session stopped reading our actions mid-step (caller hung up or barged in during a lookup):
             # run the step again rather than leave the caller in silence.
             self.log.warning("call %s: input while step %s was unfinished; running it again", ctx.call_sid, st.step)
-            handler = self._enter(ctx, st, st.step, None) if st.step else None
-            if handler is None:
+            if st.step is None:
                 return
+            handler = self._enter(ctx, st, st.step, None)
         async for a in handler:
             yield a
         if st.goto is not None:
@@ -553,7 +537,7 @@ class FlowEngine:
             async for a in self._enter(ctx, st, target, utterance):
                 yield a
 
-    async def _answers_question(self, st: FlowState, step: Any, inp: CallerInput) -> bool:
+    async def _answers_question(self, st: FlowState, step: Step, inp: CallerInput) -> bool:
         """A plain answer to what was asked ("B two zero zero one", "yes") is never a request for a person,
         whatever the intent model makes of it."""
         if st.waiting in ("confirm_value", "callback") or (st.waiting == "input" and isinstance(step, ConfirmStep)):
@@ -650,7 +634,7 @@ class FlowEngine:
             return
         guesses = [intent for intent, _ in und.ranked[:2]]
         ctx.clarifications += 1
-        st.clarify = {"guesses": guesses, "confidence": und.confidence}
+        st.clarify = Clarification(tuple(guesses), und.confidence)
         st.waiting = "clarify"
         self.log.info("call %s: clarifying between %s (confidence %.2f)", ctx.call_sid, guesses, und.confidence)
         async for a in self._ask(ctx, st, step):
@@ -659,8 +643,8 @@ class FlowEngine:
     async def _on_clarify_answer(
         self, ctx: CallContext, st: FlowState, step: IntentStep, inp: CallerInput, und: Understanding | None
     ) -> AsyncIterator[Action]:
-        clarify = st.clarify or {"guesses": [], "confidence": None}
-        guesses: list[str] = clarify["guesses"]
+        clarify = st.clarify or Clarification((), None)
+        guesses = list(clarify.guesses)
         choice: str | None = None
         if (
             und is not None
@@ -683,9 +667,7 @@ class FlowEngine:
         if und is not None and und.intent in guesses:
             guess = und.intent
         yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
-        yield self._escalate(
-            ctx, st, "low confidence after clarification", "low_confidence", guess, clarify["confidence"]
-        )
+        yield self._escalate(ctx, st, "low confidence after clarification", "low_confidence", guess, clarify.confidence)
 
     async def _pick_guess(self, inp: CallerInput, guesses: list[str]) -> str | None:
         """'the first one', 'the delivery problem', or yes to a single guess."""
@@ -746,7 +728,7 @@ class FlowEngine:
             async for a in self._no_match(ctx, st, step, prompt=step.invalid_prompt or "_invalid_value"):
                 yield a
             return
-        pending = {"count": len(value), "last4": value[-4:]} if pci else {"value": value}
+        pending = PendingValue(count=len(value), last4=value[-4:]) if pci else PendingValue(value=value)
         if not step.confirm:
             self._commit(ctx, step, pending)
             st.goto = (step.next, None)
@@ -755,13 +737,13 @@ class FlowEngine:
         async for a in self._ask(ctx, st, step):
             yield a
 
-    def _commit(self, ctx: CallContext, step: CollectStep, pending: dict[str, Any]) -> None:
+    def _commit(self, ctx: CallContext, step: CollectStep, pending: PendingValue) -> None:
         if step.pci:
-            ctx.slots[step.slot] = f"[withheld: {pending['count']} digits]"
+            ctx.slots[step.slot] = f"[withheld: {pending.count} digits]"
             if step.keep_last4:
-                ctx.slots[f"{step.slot}_last4"] = pending["last4"]
+                ctx.slots[f"{step.slot}_last4"] = pending.last4
         else:
-            ctx.slots[step.slot] = pending["value"]
+            ctx.slots[step.slot] = pending.value
 
     async def _on_value_confirmation(
         self, ctx: CallContext, st: FlowState, step: CollectStep, inp: CallerInput, pci: bool
@@ -802,7 +784,7 @@ class FlowEngine:
         st.goto = (step.on_yes if answer else step.on_no, None)
 
     async def _on_callback_answer(
-        self, ctx: CallContext, st: FlowState, step: Any, inp: CallerInput
+        self, ctx: CallContext, st: FlowState, step: Step, inp: CallerInput
     ) -> AsyncIterator[Action]:
         answer = await self._yes_no(inp)
         if answer is None:
@@ -906,9 +888,12 @@ class FlowEngine:
                 raise BackendBadResponse(step.backend, step.operation, f"result lacks {', '.join(missing)}")
             if step.sets_customer:
                 try:
-                    ctx.customer = customer_from(result, ctx.caller)
+                    customer = customer_from_result(result, phone=ctx.caller)
                 except ValueError as exc:
                     raise BackendBadResponse(step.backend, step.operation, str(exc)) from None
+                if customer is None:
+                    raise BackendBadResponse(step.backend, step.operation, "no customer in the result")
+                ctx.customer = customer
         except BackendError as exc:
             ctx.backend_failures += 1
             timeout = isinstance(exc, BackendTimeout)

@@ -35,14 +35,14 @@ class FlowValidationError(ValueError):
         super().__init__("\n".join(str(i) for i in issues))
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A YAML mapping that remembers the line (1-based) of itself and of each key."""
 
     line: int = 0
     key_lines: dict[Any, int]
 
 
-class LineList(list):
+class LineList(list[Any]):
     line: int = 0
     item_lines: list[int]
 
@@ -50,7 +50,7 @@ class LineList(list):
 class LineLoader(yaml.SafeLoader):
     """SafeLoader that records where each mapping, key and list item starts."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
         self.flatten_mapping(node)
         out = LineDict()
         out.line = node.start_mark.line + 1
@@ -69,7 +69,7 @@ class LineLoader(yaml.SafeLoader):
             out.key_lines[key] = key_node.start_mark.line + 1
         return out
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:  # type: ignore[override]
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:
         out = LineList(self.construct_object(child, deep=True) for child in node.value)
         out.line = node.start_mark.line + 1
         out.item_lines = [child.start_mark.line + 1 for child in node.value]

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Industry = Literal["general", "ecommerce", "telecom", "finance", "healthcare"]
+from models.intent import Industry, answer_threshold
 
 KNOWN_INTENTS: tuple[str, ...] = (
     "track_order",
@@ -147,27 +147,27 @@ class Condition:
         self._i += 1
         return tok
 
-    def _or(self) -> tuple:
+    def _or(self) -> tuple[Any, ...]:
         node = self._and()
         while self._peek() == ("kw", "or"):
             self._take()
             node = ("or", node, self._and())
         return node
 
-    def _and(self) -> tuple:
+    def _and(self) -> tuple[Any, ...]:
         node = self._not()
         while self._peek() == ("kw", "and"):
             self._take()
             node = ("and", node, self._not())
         return node
 
-    def _not(self) -> tuple:
+    def _not(self) -> tuple[Any, ...]:
         if self._peek() == ("kw", "not"):
             self._take()
             return ("not", self._not())
         return self._cmp()
 
-    def _cmp(self) -> tuple:
+    def _cmp(self) -> tuple[Any, ...]:
         left = self._atom()
         tok = self._peek()
         if tok and ((tok[0] == "op" and tok[1] not in "()") or tok == ("kw", "in")):
@@ -178,7 +178,7 @@ class Condition:
             return ("not", ("cmp", "in", left, self._atom()))
         return left
 
-    def _atom(self) -> tuple:
+    def _atom(self) -> tuple[Any, ...]:
         kind, val = self._take()
         if (kind, val) == ("op", "("):
             node = self._or()
@@ -194,7 +194,7 @@ class Condition:
     def paths(self) -> list[str]:
         out: list[str] = []
 
-        def walk(node: tuple) -> None:
+        def walk(node: tuple[Any, ...]) -> None:
             if node[0] == "path":
                 out.append(node[1])
             else:
@@ -208,7 +208,7 @@ class Condition:
     def evaluate(self, namespace: dict[str, Any]) -> bool:
         return bool(self._eval(self.tree, namespace))
 
-    def _eval(self, node: tuple, ns: dict[str, Any]) -> Any:
+    def _eval(self, node: tuple[Any, ...], ns: dict[str, Any]) -> Any:
         op = node[0]
         if op == "lit":
             return node[1]
@@ -506,7 +506,7 @@ class Flow(_Model):
     @property
     def answer_threshold(self) -> float:
         """Intent confidence this flow's industry needs to act without clarifying."""
-        return 0.92 if self.industry in ("finance", "healthcare") else 0.85
+        return answer_threshold(self.industry)
 
     def prompt_text(self, prompt_id: str) -> str:
         return self.prompts.get(prompt_id) or DEFAULT_PROMPTS[prompt_id]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from flows.engine import CallerInput, FlowEngine, Nlu
 from flows.gateway import BackendBadStatus, BackendTimeout, BackendUnavailable
 from flows.loader import FlowIssue, FlowValidationError, LineDict, line_of, load_flow_file, load_yaml
 from flows.schema import Flow
+from models.intent import IntentResult
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 BEHAVIOURS = ("slow", "fail", "unavailable", "garbage")
@@ -74,8 +76,11 @@ class ModelNlu:
         self.classifier = classifier
         self.region = region
 
-    def classify(self, text: str) -> Any:
-        return self.classifier.classify(self.region.normalise(text) if self.region is not None else text)
+    def classify(self, text: str) -> IntentResult:
+        result: IntentResult = self.classifier.classify(
+            self.region.normalise(text) if self.region is not None else text
+        )
+        return result
 
     def yes_no(self, text: str) -> bool | None:
         from models.intent import parse_yes_no
@@ -98,11 +103,11 @@ class _RecordingNlu:
         self.inner = inner
         self.texts: list[str] = []
 
-    def classify(self, text: str) -> Any:
+    def classify(self, text: str) -> IntentResult | Awaitable[IntentResult]:
         self.texts.append(text)
         return self.inner.classify(text)
 
-    def yes_no(self, text: str) -> bool | None:
+    def yes_no(self, text: str) -> bool | None | Awaitable[bool | None]:
         self.texts.append(text)
         return self.inner.yes_no(text)
 
@@ -254,12 +259,18 @@ def load_test_file(path: str | Path) -> tuple[Flow, list[FlowTest]]:
 
 
 class _ListHandler(logging.Handler):
-    def __init__(self) -> None:
+    """Keeps every message of a test's engine log (DEBUG included, for the never_reveal check) and passes on
+    only those the application's logging asks for: `ivr flows test` at WARNING shows no DEBUG lines."""
+
+    def __init__(self, forward_to: logging.Logger | None = None) -> None:
         super().__init__(logging.DEBUG)
         self.messages: list[str] = []
+        self.forward_to = forward_to
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+        if self.forward_to is not None and record.levelno >= self.forward_to.getEffectiveLevel():
+            self.forward_to.handle(record)
 
 
 def _describe(action: Action) -> str:
@@ -268,8 +279,7 @@ def _describe(action: Action) -> str:
     if isinstance(action, Listen):
         return f"  (listen {action.mode}{' pci' if action.pci else ''})"
     return f"bot {type(action).__name__.lower()}: " + ", ".join(
-        f"{k}={getattr(action, k)!r}"
-        for k in action.__dataclass_fields__  # type: ignore[attr-defined]
+        f"{k}={getattr(action, k)!r}" for k in action.__dataclass_fields__
     )
 
 
@@ -278,9 +288,10 @@ async def run_test(flow: Flow, test: FlowTest, nlu: Nlu, *, call_sid: str | None
     gateway = ScriptedGateway(test.backend)
     recorder = _RecordingNlu(nlu)
     log = logging.getLogger(f"flows.testing.{flow.name}")
-    handler = _ListHandler()
+    handler = _ListHandler(forward_to=log.parent)
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
+    log.propagate = False  # the handler passes on what the application's level lets through
     engine = FlowEngine(flow, recorder, gateway, answer_threshold=flow.answer_threshold, log=log)
     ctx = CallContext(
         call_sid=call_sid or f"TEST-{test.name[:40]}", caller=test.caller or None, region=test.region or "us_west"
@@ -325,6 +336,7 @@ async def run_test(flow: Flow, test: FlowTest, nlu: Nlu, *, call_sid: str | None
         return result()
     finally:
         log.removeHandler(handler)
+        log.propagate = True
 
 
 def _check(step: dict[str, Any], last: list[Action], ctx: CallContext, gateway: ScriptedGateway) -> str:

@@ -20,15 +20,15 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import WSMsgType, web
 from sqlalchemy import update
 
 from ivr.auth import require_token
 from ivr.metrics import Metrics
-from ivr.storage import AsyncStorage, Storage, callbacks, escalations, utcnow
-from telephony.twilio_rest import TwilioApiError, TwilioRest
+from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, callbacks, escalations, utcnow
+from telephony.twilio_rest import Transfer, TwilioApiError, TwilioRest
 
 log = logging.getLogger("ivr.agent_desk")
 
@@ -51,6 +51,22 @@ CONTEXT_FIELDS = (
 )
 
 
+class AcceptedEscalation(EscalationRow):
+    """An escalation an agent accepted, with the carrier's answer to the transfer."""
+
+    transfer: Transfer
+
+
+class Queue(TypedDict):
+    """What the desk shows (`GET /api/agent/queue`, pushed on the WebSocket)."""
+
+    type: str
+    skill: str | None
+    now: str
+    queues: dict[str, int]
+    items: list[dict[str, Any]]
+
+
 class EscalationNotFound(LookupError):
     pass
 
@@ -58,13 +74,13 @@ class EscalationNotFound(LookupError):
 class AlreadyTaken(Exception):
     """Another agent accepted this item first (HTTP 409)."""
 
-    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, record: EscalationRow | CallbackRow | None = None) -> None:
         super().__init__(message)
         self.record = record
 
 
 class TransferFailed(Exception):
-    def __init__(self, message: str, record: dict[str, Any]) -> None:
+    def __init__(self, message: str, record: EscalationRow) -> None:
         super().__init__(message)
         self.record = record
 
@@ -99,7 +115,7 @@ class AgentDesk:
 
     # -- queue operations -----------------------------------------------------------------
     async def enqueue(
-        self, call_sid: str, *, trigger: str, reason: str, queue: str, priority: int, payload: dict
+        self, call_sid: str, *, trigger: str, reason: str, queue: str, priority: int, payload: dict[str, Any]
     ) -> int:
         """Stores the escalation (status waiting) and pushes the new queue to connected agents.
 
@@ -122,7 +138,7 @@ class AgentDesk:
         await self.notify()
         return escalation_id
 
-    async def accept(self, escalation_id: int, agent: str) -> dict:
+    async def accept(self, escalation_id: int, agent: str) -> AcceptedEscalation:
         """Claims the escalation for `agent` and transfers the live call to the agent number.
 
         Raises EscalationNotFound, AlreadyTaken (someone else was first) or TransferFailed.
@@ -178,10 +194,9 @@ class AgentDesk:
         log.info("call %s: escalation %d transferred to agent %s", record["call_sid"], escalation_id, agent)
         await self.notify()
         result = await self.storage.get_escalation(escalation_id) or record
-        result["transfer"] = transfer
-        return result
+        return {**result, "transfer": transfer}
 
-    async def accept_callback(self, callback_id: int, agent: str) -> dict:
+    async def accept_callback(self, callback_id: int, agent: str) -> CallbackRow:
         """The agent takes a due callback (and phones the customer); 409 if another agent has it."""
         record = await self.storage.get_callback(callback_id=callback_id)
         if record is None:
@@ -200,17 +215,17 @@ class AgentDesk:
         await self.notify()
         return await self.storage.get_callback(callback_id=callback_id) or record
 
-    async def snapshot(self, skill: str | None = None) -> dict:
+    async def snapshot(self, skill: str | None = None) -> Queue:
         """Waiting escalations plus due callbacks, highest priority first, oldest first within one."""
         now = self.clock()
         items: list[dict[str, Any]] = []
-        for row in await self.storage.list_escalations(status="waiting"):
-            if skill and row["queue"] != skill:
+        for escalation in await self.storage.list_escalations(status="waiting"):
+            if skill and escalation["queue"] != skill:
                 continue
-            items.append(_escalation_item(row, now))
-        for row in await self.storage.list_callbacks(status="scheduled"):
-            due = _parse_time(row.get("scheduled_for"))
-            item = _callback_item(row, now)
+            items.append(_escalation_item(escalation, now))
+        for callback in await self.storage.list_callbacks(status="scheduled"):
+            due = _parse_time(callback["scheduled_for"])
+            item = _callback_item(callback, now)
             if due is None or due > now or (skill and item["queue"] != skill):
                 continue
             items.append(item)
@@ -264,8 +279,7 @@ class AgentDesk:
         record = await self.storage.get_escalation(_int_id(request))
         if record is None:
             raise web.HTTPNotFound(text="no such escalation")
-        record["waiting_s"] = _waiting(record.get("at"), self.clock())
-        return web.json_response(record)
+        return web.json_response({**record, "waiting_s": _waiting(record["at"], self.clock())})
 
     async def _accept(self, request: web.Request) -> web.Response:
         require_token(request, self.api_token)
@@ -274,7 +288,7 @@ class AgentDesk:
         try:
             return web.json_response(await self.accept(escalation_id, agent))
         except EscalationNotFound:
-            raise web.HTTPNotFound(text="no such escalation")
+            raise web.HTTPNotFound(text="no such escalation") from None
         except AlreadyTaken as exc:
             return web.json_response({"error": str(exc), "escalation": exc.record}, status=409)
         except TransferFailed as exc:
@@ -287,7 +301,7 @@ class AgentDesk:
         try:
             return web.json_response(await self.accept_callback(callback_id, agent))
         except EscalationNotFound:
-            raise web.HTTPNotFound(text="no such callback")
+            raise web.HTTPNotFound(text="no such callback") from None
         except AlreadyTaken as exc:
             return web.json_response({"error": str(exc), "callback": exc.record}, status=409)
 
@@ -338,9 +352,9 @@ def _claim_callback(storage: Storage, callback_id: int) -> bool:
         return (result.rowcount or 0) == 1
 
 
-def _escalation_item(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _escalation_item(row: EscalationRow, now: datetime) -> dict[str, Any]:
     payload = row.get("payload") or {}
-    item = {
+    item: dict[str, Any] = {
         "kind": "escalation",
         "id": row["id"],
         "call_sid": row["call_sid"],
@@ -356,9 +370,9 @@ def _escalation_item(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     return item
 
 
-def _callback_item(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _callback_item(row: CallbackRow, now: datetime) -> dict[str, Any]:
     payload = row.get("payload") or {}
-    item = {
+    item: dict[str, Any] = {
         "kind": "callback",
         "id": row["id"],
         "call_sid": row.get("call_sid"),
@@ -388,7 +402,7 @@ def _waiting(since: Any, now: datetime) -> float:
     return round(max(0.0, (now - start).total_seconds()), 1) if start else 0.0
 
 
-def _signature(snap: dict) -> str:
+def _signature(snap: Queue) -> str:
     return json.dumps([(i["kind"], i["id"], i["status"]) for i in snap["items"]])
 
 
@@ -396,14 +410,14 @@ def _int_id(request: web.Request) -> int:
     try:
         return int(request.match_info["id"])
     except ValueError:
-        raise web.HTTPBadRequest(text="id must be an integer")
+        raise web.HTTPBadRequest(text="id must be an integer") from None
 
 
 async def _agent_name(request: web.Request) -> str:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text='body must be JSON: {"agent": "name"}')
+        raise web.HTTPBadRequest(text='body must be JSON: {"agent": "name"}') from None
     agent = body.get("agent") if isinstance(body, dict) else None
     if not isinstance(agent, str) or not agent.strip() or len(agent) > 128:
         raise web.HTTPBadRequest(text='"agent" must be a non-empty name (at most 128 characters)')

@@ -11,6 +11,7 @@ from ivr.auth import require_token
 from ivr.services import Services
 from ivr.session import CallSession
 from ivr.storage import CallNotFound
+from telephony.twilio import TwilioSerializer
 from telephony.twiml import connect_stream_twiml, is_valid_signature, stream_token, stream_url
 
 log = logging.getLogger("ivr.app")
@@ -23,9 +24,13 @@ class WebSocketTransport:
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
 
-    async def send_text(self, text: str) -> None:
-        if not self.ws.closed:
-            await self.ws.send_str(text)
+    async def send(self, frame: str | bytes) -> None:
+        if self.ws.closed:
+            return
+        if isinstance(frame, bytes):
+            await self.ws.send_bytes(frame)
+        else:
+            await self.ws.send_str(frame)
 
     async def close(self, code: int, message: str) -> None:
         if not self.ws.closed:
@@ -84,7 +89,10 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
     ws = web.WebSocketResponse(max_msg_size=services.settings.max_message_bytes, heartbeat=15.0)
     await ws.prepare(request)
-    session = CallSession(services, WebSocketTransport(ws))
+    settings = services.settings
+    # Without an auth token (development only) any stream is accepted; `insecure_dev` never turns the check off.
+    serializer = TwilioSerializer(stream_secret=settings.twilio_auth_token)
+    session = CallSession(services, WebSocketTransport(ws), serializer)
     try:
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):

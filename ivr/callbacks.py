@@ -27,7 +27,7 @@ import phonenumbers
 from aiohttp import web
 from sqlalchemy import select
 
-from ivr.storage import AsyncStorage, Storage, callbacks, utcnow
+from ivr.storage import AsyncStorage, CallbackRow, Storage, callbacks, utcnow
 from telephony.twilio_rest import TwilioApiError, TwilioRest
 
 log = logging.getLogger("ivr.callbacks")
@@ -37,6 +37,12 @@ SLOT_MINUTES = 30
 SLOT_COUNT = 6
 MIN_LEAD = timedelta(minutes=10)  # a slot closer than this is skipped: nobody could be ready for it
 MAX_AHEAD = timedelta(days=7)
+
+
+class CallbackLink(CallbackRow):
+    """A callback row with the link texted to the caller."""
+
+    link: str
 
 
 class CallbackService:
@@ -69,10 +75,10 @@ class CallbackService:
         call_sid: str,
         phone: str,
         customer_id: str | None,
-        escalation_payload: dict,
+        escalation_payload: dict[str, Any],
         *,
         escalation_id: int | None = None,
-    ) -> dict:
+    ) -> CallbackLink:
         """Records the callback request and texts the link once. Returns the callback row (+ "link").
 
         An invalid number is recorded as failed with the reason and nothing is sent. Twilio failures
@@ -119,6 +125,7 @@ class CallbackService:
         if error:
             log.error("call %s: callback not sent: %s", call_sid, error)
             return self._with_link(row)
+        assert e164 is not None  # _normalise gives either a number or an error
 
         attempts = 0
 
@@ -142,7 +149,7 @@ class CallbackService:
         assert row is not None
         return self._with_link(row)
 
-    async def schedule(self, token: str, when: datetime) -> dict:
+    async def schedule(self, token: str, when: datetime) -> CallbackRow:
         """Stores the slot the caller picked. Raises web.HTTP* errors the page shows as-is."""
         row = await self.storage.get_callback(token=token)
         if row is None:
@@ -196,8 +203,9 @@ class CallbackService:
             for s in self.slots()
         )
         current = ""
-        if row["status"] == "scheduled" and row.get("scheduled_for"):
-            current = f'<p class="current">Currently booked: <time>{html.escape(row["scheduled_for"])}</time></p>'
+        booked = row["scheduled_for"]
+        if row["status"] == "scheduled" and booked:
+            current = f'<p class="current">Currently booked: <time>{html.escape(booked)}</time></p>'
         body = f'{current}<p>When should an agent call you back?</p><form method="post" class="slots">{buttons}</form>'
         return _render(200, "Pick a callback time", body)
 
@@ -217,11 +225,11 @@ class CallbackService:
             return _render(exc.status, "Callback", f"<p>{html.escape(exc.text or exc.reason)}</p>")
         if request.content_type == "application/json":
             return web.json_response({"status": row["status"], "scheduled_for": row["scheduled_for"]})
+        booked = html.escape(row["scheduled_for"] or "")
         return _render(
             200,
             "Callback booked",
-            f'<p class="booked">Booked. An agent will call you at <time data-utc="{html.escape(row["scheduled_for"])}">'
-            f"{html.escape(row['scheduled_for'])}</time>.</p>",
+            f'<p class="booked">Booked. An agent will call you at <time data-utc="{booked}">{booked}</time>.</p>',
         )
 
     # -- internals ------------------------------------------------------------------------
@@ -234,10 +242,8 @@ class CallbackService:
             return None, "invalid phone number: not a valid number for its region"
         return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
 
-    def _with_link(self, row: dict) -> dict:
-        row = dict(row)
-        row["link"] = self.link(row["token"])
-        return row
+    def _with_link(self, row: CallbackRow) -> CallbackLink:
+        return {**row, "link": self.link(row["token"])}
 
     async def _changed(self) -> None:
         if self.on_change is not None:
@@ -246,7 +252,7 @@ class CallbackService:
                 await result
 
 
-def _callback_by_key(storage: Storage, key: str) -> dict | None:
+def _callback_by_key(storage: Storage, key: str) -> CallbackRow | None:
     with storage.engine.connect() as conn:
         row = conn.execute(select(callbacks.c.id).where(callbacks.c.idempotency_key == key)).first()
     return storage.get_callback(callback_id=int(row[0])) if row else None

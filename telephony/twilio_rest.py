@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -23,6 +23,8 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
+
+R = TypeVar("R")
 
 # Twilio de-duplicates POSTs that carry the same token for 24 h, so a retry after a 5xx whose
 # message actually went out does not text the caller twice. Set per call, read by the HTTP client.
@@ -40,6 +42,15 @@ KNOWN_CODES = {
     20003: "authentication failed (account SID / auth token)",
     20404: "resource not found",
 }
+
+
+class Transfer(TypedDict):
+    """Twilio's answer to a transfer: the call, its status, the TwiML it now runs, and the attempts it took."""
+
+    call_sid: str
+    status: str | None
+    twiml: str
+    attempts: int
 
 
 class TwilioApiError(Exception):
@@ -149,18 +160,17 @@ class TwilioRest:
             response.enqueue(queue)
         return str(response)
 
-    async def transfer(self, call_sid: str, *, to_number: str | None = None, queue: str | None = None) -> dict:
+    async def transfer(self, call_sid: str, *, to_number: str | None = None, queue: str | None = None) -> Transfer:
         """Redirects the live call: <Dial><Number> to an agent, or <Enqueue> into a Twilio queue."""
         twiml = self.transfer_twiml(to_number=to_number, queue=queue)
 
-        def do() -> dict:
+        def do() -> tuple[str, str | None]:
             call = self._get_client().calls(call_sid).update(twiml=twiml)
-            return {"call_sid": call.sid or call_sid, "status": call.status, "twiml": twiml}
+            return str(call.sid or call_sid), None if call.status is None else str(call.status)
 
-        result, attempts = await self._with_retries(do, what="transfer", call_sid=call_sid)
-        result["attempts"] = attempts
+        (sid, status), attempts = await self._with_retries(do, what="transfer", call_sid=call_sid)
         self.log.info("call %s: transferred (%s) after %d attempt(s)", call_sid, to_number or queue, attempts)
-        return result
+        return {"call_sid": sid, "status": status, "twiml": twiml, "attempts": attempts}
 
     async def send_sms(
         self,
@@ -184,8 +194,8 @@ class TwilioRest:
 
     # -- retries --------------------------------------------------------------------------
     async def _with_retries(
-        self, fn: Callable[[], Any], *, what: str, call_sid: str | None, on_attempt: Callable[[int], None] | None = None
-    ) -> tuple[Any, int]:
+        self, fn: Callable[[], R], *, what: str, call_sid: str | None, on_attempt: Callable[[int], None] | None = None
+    ) -> tuple[R, int]:
         attempt = 0
         while True:
             attempt += 1

@@ -40,7 +40,7 @@ def is_valid_signature(auth_token: str, url: str, params: dict[str, str], signat
     """Twilio's own validator: tries the URL with and without the default port."""
     if not signature:
         return False
-    return RequestValidator(auth_token).validate(url, params, signature)
+    return bool(RequestValidator(auth_token).validate(url, params, signature))
 
 
 def stream_token(secret: str, call_sid: str) -> str:

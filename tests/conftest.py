@@ -18,7 +18,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from ivr.config import BackendConfig, Settings
+from flows.backends import BackendConfig
+from ivr.config import Settings
 from tests.helpers.twilio_recorder import TwilioRecorder, twilio_recorder  # noqa: F401 (fixture)
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -123,8 +124,8 @@ async def start_server(
     shared_models,
     twilio_recorder: TwilioRecorder,  # noqa: F811
 ) -> AsyncIterator[StartServer]:
-    from flows.demo_crm import start_demo_crm
     from ivr.app import build_app, start_site
+    from ivr.demo_crm import start_demo_crm
     from ivr.services import build_all
 
     started: list[tuple[web.AppRunner, web.AppRunner, Any]] = []

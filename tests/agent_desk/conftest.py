@@ -48,7 +48,7 @@ def storage(tmp_path: Path) -> Iterator[AsyncStorage]:
 
 
 @pytest.fixture
-def twilio(twilio_recorder: TwilioRecorder) -> TwilioRest:
+def twilio(twilio_recorder: TwilioRecorder) -> TwilioRest:  # noqa: F811 (the fixture imported above)
     return TwilioRest(ACCOUNT_SID, "auth-token", api_base_url=twilio_recorder.url, backoff_s=0.01)
 
 

@@ -14,7 +14,7 @@ def run(pcm: np.ndarray, config: EndpointerConfig | None = None) -> list[tuple[i
     """Feed a call's audio frame by frame; returns (frame pushed when the event came out, event)."""
     ep = Endpointer(config or EndpointerConfig())
     out = []
-    for i, (frame, voiced) in enumerate(zip(frames_of(pcm), vad_flags(pcm))):
+    for i, (frame, voiced) in enumerate(zip(frames_of(pcm), vad_flags(pcm), strict=True)):
         out += [(i, e) for e in ep.push(frame, bool(voiced))]
     return out
 
@@ -105,7 +105,7 @@ def test_voiced_run_tracks_sustained_speech_for_barge_in(speech_dir):
     speech = phone_pcm("coqui-ai__LJ001-0013")
     call = np.concatenate([silence(0.5), speech, silence(1.0)])
     ep = Endpointer()
-    runs = [(ep.push(f, bool(v)), ep.voiced_run_ms)[1] for f, v in zip(frames_of(call), vad_flags(call))]
+    runs = [(ep.push(f, bool(v)), ep.voiced_run_ms)[1] for f, v in zip(frames_of(call), vad_flags(call), strict=True)]
     assert runs[20] == 0
     assert max(runs) >= 200  # a real sentence holds 200 ms of speech: enough to interrupt the bot
     assert runs[-1] == 0

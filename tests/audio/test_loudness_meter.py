@@ -24,7 +24,7 @@ def test_full_scale_sine_reads_0_dbfs_and_silence_reads_the_floor():
 
 def _utterance_peak(pcm: np.ndarray) -> float:
     meter = LoudnessMeter(DEFAULT_CALIBRATION_DB)
-    for frame, voiced in zip(frames_of(pcm), vad_flags(pcm)):
+    for frame, voiced in zip(frames_of(pcm), vad_flags(pcm), strict=True):
         meter.update(frame, bool(voiced))
     return meter.peak_spl_db
 
@@ -62,7 +62,7 @@ def test_unvoiced_frames_do_not_drag_the_level_down(speech_dir):
     pcm = phone_pcm("coqui-ai__LJ001-0013")
     flags = vad_flags(pcm)
     meter = LoudnessMeter()
-    for frame, voiced in zip(frames_of(pcm), flags):
+    for frame, voiced in zip(frames_of(pcm), flags, strict=True):
         meter.update(frame, bool(voiced))
     level = meter.spl_db
     for _ in range(100):  # 2 s of line noise after the caller stops

@@ -1,4 +1,4 @@
-"""`ivr bench --quick` end to end: a live server, simulated callers on loopback, a results file that says something."""
+"""`python -m bench --quick` end to end: a live server, simulated callers on loopback, a results file that says something."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ivr.bench import run_bench
+from bench.run import run_bench
 from ivr.config import Settings
 
 # Two real-time calls (each waits ~15 s for the shipped flow's greeting): about a minute, more on a busy machine.

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from audio import mulaw
-from ivr.services import HOLD_LINE
+from ivr.prompts import HOLD_LINE
 from telephony.simcaller import CallResult, SimulatedCaller, Step
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "handoff.schema.json"

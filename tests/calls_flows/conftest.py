@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audio import mulaw
 from audio.resample import resample
-from ivr.config import BackendConfig
+from flows.backends import BackendConfig
 from telephony.simcaller import BotSegment, CallResult, SimulatedCaller, Step
 
 
@@ -133,7 +133,7 @@ StartWithBudget = Callable[..., Awaitable[Any]]
 @pytest_asyncio.fixture
 async def start_with_budget(start_server) -> AsyncIterator[StartWithBudget]:
     """`await start_with_budget(budget_s, **settings)`: a live server whose CRM calls get `budget_s`."""
-    from flows.demo_crm import start_demo_crm
+    from ivr.demo_crm import start_demo_crm
 
     runners = []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.demo_crm import demo_crm_state
+from ivr.demo_crm import demo_crm_state
 from telephony.simcaller import PlayAudio, PressDigits, WaitForBot
 from tests.calls_flows.conftest import Caller, HearFor, WaitForReply, crm_journal
 

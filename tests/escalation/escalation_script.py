@@ -68,7 +68,7 @@ class ScriptedCall:
 
 
 def maria() -> Customer:
-    """The demo CRM's VIP customer (flows/data/demo_crm.json)."""
+    """The demo CRM's VIP customer (ivr/data/demo_crm.json)."""
     return Customer(
         customer_id="C1001",
         name="Maria Garcia",

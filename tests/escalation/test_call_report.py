@@ -9,10 +9,9 @@ import pytest
 from escalation_script import SHOUTING_SPL_DB, ScriptedCall, james
 from prometheus_client.parser import text_string_to_metric_families
 
-from ivr.config import CostConfig, EscalationConfig
-from ivr.escalation import EscalationPolicy
+from ivr.escalation import EscalationConfig, EscalationPolicy
 from ivr.handoff import build_handoff
-from ivr.report import build_report, export_retraining_dataset, report_prometheus_lines
+from ivr.report import CostConfig, build_report, export_retraining_dataset, report_prometheus_lines
 
 T0 = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
 COSTS = CostConfig(ai_cost_per_minute=0.10, agent_cost_per_minute=1.00)

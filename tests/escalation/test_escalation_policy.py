@@ -9,8 +9,7 @@ import pytest
 from escalation_script import ANSWER_THRESHOLD, SHOUTING_SPL_DB, ScriptedCall, james, maria
 
 from flows.context import Customer
-from ivr.config import EscalationConfig
-from ivr.escalation import EscalationPolicy, priority_for
+from ivr.escalation import EscalationConfig, EscalationPolicy, priority_for
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 

@@ -10,8 +10,7 @@ import jsonschema
 import pytest
 from escalation_script import SHOUTING_SPL_DB, ScriptedCall, james, maria
 
-from ivr.config import EscalationConfig
-from ivr.escalation import EscalationPolicy
+from ivr.escalation import EscalationConfig, EscalationPolicy
 from ivr.handoff import SCHEMA_PATH, build_handoff, handoff_json_schema
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)

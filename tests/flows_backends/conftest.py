@@ -15,9 +15,8 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from flows.backends import BackendMetrics, HttpBackendGateway  # noqa: E402
-from flows.demo_crm import start_demo_crm  # noqa: E402
-from ivr.config import BackendConfig  # noqa: E402
+from flows.backends import BackendConfig, BackendMetrics, HttpBackendGateway  # noqa: E402
+from ivr.demo_crm import start_demo_crm  # noqa: E402
 
 
 class CrmHandle:

@@ -115,7 +115,7 @@ async def test_cli_starts_with_knobs_that_can_be_changed_live() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "flows.demo_crm",
+        "ivr.demo_crm",
         "--host",
         "127.0.0.1",
         "--port",

@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from flows.backends import BackendBadRequest, BackendMetrics, HttpBackendGateway, customer_from_result
+from flows.backends import BackendBadRequest, BackendConfig, BackendMetrics, HttpBackendGateway
 from flows.gateway import BackendBadResponse, BackendBadStatus, BackendTimeout, BackendUnavailable
-from flows.identity import match_key
-from ivr.config import BackendConfig
+from flows.identity import customer_from_result, match_key
 
 if TYPE_CHECKING:
     from conftest import CrmHandle, FakeClock
@@ -221,12 +220,13 @@ async def test_errors_are_logged_with_call_sid_and_counted(
     assert all("CA-log-" in r.getMessage() and r.backend == "crm" for r in errors)
     assert "4417" not in caplog.text  # card digits never reach the logs
 
-    snap = metrics.snapshot()["operations"]
-    assert snap["crm.customer_by_phone"]["by_kind"] == {"timeout": 1}
-    assert snap["crm.block_card"]["errors"] == 1
+    assert metrics.count("crm", "customer_by_phone") == metrics.count("crm", "customer_by_phone", "timeout") == 1
+    assert metrics.count("crm", "block_card", "bad_status") == 1
     exported = generate_latest(registry).decode()
     assert 'ivr_backend_errors_total{backend="crm",kind="timeout",operation="customer_by_phone"} 1.0' in exported
-    assert any(line.startswith("ivr_backend_latency_seconds_count") for line in metrics.prometheus_lines())
+    assert 'ivr_backend_requests_total{backend="crm",kind="bad_status",operation="block_card"} 1.0' in exported
+    assert 'ivr_backend_latency_seconds_count{backend="crm",operation="customer_by_phone"} 1.0' in exported
+    assert 'ivr_backend_circuit_open{backend="crm"} 0.0' in exported
 
 
 async def test_unreachable_backend_is_unavailable_after_retries(make_gateway: Any) -> None:

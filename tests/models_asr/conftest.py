@@ -11,8 +11,7 @@ import pytest
 from audio import mulaw
 from audio.files import read_audio, to_phone
 from audio.resample import resample
-from ivr.config import AsrConfig
-from models.asr import Transcriber
+from models.asr import AsrConfig, Transcriber
 
 SPEECH_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "speech"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flows.context import CallContext
-from models.sentiment import FrustrationTracker, SentimentScorer, emphasis
+from ivr.frustration import FrustrationTracker
+from models.sentiment import SentimentScorer, emphasis
 
 # Voice calls: Whisper-style transcripts, no shouty capitals; loudness in estimated dB SPL.
 ANGRY_VOICE_CALL = [

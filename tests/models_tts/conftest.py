@@ -12,12 +12,10 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from ivr.config import TtsConfig  # noqa: E402
-
 
 @pytest.fixture(scope="session")
 def synth():
-    from models.tts import Synthesizer
+    from models.tts import Synthesizer, TtsConfig
 
     return Synthesizer(TtsConfig())
 

@@ -4,7 +4,6 @@ and the server keeps serving other calls."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import secrets
@@ -13,11 +12,23 @@ import aiohttp
 import pytest
 
 from telephony.simcaller import Pause, SimulatedCaller
+from telephony.twilio import TwilioCallerCodec
 
 pytestmark = pytest.mark.slow
 
+FROM = {"From": "+14155550109"}
+SILENCE = b"\xff" * 160
 
-def start_msg(call_sid: str, stream_sid: str, seq: int = 1, encoding: str = "audio/x-mulaw", rate: int = 8000) -> str:
+
+def twilio_stream() -> TwilioCallerCodec:
+    """Well-formed frames of one new stream, numbered as Twilio numbers them (the bad ones below are by hand)."""
+    return TwilioCallerCodec(
+        stream_sid="MZ" + secrets.token_hex(16), call_sid="CA" + secrets.token_hex(16), account_sid="AC" + "0" * 32
+    )
+
+
+def start_msg_in_format(call_sid: str, stream_sid: str, encoding: str, rate: int, seq: int = 1) -> str:
+    """A `start` in a media format Twilio never sends to a <Connect><Stream>: deliberately wrong."""
     return json.dumps(
         {
             "event": "start",
@@ -35,57 +46,27 @@ def start_msg(call_sid: str, stream_sid: str, seq: int = 1, encoding: str = "aud
     )
 
 
-def media_msg(stream_sid: str, seq: int, payload: bytes = b"\xff" * 160) -> str:
-    return json.dumps(
-        {
-            "event": "media",
-            "sequenceNumber": str(seq),
-            "streamSid": stream_sid,
-            "media": {
-                "track": "inbound",
-                "chunk": str(seq - 1),
-                "timestamp": str(20 * seq),
-                "payload": base64.b64encode(payload).decode(),
-            },
-        }
-    )
-
-
-def stop_msg(call_sid: str, stream_sid: str, seq: int) -> str:
-    return json.dumps(
-        {
-            "event": "stop",
-            "sequenceNumber": str(seq),
-            "streamSid": stream_sid,
-            "stop": {"accountSid": "AC" + "0" * 32, "callSid": call_sid},
-        }
-    )
-
-
 def error_count(server, kind: str) -> float:
     value = server.services.metrics.registry.get_sample_value("ivr_errors_total", {"kind": kind})
     return value or 0.0
 
 
-async def send_raw(server, messages: list[str | bytes], *, stop: bool = True, call_sid: str | None = None):
-    call_sid = call_sid or "CA" + secrets.token_hex(16)
-    stream_sid = "MZ" + secrets.token_hex(16)
+async def send_raw(server, stream: TwilioCallerCodec, messages: list[str | bytes], *, stop: bool = True) -> None:
+    """`connected`, the messages ({STREAM} in a hand-written one is the stream's SID), then `stop`."""
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(server.ws_url, max_msg_size=0) as ws:
-            await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send_str(stream.connected())
             for m in messages:
-                m = m.replace("{CALL}", call_sid).replace("{STREAM}", stream_sid) if isinstance(m, str) else m
                 if isinstance(m, bytes):
                     await ws.send_bytes(m)
                 else:
-                    await ws.send_str(m)
+                    await ws.send_str(m.replace("{STREAM}", stream.stream_sid))
             if stop:
-                await ws.send_str(stop_msg(call_sid, stream_sid, 9999))
+                await ws.send_str(stream.stop())
             try:
                 await asyncio.wait_for(ws.receive(), timeout=0.3)
             except TimeoutError:
                 pass
-    return call_sid, stream_sid
 
 
 @pytest.mark.parametrize(
@@ -105,14 +86,16 @@ async def test_bad_message_is_logged_counted_and_the_call_goes_on(start_server, 
     server = await start_server()
     caplog.set_level(logging.WARNING, logger="ivr.session")
     before = error_count(server, kind)
-    call_sid = "CA" + secrets.token_hex(16)
-    messages: list[str | bytes] = [start_msg("{CALL}", "{STREAM}"), media_msg("{STREAM}", 2), media_msg("{STREAM}", 3)]
+    stream = twilio_stream()
+    call_sid = stream.call_sid
+    start, media2, media3 = stream.start(FROM), stream.media(SILENCE), stream.media(SILENCE)
+    messages: list[str | bytes] = [start, media2, media3]
     if bad == "OUT_OF_ORDER":
-        messages += [media_msg("{STREAM}", 2)]  # a replayed, stale frame
+        messages += [media2]  # a replayed, stale frame
     else:
         messages.append(bad)
-    messages += [media_msg("{STREAM}", 4), media_msg("{STREAM}", 5)]
-    await send_raw(server, messages, call_sid=call_sid)
+    messages += [stream.media(SILENCE), stream.media(SILENCE)]
+    await send_raw(server, stream, messages)
     record = await server.wait_call_closed(call_sid)
 
     assert error_count(server, kind) == before + 1
@@ -127,10 +110,9 @@ async def test_media_before_start_is_dropped_and_counted(start_server, caplog):
     server = await start_server()
     caplog.set_level(logging.WARNING, logger="ivr.session")
     before = error_count(server, "media_before_start")
-    call_sid, _ = await send_raw(
-        server, [media_msg("{STREAM}", 1), start_msg("{CALL}", "{STREAM}", seq=2), media_msg("{STREAM}", 3)]
-    )
-    record = await server.wait_call_closed(call_sid)
+    stream = twilio_stream()
+    await send_raw(server, stream, [stream.media(SILENCE), stream.start(FROM), stream.media(SILENCE)])
+    record = await server.wait_call_closed(stream.call_sid)
     assert error_count(server, "media_before_start") == before + 1
     assert record["outcome"] == "silent"
 
@@ -141,7 +123,7 @@ async def test_wrong_media_format_ends_the_stream_with_a_clear_error(start_serve
     before = error_count(server, "unsupported_media_format")
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(server.ws_url) as ws:
-            await ws.send_str(start_msg("CA" + "1" * 32, "MZ" + "1" * 32, encoding="audio/x-l16", rate=16000))
+            await ws.send_str(start_msg_in_format("CA" + "1" * 32, "MZ" + "1" * 32, "audio/x-l16", 16000))
             msg = await asyncio.wait_for(ws.receive(), timeout=2)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     assert error_count(server, "unsupported_media_format") == before + 1
@@ -151,9 +133,9 @@ async def test_wrong_media_format_ends_the_stream_with_a_clear_error(start_serve
 
 async def test_socket_closed_without_stop_ends_the_call_record(start_server):
     server = await start_server()
-    call_sid = "CA" + secrets.token_hex(16)
-    await send_raw(server, [start_msg("{CALL}", "{STREAM}"), media_msg("{STREAM}", 2)], stop=False, call_sid=call_sid)
-    record = await server.wait_call_closed(call_sid, timeout=2.0)
+    stream = twilio_stream()
+    await send_raw(server, stream, [stream.start(FROM), stream.media(SILENCE)], stop=False)
+    record = await server.wait_call_closed(stream.call_sid, timeout=2.0)
     assert record["end_reason"] == "socket_closed"
     assert record["outcome"] == "silent"
 
@@ -165,13 +147,14 @@ async def test_a_10_mb_message_is_refused_and_other_calls_keep_flowing(start_ser
     # A healthy call runs alongside the abusive one.
     healthy = SimulatedCaller(server.ws_url)
     healthy_task = asyncio.create_task(healthy.run([Pause(2.0)]))
-    call_sid = "CA" + secrets.token_hex(16)
+    stream = twilio_stream()
+    call_sid = stream.call_sid
     huge = json.dumps(
         {"event": "media", "sequenceNumber": "2", "streamSid": "x", "media": {"payload": "A" * (10 * 1024 * 1024)}}
     )
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(server.ws_url, max_msg_size=0) as ws:
-            await ws.send_str(start_msg(call_sid, "MZ" + secrets.token_hex(16)))
+            await ws.send_str(stream.start(FROM))
             await asyncio.sleep(0.2)
             try:
                 await ws.send_str(huge)

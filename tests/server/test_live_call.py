@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 
+from telephony import events
 from telephony.simcaller import Pause, PlayAudio, SimulatedCaller, WaitForBot
 from tests.helpers.speech import phone_recording
 
@@ -30,14 +31,14 @@ async def test_recorded_utterance_is_endpointed_and_answered_with_paced_frames_a
     assert all(u["data"]["reason"] == "silence" for u in utterances)
     assert record["turns"] and record["turns"][0]["text"]
 
-    media = [m for m in result.received_messages if m["event"] == "media"]
+    media = [m for m in result.received_commands if isinstance(m, events.PlayAudio)]
     assert media, "the bot never answered"
-    assert all(m["streamSid"] == caller.stream_sid for m in result.received_messages)
-    sizes = {len(__import__("base64").b64decode(m["media"]["payload"])) for m in media}
-    assert sizes == {160}
-    marks = [m for m in result.received_messages if m["event"] == "mark"]
-    assert marks and all(m["mark"]["name"] for m in marks)
-    assert set(result.marks_echoed) >= {m["mark"]["name"] for m in marks[:1]}
+    # Every frame parsed as Twilio would take it, and named this call's stream.
+    assert result.protocol_errors == []
+    assert {len(m.payload) for m in media} == {160}
+    marks = [m for m in result.received_commands if isinstance(m, events.Mark)]
+    assert marks and all(m.name for m in marks)
+    assert set(result.marks_echoed) >= {m.name for m in marks[:1]}
 
     # Real-time pace: over the greeting, frames arrive at ~50/s, never more than the lead ahead.
     first = result.segments[0]
@@ -56,11 +57,11 @@ async def test_caller_speech_during_playback_clears_it_within_a_frame(start_serv
     result = await caller.run([Pause(1.5), PlayAudio(speech, "barge-in"), WaitForBot(timeout_s=20)])
     await server.wait_call_closed(caller.call_sid)
 
-    clears = [i for i, m in enumerate(result.received_messages) if m["event"] == "clear"]
+    clears = [i for i, m in enumerate(result.received_commands) if isinstance(m, events.Clear)]
     assert clears, "speaking over the bot did not interrupt it"
     # After the clear, nothing of the old prompt follows: the next media is a new reply, after a gap.
     i = clears[0]
-    later_media = [m for m in result.received_messages[i + 1 :] if m["event"] == "media"]
+    later_media = [m for m in result.received_commands[i + 1 :] if isinstance(m, events.PlayAudio)]
     assert result.clears >= 1
     interrupt = [e for e in result.timeline if e.who == "server" and e.what.startswith("clear")][0]
     caller_started = [e for e in result.timeline if e.who == "caller" and "barge-in" in e.what][0]

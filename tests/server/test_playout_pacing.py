@@ -127,6 +127,6 @@ async def test_marks_sent_before_a_clear_count_as_flushed_not_played():
     ],
 )
 def test_backchannels_are_told_apart_from_answers(heard, backchannel):
-    from ivr.session import is_backchannel
+    from ivr.dialogue import is_backchannel
 
     assert is_backchannel(heard) is backchannel

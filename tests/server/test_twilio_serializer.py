@@ -21,6 +21,7 @@ from telephony.events import (
     ProtocolError,
 )
 from telephony.twilio import TwilioSerializer
+from telephony.twiml import stream_token
 
 SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "twilio-sample-sequence.json"
 
@@ -36,12 +37,11 @@ def test_documented_sequence_parses_into_typed_events(sample_messages):
     assert isinstance(events[0], Connected)
     start = events[1]
     assert isinstance(start, CallStarted)
-    assert start.call_sid.startswith("CA") and start.stream_sid.startswith("MZ")
-    assert start.custom_parameters == {"FirstName": "Jane", "LastName": "Doe", "RemoteParty": "Bob"}
-    assert (start.encoding, start.sample_rate, start.channels) == ("audio/x-mulaw", 8000, 1)
+    assert start.call_id.startswith("CA") and start.stream_id.startswith("MZ")
+    assert start.params == {"FirstName": "Jane", "LastName": "Doe", "RemoteParty": "Bob"}
+    assert start.carrier == "twilio" and start.caller is None
     media = [e for e in events if isinstance(e, AudioIn)]
-    assert media and all(len(m.payload) == 160 for m in media)
-    assert [m.chunk for m in media] == list(range(1, len(media) + 1))
+    assert media and all(len(m.payload) == 160 and m.track == "caller" for m in media)
     assert any(isinstance(e, DtmfIn) for e in events)
     assert any(isinstance(e, MarkPlayed) for e in events)
     assert isinstance(events[-1], CallEnded)
@@ -49,20 +49,64 @@ def test_documented_sequence_parses_into_typed_events(sample_messages):
     assert seqs == sorted(seqs) and seqs[0] == 1
 
 
+def _started(ser: TwilioSerializer, stream_sid: str = "MZ1", **params: str) -> CallStarted:
+    start = {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": stream_sid,
+        "start": {
+            "callSid": "CA1",
+            "streamSid": stream_sid,
+            "tracks": ["inbound"],
+            "customParameters": params,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }
+    event = ser.deserialize(json.dumps(start))
+    assert isinstance(event, CallStarted)
+    return event
+
+
+def test_nothing_is_sent_before_the_stream_has_started():
+    with pytest.raises(ProtocolError) as err:
+        TwilioSerializer().serialize(Clear())
+    assert err.value.kind == "not_started"
+
+
+def test_stream_token_is_checked_and_never_handed_on():
+    secret = "auth-token"
+    good = _started(TwilioSerializer(stream_secret=secret), From="+14155550100", token=stream_token(secret, "CA1"))
+    assert good.caller == "+14155550100" and "token" not in good.params
+    for token in ({}, {"token": "forged"}, {"token": stream_token(secret, "CA2")}):
+        with pytest.raises(ProtocolError) as err:
+            _started(TwilioSerializer(stream_secret=secret), **token)
+        assert err.value.kind == "bad_stream_token" and err.value.fatal and err.value.call_id == "CA1"
+
+
+def test_only_the_callers_track_is_caller_audio():
+    ser = TwilioSerializer()
+    frames = [
+        {"event": "media", "sequenceNumber": "2", "media": {"track": track, "payload": "/w=="}}
+        for track in ("inbound", "outbound")
+    ]
+    assert [ser.deserialize(json.dumps(f)).track for f in frames] == ["caller", "bot"]  # type: ignore[union-attr]
+
+
 def test_outbound_messages_carry_stream_sid_and_exact_fields():
     ser = TwilioSerializer()
-    media = json.loads(ser.serialize("MZ1", PlayAudio(b"\xff" * 160)))
+    _started(ser)
+    media = json.loads(ser.serialize(PlayAudio(b"\xff" * 160)))
     assert media == {
         "event": "media",
         "streamSid": "MZ1",
         "media": {"payload": base64.b64encode(b"\xff" * 160).decode()},
     }
-    assert json.loads(ser.serialize("MZ1", Mark("greeting"))) == {
+    assert json.loads(ser.serialize(Mark("greeting"))) == {
         "event": "mark",
         "streamSid": "MZ1",
         "mark": {"name": "greeting"},
     }
-    assert json.loads(ser.serialize("MZ1", Clear())) == {"event": "clear", "streamSid": "MZ1"}
+    assert json.loads(ser.serialize(Clear())) == {"event": "clear", "streamSid": "MZ1"}
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,12 @@
 """A small, real CRM over HTTP for the demo and the backend tests.
 
-Customers, orders, tickets and balances come from `flows/data/demo_crm.json`; customers are
+Customers, orders, tickets and balances come from `ivr/data/demo_crm.json`; customers are
 found by the match key of their normalised phone number, whatever format the seed or the
 caller ID uses. Knobs make it slow, failing or garbage-spewing, set at start
 (``--delay-ms``, ``--fail-rate``, ``--garbage``) or live with ``POST /_control``, so a demo
 can show what a caller hears when the backend misbehaves.
 
-    python -m flows.demo_crm --host 127.0.0.1 --port 8181
+    python -m ivr.demo_crm --host 127.0.0.1 --port 8181
 
 Endpoints (the paths `flows/backends.py` maps its operations to):
     GET  /customers/by-phone?phone=...            crm.customer_by_phone
@@ -278,7 +278,8 @@ def _garbage_response(mode: str, real: web.StreamResponse) -> web.StreamResponse
     if mode == "wrong_shape":
         return web.json_response(["unexpected", "list"])
     # missing_fields: the real answer with all but its first field dropped
-    body = json.loads(real.body) if isinstance(real, web.Response) and real.body else {}
+    raw = real.body if isinstance(real, web.Response) else None
+    body = json.loads(raw) if isinstance(raw, bytes | bytearray) and raw else {}
     if isinstance(body, dict) and body:
         first = next(iter(body))
         body = {first: body[first]}
@@ -358,7 +359,7 @@ def demo_crm_state(runner: web.AppRunner) -> DemoCrmState:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m flows.demo_crm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ivr.demo_crm", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8181)
     parser.add_argument("--delay-ms", type=int, default=0, help="added to every answer")

@@ -1,0 +1,138 @@
+"""The caller process: simulated Twilio callers (`telephony.simcaller`), spawned apart from the server.
+
+Everything here runs in that process and returns plain data, so it crosses the process boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.speech import Script
+from telephony.events import Clear, Mark, OutboundCommand, PlayAudio
+from telephony.simcaller import PlayAudio as Speak
+from telephony.simcaller import SimulatedCaller, Step, WaitForBot
+
+UNKNOWN_CALLER = "+12025550199"  # not in the demo CRM: the short greeting, the same for every caller
+FRAME = 160
+FRAME_S = 0.020
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    ws_url: str
+    script: Script
+    delay_s: float = 0.0
+
+
+@dataclass
+class CallerSummary:
+    """What one simulated caller measured."""
+
+    call_sid: str
+    response_latencies_s: list[float]
+    first_audio_after_start_s: float | None
+    duration_s: float
+    closed_by_server: bool
+    plays: list[tuple[str, float, int]]  # (label, seconds after start, frames) of each utterance spoken
+    clears: int  # barge-ins the server acted on
+    late_mid_sentence: int
+    max_mid_sentence_gap_ms: float
+    sentence_stalls: int
+    unanswered: int
+    error: str | None = None
+
+
+def late_audio(commands: list[OutboundCommand], frame_arrivals: list[float], lead_s: float) -> dict[str, Any]:
+    """Where the caller's playback buffer ran dry while the bot was talking.
+
+    The server sends each sentence as frames followed by a mark (`<label>#<turn>:<frames>`) and keeps about
+    `lead_s` of audio buffered at the caller. Between two frames of one sentence, an arrival gap longer than
+    the lead plus one frame means the buffer emptied: the caller heard a hole mid-sentence ("late").
+    The same gap between two sentences of one reply is a stall (a pause between sentences, less bad).
+    """
+    threshold = lead_s + FRAME_S
+    chunks: list[tuple[str | None, list[float]]] = []  # (turn id from the closing mark, arrivals)
+    current: list[float] = []
+    i = 0
+    for command in commands:
+        if isinstance(command, PlayAudio):
+            frames = max(1, len(command.payload) // FRAME)
+            current.extend(frame_arrivals[i : i + frames])
+            i += frames
+        elif isinstance(command, Mark):
+            name = command.name
+            turn = name.rsplit(":", 1)[0].split("#")[-1] if "#" in name else None
+            chunks.append((turn, current))
+            current = []
+        elif isinstance(command, Clear):
+            chunks.append((None, current))
+            current = []
+    if current:
+        chunks.append((None, current))
+    late = 0
+    max_gap = 0.0
+    stalls = 0
+    prev_turn: str | None = None
+    prev_last: float | None = None
+    for turn, arrivals in chunks:
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+        if gaps:
+            max_gap = max(max_gap, max(gaps))
+        late += sum(1 for g in gaps if g > threshold)
+        if arrivals and prev_last is not None and turn is not None and turn == prev_turn:
+            if arrivals[0] - prev_last > threshold:
+                stalls += 1
+        if arrivals:
+            prev_last = arrivals[-1]
+            prev_turn = turn
+    return {"late_mid_sentence": late, "max_mid_sentence_gap_ms": round(max_gap * 1000, 1), "sentence_stalls": stalls}
+
+
+async def one_caller(plan: CallPlan, lead_s: float, reply_timeout_s: float) -> CallerSummary:
+    await asyncio.sleep(plan.delay_s)
+    caller = SimulatedCaller(plan.ws_url, from_number=UNKNOWN_CALLER)
+    # A patient caller: waits for a full second of quiet, so a short pause between two bot sentences is not
+    # taken for the end of the reply (that would make the caller barge in).
+    steps: list[Step] = [WaitForBot(timeout_s=30.0, quiet_s=1.0)]
+    for label, audio in plan.script:
+        steps += [Speak(audio, label), WaitForBot(timeout_s=reply_timeout_s, quiet_s=1.0)]
+    try:
+        result = await caller.run(steps)
+    except Exception as exc:  # noqa: BLE001 - one failed caller is reported, the others still count
+        return CallerSummary(
+            caller.call_sid, [], None, 0.0, False, [], 0, 0, 0.0, 0, len(plan.script), f"{type(exc).__name__}: {exc}"
+        )
+    frames_by_label = {label: len(audio) // FRAME for label, audio in plan.script}
+    plays = []
+    for entry in result.timeline:
+        if entry.who == "caller" and entry.what.startswith("plays "):
+            label = entry.what[len("plays ") :].rsplit(" (", 1)[0]
+            plays.append((label, entry.t, frames_by_label.get(label, 0)))
+    late = late_audio(result.received_commands, result.frame_arrivals, lead_s)
+    return CallerSummary(
+        call_sid=result.call_sid,
+        response_latencies_s=list(result.response_latencies_s),
+        first_audio_after_start_s=result.first_audio_after_start_s,
+        duration_s=result.timeline[-1].t if result.timeline else 0.0,
+        closed_by_server=result.closed_by_server,
+        plays=plays,
+        clears=result.clears,
+        unanswered=max(0, len(plan.script) - len(result.response_latencies_s)),
+        **late,
+    )
+
+
+async def _run_callers(plans: list[CallPlan], lead_s: float, reply_timeout_s: float) -> list[CallerSummary]:
+    return list(await asyncio.gather(*(one_caller(p, lead_s, reply_timeout_s) for p in plans)))
+
+
+def callers_process_main(
+    plans: list[CallPlan], lead_s: float, reply_timeout_s: float
+) -> tuple[list[CallerSummary], float]:
+    """Entry point of the caller process: the callers' summaries and the CPU seconds they used."""
+    cpu0 = time.process_time()
+    summaries = asyncio.run(_run_callers(plans, lead_s, reply_timeout_s))
+    return summaries, time.process_time() - cpu0

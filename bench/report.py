@@ -1,0 +1,151 @@
+"""The results file and the tables: which levels pass, the targets, and what is printed."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.endpointing import OFFLINE_MAX_S
+
+P95_LIMIT_MS = 1200.0
+
+
+def level_ok(level: dict[str, Any]) -> bool:
+    """A concurrency level passes: p95 within the limit, no late audio mid-sentence, no caller failed."""
+    p95 = level["response_latency"]["p95_ms"]
+    return (
+        p95 is not None and p95 <= P95_LIMIT_MS and level["late_audio_mid_sentence"] == 0 and not level["caller_errors"]
+    )
+
+
+def build_results(
+    *,
+    sweep: list[dict[str, Any]],
+    codec: dict[str, Any],
+    endpoint_sweep: list[dict[str, Any]],
+    offline: list[dict[str, Any]],
+    quick: bool,
+    max_callers: int,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The contents of `bench/results.json`."""
+    single = sweep[0]
+    good = [lv["callers"] for lv in sweep if level_ok(lv)]
+    # The largest N that passed with every smaller level passing too.
+    max_ok = 0
+    for lv in sweep:
+        if not level_ok(lv):
+            break
+        max_ok = lv["callers"]
+    offline_ok = {
+        e["endpoint_silence_ms"] for e in offline if e["recordings_split"] == 0 and e["recordings_missed"] == 0
+    }
+    never_split = [
+        e["endpoint_silence_ms"]
+        for e in endpoint_sweep
+        if e["recordings_split"] == 0
+        and e["recordings_missed"] == 0
+        and (not offline or e["endpoint_silence_ms"] in offline_ok)
+    ]
+    level20 = next((lv for lv in sweep if lv["callers"] == 20), None)
+    sr = single["response_latency"]
+    return {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "single_call": single,
+        "sweep": sweep,
+        "max_callers_under_1_2s": max_ok,
+        "levels_passing": good,
+        "codec": codec,
+        "endpoint_sweep": endpoint_sweep,
+        "endpoint_offline": offline,
+        "recommended_endpoint_silence_ms": min(never_split) if never_split else None,
+        "targets": {
+            "p50_ms<=700": sr["p50_ms"] is not None and sr["p50_ms"] <= 700,
+            "p95_ms<=900": sr["p95_ms"] is not None and sr["p95_ms"] <= 900,
+            # None: 20 callers were not attempted (quick mode, --max-callers < 20); False: failed or stopped before.
+            "20_callers_p95<=1200": (
+                None if quick or max_callers < 20 else bool(level20 is not None and level_ok(level20))
+            ),
+        },
+        "bench_wall_s": round(wall_s, 1),
+    }
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 10 else f"{v:.2f}"
+    return str(v)
+
+
+def print_level_table(levels: list[dict[str, Any]], title: str, out: Callable[[str], None] = print) -> None:
+    out(f"\n{title}")
+    header = (
+        f"{'callers':>7} {'turns':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'asr ms':>7} {'tts1 ms':>7} "
+        f"{'greet ms':>8} {'lag max':>7} {'lag p99':>7} {'cpu/min':>7} {'late':>4} {'stalls':>6} {'split':>5}"
+    )
+    out(header)
+    out("-" * len(header))
+    for lv in levels:
+        r = lv["response_latency"]
+        out(
+            f"{lv['callers']:>7} {r['n']:>5} {fmt(r['p50_ms']):>7} {fmt(r['p95_ms']):>7} {fmt(r['p99_ms']):>7} "
+            f"{fmt(lv['asr_ms']['median']):>7} {fmt(lv['tts_first_frame_ms']['median']):>7} "
+            f"{fmt(lv['first_greeting_ms']['p50_ms']):>8} {fmt(lv['event_loop_lag']['max_ms']):>7} "
+            f"{fmt(lv['event_loop_lag']['p99_ms']):>7} {fmt(lv['server_cpu_s_per_call_minute']):>7} "
+            f"{lv['late_audio_mid_sentence']:>4} {lv['sentence_stalls']:>6} {lv['recordings_split']:>5}"
+        )
+
+
+def print_summary(results: dict[str, Any], out: Callable[[str], None] = print) -> None:
+    print_level_table(
+        results["sweep"], "concurrency sweep (response latency = caller's last voiced frame -> first reply frame)", out
+    )
+    out(f"\nlargest N with p95 <= {P95_LIMIT_MS:.0f} ms and no late audio: {results['max_callers_under_1_2s']}")
+    if results["endpoint_sweep"]:
+        out("\nendpointing silence sweep (1 caller, recordings only)")
+        out(
+            f"{'silence ms':>10} {'p50 ms':>7} {'p95 ms':>7} {'endpoint ms':>11} {'spoken':>6} {'split':>5} {'missed':>6}"
+        )
+        for e in results["endpoint_sweep"]:
+            r = e["response_latency"]
+            out(
+                f"{e['endpoint_silence_ms']:>10} {fmt(r['p50_ms']):>7} {fmt(r['p95_ms']):>7} "
+                f"{fmt(e['server_endpoint_wait_ms_median']):>11} {e['recordings_spoken']:>6} {e['recordings_split']:>5} "
+                f"{e['recordings_missed']:>6}"
+            )
+        for e in results.get("endpoint_offline", []):
+            out(
+                f"offline, {e['recordings']} recordings under {OFFLINE_MAX_S:.0f} s at {e['endpoint_silence_ms']} ms: "
+                f"{e['recordings_split']} split {e['split']}, {e['recordings_missed']} missed"
+            )
+        out(
+            "recommended endpoint_silence_ms (smallest that split no recording, live or offline): "
+            f"{results['recommended_endpoint_silence_ms']}"
+        )
+    c = results["codec"]
+    out(f"\nmu-law codec ({c['audio_s']} s of speech, median of {c['repeats']}; audioop: {c['audioop']})")
+    out(f"{'':16} {'audio.mulaw':>14} {'audioop':>14} {'ratio':>7}")
+    for kind, unit in (
+        ("encode_bulk", "MB_s"),
+        ("decode_bulk", "MB_s"),
+        ("encode_frames", "per_s"),
+        ("decode_frames", "per_s"),
+    ):
+        ours = c.get(f"ours_{kind}_{unit}")
+        theirs = c.get(f"audioop_{kind}_{unit}")
+        ratio = c.get("ratio_ours_over_audioop", {}).get(kind)
+        label = f"{kind} ({'MB/s' if unit == 'MB_s' else 'frames/s'})"
+        out(f"{label:16} {fmt(ours):>14} {fmt(theirs):>14} {fmt(ratio):>7}")
+    out(f"\ntargets: {results['targets']}")

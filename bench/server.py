@@ -1,0 +1,121 @@
+"""The server under test: built in this process exactly as `ivr serve` builds it, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.stats import percentile
+from flows.backends import BackendConfig
+from ivr.config import Settings
+
+
+class LoopLag:
+    """How late a 10 ms sleep wakes up in the server's event loop: every stall a call's audio would feel."""
+
+    def __init__(self, interval_s: float = 0.010) -> None:
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self.samples.append(max(0.0, loop.time() - t - self.interval_s))
+
+    def start(self) -> None:
+        self.samples = []
+        self._task = asyncio.ensure_future(self._tick())
+
+    async def stop(self) -> dict[str, float]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        s = self.samples
+        return {
+            "max_ms": round(max(s) * 1000, 1) if s else 0.0,
+            "p99_ms": round(percentile(s, 99) * 1000, 1) if s else 0.0,
+            "median_ms": round(statistics.median(s) * 1000, 2) if s else 0.0,
+        }
+
+
+@dataclass
+class BenchServer:
+    services: Any
+    runner: Any
+    crm_runner: Any
+    ws_url: str
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.crm_runner.cleanup()
+        await self.services.close()
+
+    async def call_record(self, call_sid: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The call's record once its session has ended and queued writes have landed (None: never started)."""
+        from ivr.storage import CallNotFound
+
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        db = self.services.db
+        while loop.time() < end:
+            if call_sid not in self.services.sessions:
+                await db.run(lambda: None)  # drain queued writes
+                record: dict[str, Any] | None
+                try:
+                    record = await db.get_call(call_sid)
+                except CallNotFound:
+                    record = None
+                if record is not None and record.get("ended_at"):
+                    return record
+            await asyncio.sleep(0.05)
+        try:
+            last: dict[str, Any] = await db.get_call(call_sid)
+        except CallNotFound:
+            return None
+        return last
+
+
+def closed_local_port() -> int:
+    """A loopback port nobody listens on: Twilio REST calls fail at once instead of leaving the machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def start_server(base: Settings, models: Any, data_dir: Path, **overrides: Any) -> BenchServer:
+    from ivr.app import build_app, start_site
+    from ivr.demo_crm import start_demo_crm
+    from ivr.services import build_all
+
+    crm_runner, crm_url = await start_demo_crm("127.0.0.1", 0)
+    values = base.model_dump()
+    values.update(
+        host="127.0.0.1",
+        port=0,
+        data_dir=data_dir,
+        database_url=None,
+        insecure_dev=True,
+        twilio_auth_token=None,
+        twilio_api_base_url=f"http://127.0.0.1:{closed_local_port()}",
+        backends={"crm": BackendConfig(base_url=crm_url, timeout_s=2.0).model_dump()},
+    )
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    settings = Settings.model_validate(values)
+    services = await build_all(settings, models=models)
+    runner, port = await start_site(build_app(services), "127.0.0.1", 0)
+    services.set_public_url(f"http://127.0.0.1:{port}")
+    return BenchServer(services, runner, crm_runner, f"ws://127.0.0.1:{port}/twilio/media")

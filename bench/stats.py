@@ -1,0 +1,47 @@
+"""Percentiles and the per-recording utterance count: plain numbers, no I/O."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import numpy as np
+
+FRAME_S = 0.020
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
+
+
+def latency_ms(values_s: list[float]) -> dict[str, float | int | None]:
+    """n, p50, p95, p99 and max in milliseconds of latencies given in seconds."""
+    if not values_s:
+        return {"n": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "n": len(values_s),
+        "p50_ms": round(percentile(values_s, 50) * 1000, 1),
+        "p95_ms": round(percentile(values_s, 95) * 1000, 1),
+        "p99_ms": round(percentile(values_s, 99) * 1000, 1),
+        "max_ms": round(max(values_s) * 1000, 1),
+    }
+
+
+def median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def count_splits(record: dict[str, Any], plays: list[tuple[str, float, int]], silence_ms: int) -> list[int]:
+    """Utterances the endpointer found in each spoken recording (1 is right; 2+ means it was split).
+
+    An utterance's `end_frame` is its last voiced inbound frame; the caller sends one frame every 20 ms from
+    the start, so a recording played at t covers frames t/0.02 .. t/0.02 + its length.
+    """
+    ends = [e["data"]["end_frame"] for e in record.get("events", []) if e["kind"] == "utterance"]
+    counts = []
+    slack = 10
+    for _, t, frames in plays:
+        first = int(t / FRAME_S)
+        last = first + frames + silence_ms // 20
+        counts.append(sum(1 for f in ends if first - slack <= f <= last + slack))
+    return counts

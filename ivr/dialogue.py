@@ -1,0 +1,245 @@
+"""The dialogue: what the caller said or pressed -> understanding -> what the flow does next.
+
+One task per call consumes what listening heard, one input at a time: ASR off the loop, sentiment and
+frustration, the escalation policy (checked before the flow answers, so an angry caller gets a person
+rather than another menu), then the flow engine, whose actions become speech, listening expectations,
+escalations and hang-ups. Barge-ins do not queue behind it: they cut playback at once, and the next
+input is taken only once the cut is complete, so "uh-huh" can resume the reply from where it was cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import numpy as np
+
+from audio.resample import resample
+from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, SetFlag
+from flows.context import CallContext, Turn
+from flows.engine import CallerInput
+from ivr.call_log import CallLog
+from ivr.clock import Clock
+from ivr.escalation import EscalationDecision
+from ivr.keypad import Digits
+from ivr.listening import BargeIn, Heard, Listening, LongSilence, Utterance
+from ivr.prompts import ASR_RETRY, HOLD_REMINDER
+from ivr.services import Services
+from ivr.speech import Interruption, Speech
+from ivr.turns import HowSaid, TurnLedger, TurnTiming
+from models.asr import AsrOverloaded, Transcript
+from models.intent import IntentResult
+
+HOLD_REMINDER_EVERY_S = 15.0
+
+# Words of an acknowledgement that does not take the turn ("uh-huh", "okay", "right", "I see", "got it").
+BACKCHANNEL_WORDS = frozenset(
+    "uh huh uh-huh mm hmm mhm mm-hmm hm um oh ah aha okay ok right yeah yep sure alright all i see got it cool great".split()
+)
+_WORDS = re.compile(r"[^a-z\- ]+")
+
+
+def is_backchannel(text: str) -> bool:
+    """True for a short acknowledgement (or nothing intelligible) rather than an answer or a request."""
+    words = _WORDS.sub(" ", text.lower()).split()
+    return len(words) <= 3 and set(words) <= BACKCHANNEL_WORDS
+
+
+class Dialogue:
+    def __init__(
+        self,
+        services: Services,
+        ctx: CallContext,
+        call: CallLog,
+        clock: Clock,
+        *,
+        listening: Listening,
+        speech: Speech,
+        ledger: TurnLedger,
+        spawn: Callable[[Awaitable[None], str], asyncio.Task[None]],
+        hang_up: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.services = services
+        self.ctx = ctx
+        self._call = call
+        self._clock = clock
+        self._listening = listening
+        self._speech = speech
+        self._ledger = ledger
+        self._spawn = spawn
+        self._hang_up = hang_up
+        self.nlu = services.new_nlu()
+        self.outcome: str | None = None
+        self._inputs: asyncio.Queue[Utterance | Digits | LongSilence] = asyncio.Queue()
+        self._cutting: asyncio.Task[None] | None = None
+        self._interrupted: Interruption | None = None
+        self._last_hold_reminder = float("-inf")
+
+    # -- the port escalation and the flow use ------------------------------------------------------
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return self._call.log
+
+    def say(self, text: str, prompt_id: str | None = None) -> None:
+        self._speech.say(text, prompt_id=prompt_id)
+
+    def record(self, kind: str, data: dict[str, object]) -> None:
+        self._call.record(kind, data)
+
+    def error(self, kind: str, message: str) -> None:
+        self._call.error(kind, message)
+
+    # -- what listening heard ----------------------------------------------------------------------
+    def hear(self, item: Heard) -> None:
+        if isinstance(item, BargeIn):
+            self._cutting = self._spawn(self._barge_in(item), "barge-in")
+        else:
+            self._inputs.put_nowait(item)
+
+    async def _barge_in(self, barge_in: BargeIn) -> None:
+        interruption = await self._speech.interrupt()
+        self._ledger.flush_unwritten()
+        self._call.metrics.barge_ins.labels(barge_in.kind).inc()
+        cut = interruption.cut
+        self.record("barge_in", {"kind": barge_in.kind, "played_frames": cut.played_frames if cut else None})
+        self._interrupted = interruption if barge_in.resumable and interruption.unheard else None
+
+    async def _next_input(self) -> Utterance | Digits | LongSilence:
+        item = await self._inputs.get()
+        if self._cutting is not None:
+            await asyncio.shield(self._cutting)  # the cut must be complete before the next reply starts
+            self._cutting = None
+        return item
+
+    # -- the conversation --------------------------------------------------------------------------
+    async def run(self) -> None:
+        engine = self.services.new_engine(self.nlu, self.log)
+        await self._act(engine.start(self.ctx), None)
+        while True:
+            item = await self._next_input()
+            understood = await self._understand(item)
+            if understood is None:
+                continue
+            inp, timing = understood
+            if timing is not None:
+                self._ledger.understanding(timing)
+            if self.ctx.escalated:
+                self._keep_company()
+                continue
+            guess = self.nlu.classify(inp.text) if inp.kind == "speech" else None
+            decision = self.services.escalator.check(self.ctx, last_intent=guess.intent if guess else None)
+            if decision is not None:
+                if guess is not None:
+                    self._record_unanswered_turn(inp.text, guess)
+                await self._escalate(decision)
+                continue
+            await self._act(engine.handle(self.ctx, inp), timing)
+
+    async def _understand(self, item: Utterance | Digits | LongSilence) -> tuple[CallerInput, TurnTiming | None] | None:
+        if isinstance(item, Utterance):
+            timing = self._ledger.speech_heard(item.last_voiced_at, item.endpointed_at)
+            transcript = await self._transcribe(item)
+            if transcript is None:
+                return None
+            text = transcript.text.strip()
+            if self._resume_after_backchannel(text):
+                return None
+            if not text:
+                self.record("empty_transcript", {"duration_s": round(item.duration_s, 2)})
+                return None
+            sentiment = self.services.sentiment.score(text)
+            self.ctx.last_loudness_spl_db = item.spl_db
+            self.services.frustration.update(self.ctx, sentiment, loudness_spl_db=item.spl_db)
+            self._ledger.transcribed(timing, transcript.asr_s, HowSaid(sentiment.compound, item.spl_db))
+            return CallerInput(kind="speech", text=text, asr_confidence=transcript.confidence), timing
+        if isinstance(item, Digits):
+            self._interrupted = None
+            return CallerInput(kind="dtmf", digits=item.digits), self._ledger.keys_heard()
+        if self._speech.is_playing:
+            return None  # a long silence while we talk is the caller listening
+        self.services.frustration.update(self.ctx, self.services.sentiment.score(""), long_silence=True)
+        self._ledger.silence_heard()
+        return CallerInput(kind="silence"), None
+
+    async def _transcribe(self, item: Utterance) -> Transcript | None:
+        audio16 = resample(item.audio.astype(np.float32) / 32768.0, 8000, 16000)
+        try:
+            return await self.services.asr.transcribe(audio16, self.ctx.call_sid)
+        except AsrOverloaded as exc:
+            self.error("asr_overloaded", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a model failure must not end the call silently
+            self.error("asr_failed", f"{type(exc).__name__}: {exc}")
+        self.say(ASR_RETRY, prompt_id="asr_retry")
+        return None
+
+    def _resume_after_backchannel(self, text: str) -> bool:
+        """A cough, click or "uh-huh" does not end the bot's turn: replay from where it was cut."""
+        interrupted, self._interrupted = self._interrupted, None
+        if interrupted is None or not is_backchannel(text):
+            return False
+        self._speech.resume(interrupted)
+        self.record("resumed_after_backchannel", {"heard": text})
+        return True
+
+    def _keep_company(self) -> None:
+        """On hold for a person: the flow is done; keep the caller company without repeating ourselves."""
+        if self._clock.now() - self._last_hold_reminder > HOLD_REMINDER_EVERY_S:
+            self._last_hold_reminder = self._clock.now()
+            self.say(HOLD_REMINDER, prompt_id="hold_reminder")
+
+    def _record_unanswered_turn(self, text: str, guess: IntentResult) -> None:
+        """The flow never sees this input, so the turn (with its intent guess) is recorded here."""
+        index = len(self.ctx.turns)
+        self.ctx.turns.append(
+            Turn(index=index, channel="voice", text=text, intent=guess.intent, confidence=guess.confidence)
+        )
+        self._ledger.store(self.ctx, index, [], None)
+
+    async def _act(self, actions: AsyncIterator[Action], timing: TurnTiming | None) -> None:
+        turns_before = len(self.ctx.turns)
+        replies: list[str] = []
+        try:
+            async for action in actions:
+                if isinstance(action, Say):
+                    first_frame = self._ledger.reply_requested(timing) if timing is not None and not replies else None
+                    replies.append(action.text)
+                    self._speech.say(action.text, prompt_id=action.prompt_id, on_first_frame=first_frame)
+                elif isinstance(action, Listen):
+                    self._listening.expect(action)
+                elif isinstance(action, Escalate):
+                    await self._escalate(self.services.escalator.from_flow(self.ctx, action))
+                    return
+                elif isinstance(action, OfferCallback):
+                    self.record("callback_offered", {"reason": action.reason})
+                elif isinstance(action, Hangup):
+                    await self._finish(action.reason)
+                    return
+                elif isinstance(action, SetFlag):
+                    self.record("flag", {"name": action.name})
+        finally:
+            self._ledger.store(self.ctx, turns_before, replies, timing)
+
+    async def _escalate(self, decision: EscalationDecision) -> None:
+        if self.ctx.escalated:
+            return
+        self.ctx.escalated = True
+        self.outcome = "escalated"
+        await self.services.escalator.escalate(self, self.ctx, decision)
+
+    async def _finish(self, reason: str) -> None:
+        """The flow ended the call: let the goodbye play out, then hang up."""
+        ctx, callbacks = self.ctx, self.services.callbacks
+        if ctx.flags.get("callback_requested") and callbacks is not None and ctx.caller:
+            # The caller chose a callback over waiting (a backend was down): text the booking link now.
+            self.outcome = "callback"
+            try:
+                customer_id = ctx.customer.customer_id if ctx.customer else None
+                await callbacks.request(
+                    ctx.call_sid, ctx.caller, customer_id, {"reason": str(ctx.flags["callback_requested"])}
+                )
+            except Exception as exc:  # noqa: BLE001 - the goodbye still plays; the failure is on record
+                self.error("callback_sms_failed", f"{type(exc).__name__}: {exc}")
+        await self._speech.finished()
+        await self._hang_up(f"bot_hangup: {reason}")

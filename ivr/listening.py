@@ -1,0 +1,149 @@
+"""Listening: caller audio and keys in; `Utterance | Digits | LongSilence | BargeIn` out.
+
+Frame by frame (microseconds each, never waiting): decode, VAD, endpointing, loudness and the silence
+timer run in `audio.caller.CallerAudio`; this stage decides what they mean for the conversation. Speech
+that keeps going while the bot plays is a barge-in; a key while the bot plays is one too. During a card
+slot (`Listen.pci`) speech is neither transcribed nor kept, and keys are recorded masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from audio.caller import CallerAudio, CallerAudioConfig
+from audio.endpoint import SpeechDiscarded, SpeechEnded, SpeechStarted
+from flows.actions import Listen
+from ivr.call_log import CallLog
+from ivr.clock import Clock
+from ivr.keypad import DigitCollector, Digits
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    audio: np.ndarray  # 8 kHz int16 PCM
+    last_voiced_at: float
+    endpointed_at: float
+    duration_s: float
+    spl_db: float | None
+    during_playback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LongSilence:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    """The caller took the turn while the bot was speaking. After a key the cut reply is never resumed;
+    after speech it is, if the caller only said "uh-huh"."""
+
+    kind: Literal["speech", "dtmf"]
+
+    @property
+    def resumable(self) -> bool:
+        return self.kind == "speech"
+
+
+Heard = Utterance | Digits | LongSilence | BargeIn
+
+
+@dataclass(frozen=True, slots=True)
+class ListeningOptions:
+    caller_audio: CallerAudioConfig = field(default_factory=CallerAudioConfig)
+    barge_in_ms: int = 200  # sustained caller speech that interrupts playback
+    inter_digit_s: float = 5.0  # a pause that ends a digit string
+
+
+class Listening:
+    def __init__(
+        self,
+        options: ListeningOptions,
+        clock: Clock,
+        call: CallLog,
+        *,
+        bot_speaking: Callable[[], bool],
+        emit: Callable[[Heard], None],
+    ) -> None:
+        self.options = options
+        self.audio = CallerAudio(options.caller_audio)
+        self._clock = clock
+        self._call = call
+        self._bot_speaking = bot_speaking
+        self._emit = emit
+        self.keypad = DigitCollector(clock, emit, inter_digit_s=options.inter_digit_s)
+        self._listen = Listen(mode="both")
+        self._last_voiced_at = 0.0
+        self._barged_in = False
+
+    def expect(self, listen: Listen) -> None:
+        self._listen = listen
+        self.keypad.expect(listen)
+
+    def hear_audio(self, payload: bytes) -> None:
+        for frame in self.audio.frames(payload):
+            result = self.audio.process(frame)
+            now = self._clock.now()
+            if result.voiced:
+                self._last_voiced_at = now
+            for ev in result.events:
+                if isinstance(ev, SpeechStarted):
+                    self._barged_in = False
+                elif isinstance(ev, SpeechEnded):
+                    self._utterance_ended(ev, now)
+                elif isinstance(ev, SpeechDiscarded):
+                    self._call.record("noise_discarded", {"voiced_ms": ev.voiced_ms})
+            speaking = self._bot_speaking()
+            if speaking and not self._barged_in and self._caller_kept_talking():
+                self._barged_in = True
+                self._emit(BargeIn("speech"))
+            if speaking:
+                self.audio.quiet()  # silence while the bot talks is the caller listening, not gone
+            elif result.long_silence:
+                self._emit(LongSilence())
+
+    def hear_key(self, digit: str) -> None:
+        self._call.record("dtmf", {"digit": "*" if self._listen.pci else digit})
+        if self._bot_speaking():
+            self._emit(BargeIn("dtmf"))
+        self.keypad.press(digit)
+
+    def playback_finished(self) -> None:
+        self.audio.quiet()
+
+    def close(self) -> None:
+        self.keypad.close()
+
+    def _caller_kept_talking(self) -> bool:
+        endpointer = self.audio.endpointer
+        return endpointer.in_speech and endpointer.voiced_run_ms >= self.options.barge_in_ms
+
+    def _utterance_ended(self, ev: SpeechEnded, now: float) -> None:
+        self._call.record(
+            "utterance",
+            {
+                "duration_s": round(ev.duration_s, 3),
+                "voiced_ms": ev.voiced_ms,
+                "end_frame": ev.frame_index,
+                "reason": ev.reason,
+                "during_playback": self._barged_in,
+            },
+        )
+        if self._listen.pci:
+            # Card digits are keypad-only: what the caller says now is neither transcribed nor kept.
+            self._call.record("speech_ignored_pci", {"duration_s": round(ev.duration_s, 2)})
+            return
+        self._emit(
+            Utterance(
+                audio=ev.audio,
+                last_voiced_at=self._last_voiced_at,
+                endpointed_at=now,
+                duration_s=ev.duration_s,
+                spl_db=self.audio.utterance_peak_spl,
+                during_playback=self._barged_in,
+            )
+        )
