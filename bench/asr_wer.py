@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import numpy as np
@@ -40,7 +41,7 @@ def phone_line(audio_16k: np.ndarray) -> np.ndarray:
     return resample(pcm.astype(np.float32) / 32768.0, 8000, 16000)
 
 
-def load_recordings(folder: Path = SPEECH_DIR) -> list[dict]:
+def load_recordings(folder: Path = SPEECH_DIR) -> list[dict[str, Any]]:
     with open(folder / "manifest.tsv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     return [
@@ -49,8 +50,8 @@ def load_recordings(folder: Path = SPEECH_DIR) -> list[dict]:
     ]
 
 
-def summarise(items: list[dict]) -> dict:
-    out: dict = {"n": len(items)}
+def summarise(items: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(items)}
     refs = [normalize_transcript(i["reference"]) for i in items]
     for path in ("padded", "fast"):
         hyps = [normalize_transcript(i[path]["text"]) for i in items]
@@ -66,7 +67,7 @@ def summarise(items: list[dict]) -> dict:
     return out
 
 
-def run(repeats: int, pad_s: float, timestamps: bool) -> dict:
+def run(repeats: int, pad_s: float, timestamps: bool) -> dict[str, Any]:
     transcriber = Transcriber(AsrConfig(), fast_pad_s=pad_s, fast_timestamps=timestamps)
     recordings = load_recordings()
     transcriber.transcribe(recordings[0]["audio"], fast=True)  # warm-up: first calls allocate
@@ -107,7 +108,7 @@ def run(repeats: int, pad_s: float, timestamps: bool) -> dict:
     return report
 
 
-def print_table(report: dict) -> None:
+def print_table(report: dict[str, Any]) -> None:
     print(f"{'set':<6} {'n':>3} {'padded WER':>10} {'fast WER':>9} {'padded s':>9} {'fast s':>7} {'speedup':>8}")
     for name, part in (("short", report["short"]), ("all", report)):
         print(

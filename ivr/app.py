@@ -74,7 +74,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
         # The load balancer already sees 503 on /healthz; a call that still arrives is answered, not dropped.
         log.info("call %s arrived while draining; answering it", params.get("CallSid", "-"))
     call_sid = params.get("CallSid", "")
-    stream_params = {
+    stream_params: dict[str, str] = {
         key: params[key]
         for key in ("CallSid", "From", "To", "Caller", "Called", "Direction", "FromCountry", "CallerCountry")
         if key in params

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from ivr.config import Settings
+
+if TYPE_CHECKING:
+    from ivr.services import Services
 
 log = logging.getLogger("ivr")
 
@@ -148,7 +154,7 @@ class _Ordered(argparse.Action):
         setattr(namespace, self.dest, steps)
 
 
-async def build_server(settings: Settings, **kwargs: Any):  # -> (web.Application, Services)
+async def build_server(settings: Settings, **kwargs: Any) -> tuple[web.Application, Services]:
     from ivr.app import build_app
     from ivr.services import build_all
 
@@ -235,7 +241,7 @@ def run_report(settings: Settings, *, as_json: bool, export: str | None) -> int:
     report = build_report(
         storage, settings.costs, unclear_intent_threshold=settings.escalation.unclear_intent_weekly_threshold
     )
-    data = report.__dict__ if hasattr(report, "__dict__") else dict(report)
+    data = dataclasses.asdict(report)
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     else:

@@ -34,7 +34,8 @@ CALLER = "+14155550100"  # Maria in the demo CRM: a VIP with an order in transit
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
@@ -143,8 +144,8 @@ async def main() -> int:
             f"first response {record['first_response_ms']:.0f} ms after start"
         )
         for turn in record["turns"]:
-            lat = turn.get("latency") or {}
-            parts = ", ".join(f"{k} {v:.0f} ms" for k, v in lat.items() if isinstance(v, (int, float)))
+            stages = turn.get("latency") or {}
+            parts = ", ".join(f"{k} {v:.0f} ms" for k, v in stages.items() if isinstance(v, (int, float)))
             understood = f" -> intent {turn['intent']} ({turn['confidence']:.2f})" if turn["intent"] else ""
             print(f"   caller ({turn['channel']}): {turn['text']!r}{understood}")
             print(f"   bot: {turn['reply']!r}")

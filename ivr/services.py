@@ -11,10 +11,11 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from flows.context import CallContext
 from flows.engine import FlowEngine
+from flows.gateway import BackendGateway
 from flows.schema import Flow
 from ivr.config import Settings
 from ivr.escalation import EscalationPolicy
@@ -99,7 +100,7 @@ class Services:
     metrics: Metrics
     flow: Flow
     region: Region
-    gateway: Any  # flows.gateway.BackendGateway
+    gateway: BackendGateway
     escalator: Escalator
     frustration: FrustrationTracker
     desk: AgentDesk | None = None
@@ -168,7 +169,11 @@ def open_storage(settings: Settings) -> AsyncStorage:
 
 
 async def build_all(
-    settings: Settings, *, models: Models | None = None, db: AsyncStorage | None = None, gateway: Any = None
+    settings: Settings,
+    *,
+    models: Models | None = None,
+    db: AsyncStorage | None = None,
+    gateway: BackendGateway | None = None,
 ) -> Services:
     """Builds everything the server needs; `models`, `db` and `gateway` can be shared or replaced (tests)."""
     from flows.backends import BackendMetrics, HttpBackendGateway

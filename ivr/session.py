@@ -16,8 +16,6 @@ import contextlib
 from collections.abc import Awaitable
 from typing import Protocol
 
-from audio.caller import CallerAudioConfig
-from audio.endpoint import EndpointerConfig
 from flows.context import CallContext
 from ivr.call_log import CallLog
 from ivr.clock import Clock, LoopClock
@@ -78,20 +76,7 @@ class CallSession:
             on_first_audio=self.ledger.first_audio,
         )
         self.listening = Listening(
-            ListeningOptions(
-                caller_audio=CallerAudioConfig(
-                    vad_aggressiveness=audio.vad_aggressiveness,
-                    endpoint=EndpointerConfig(
-                        speech_start_ms=audio.speech_start_ms,
-                        silence_ms=audio.endpoint_silence_ms,
-                        min_speech_ms=audio.min_speech_ms,
-                        max_utterance_s=audio.max_utterance_s,
-                    ),
-                    loudness_calibration_db=audio.loudness_calibration_db,
-                    long_silence_s=audio.long_silence_s,
-                ),
-                barge_in_ms=audio.barge_in_ms,
-            ),
+            ListeningOptions(caller_audio=audio.caller_audio(), barge_in_ms=audio.barge_in_ms),
             self.clock,
             self.call,
             bot_speaking=lambda: self.speech.is_playing,

@@ -58,7 +58,7 @@ class TwilioSerializer:
             raise ProtocolError("binary_frame", "Twilio sends only JSON text frames; got a binary frame")
         try:
             msg = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except json.JSONDecodeError as exc:
             raise ProtocolError("invalid_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
         if not isinstance(msg, dict):
             raise ProtocolError("malformed", f"expected a JSON object, got {type(msg).__name__}")
@@ -134,7 +134,7 @@ def _start(msg: dict[str, Any]) -> _Start:
     encoding = fmt.get("encoding")
     rate = fmt.get("sampleRate")
     channels = fmt.get("channels", 1)
-    if encoding != EXPECTED_ENCODING or int(rate) != EXPECTED_RATE or int(channels) != 1:
+    if encoding != EXPECTED_ENCODING or int(str(rate)) != EXPECTED_RATE or int(channels) != 1:
         raise ProtocolError(
             "unsupported_media_format",
             f"unsupported media format {encoding!r} {rate} Hz x{channels}; expected {EXPECTED_ENCODING} 8000 Hz mono",

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from audio import mulaw
 from ivr.prompts import HOLD_LINE
-from telephony.simcaller import CallResult, SimulatedCaller, Step
+from telephony.simcaller import SimulatedCaller
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "handoff.schema.json"
 JAMES = "+14155550101"  # standard tier, lifetime value 845
-MARIA = "+14155550100"  # VIP, lifetime value 7240.50, an order in transit
 
 
 @dataclass(frozen=True)
@@ -50,12 +43,6 @@ class Caller(SimulatedCaller):
         return audio in self._received
 
 
-def shout(speech: bytes, gain: float = 4.0) -> bytes:
-    """The same words about 12 dB louder, clipped the way a phone line clips them."""
-    pcm = mulaw.decode(speech).astype(np.float32) * gain
-    return mulaw.encode(np.clip(pcm, -32768, 32767).astype(np.int16))
-
-
 async def escalations_of(server: Any, call_sid: str) -> list[dict[str, Any]]:
     return [e for e in await server.services.db.list_escalations() if e["call_sid"] == call_sid]
 
@@ -74,29 +61,3 @@ def escalated_and_on_hold(server: Any, caller: Caller) -> Until:
         return bool(await escalations_of(server, caller.call_sid)) and caller.heard(opening)
 
     return Until(ready, what="escalation and hold line")
-
-
-async def escalate_call(server: Any, from_number: str, steps: list[Step]) -> tuple[dict, dict, CallResult]:
-    """Runs `steps`, then stays on the line until escalated and on hold, then hangs up.
-
-    Returns (the escalation row, the closed call record, the caller's view of the call).
-    """
-    caller = Caller(server.ws_url, from_number=from_number)
-    result = await caller.run([*steps, escalated_and_on_hold(server, caller)])
-    record = await server.wait_call_closed(caller.call_sid)
-    [escalation] = await escalations_of(server, caller.call_sid)
-    return escalation, record, result
-
-
-def handoff_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-def assert_valid_handoff(payload: dict[str, Any]) -> None:
-    import jsonschema
-
-    jsonschema.Draft202012Validator(handoff_schema()).validate(payload)
-
-
-def timeline(result: CallResult) -> str:
-    return "\n".join(str(e) for e in result.timeline)

@@ -1,4 +1,5 @@
-"""After a live escalation: the agent page shows it, Accept transfers the call through Twilio, the caller is texted.
+"""The real-model tier of escalation: after a live escalation the agent page shows it and Accept transfers the call
+through Twilio (what the caller is texted, and every trigger, are tested on virtual time in tests/session/).
 
 The Twilio REST API is the local recorder (tests/helpers/twilio_recorder.py): it records what the real `twilio`
 library sends. When Twilio redirects a call to <Dial>, the media stream ends with `stop`; the simulated caller
@@ -18,7 +19,6 @@ from tests.calls_escalation.call_driver import (
     JAMES,
     Caller,
     Until,
-    escalate_call,
     escalated_and_on_hold,
     escalations_of,
 )
@@ -127,29 +127,3 @@ async def test_stop_after_a_transfer_is_not_recorded_as_the_caller_hanging_up(st
     record = await server.wait_call_closed(caller.call_sid)
     assert record["outcome"] == "escalated"
     assert record["end_reason"] != "caller_hung_up", record["end_reason"]
-
-
-async def test_escalated_caller_is_texted_one_callback_link(start_server, synth_phone):
-    server = await start_server()
-    # The fixture learns its port after building the services; a deployed server is configured with its URL.
-    escalation, record, _ = await escalate_call(
-        server, JAMES, [Pause(1.0), PlayAudio(synth_phone("I want to speak to a real person."), "ask for person")]
-    )
-    await server.recorder.wait_for(lambda reqs: any(r.path.endswith("Messages.json") for r in reqs))
-    [sms] = server.recorder.find("Messages.json")
-    assert sms.method == "POST" and sms.status == 201
-    assert sms.form["To"] == JAMES and sms.form["From"] == server.settings.twilio_from_number
-    [stored] = await server.services.db.list_callbacks()
-    assert stored["call_sid"] == record["call_sid"] and stored["status"] == "sent"
-    link = f"{server.base_url}/callback/{stored['token']}"
-    assert link in sms.form["Body"]
-    # The link works without any credentials and offers times to pick.
-    async with aiohttp.ClientSession() as http, http.get(link) as resp:
-        assert resp.status == 200
-        assert 'name="slot"' in await resp.text()
-
-    # Asking again for the same call (a retry, a double click) sends nothing new and returns the same link.
-    again = await server.services.callbacks.request(record["call_sid"], JAMES, "C1002", escalation["payload"])
-    assert again["link"] == link
-    assert len(server.recorder.find("Messages.json")) == 1
-    assert len(await server.services.db.list_callbacks()) == 1

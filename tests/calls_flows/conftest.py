@@ -1,30 +1,21 @@
-"""Helpers for whole calls through the live server: a caller who can listen for a while, act mid-call,
-and a server whose CRM budget the test chooses.
-
-`start_server` (tests/conftest.py) builds its own demo CRM with a fixed 2 s budget; `start_with_budget`
-starts another demo CRM first so the server's `Settings.backends` can carry the budget from the start,
-exactly as a deployment would configure it, and points the returned LiveServer (crm_url, crm_control) at it.
-"""
+"""Helpers for whole live calls through the server with the real models: a caller who can listen for a while
+or until a reply, what the bot said (Whisper as the listener), and what reached the demo CRM."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import numpy as np
-import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
 from audio import mulaw
 from audio.resample import resample
-from flows.backends import BackendConfig
-from telephony.simcaller import BotSegment, CallResult, SimulatedCaller, Step
+from telephony.simcaller import CallResult, SimulatedCaller, Step
 
 
 @dataclass(frozen=True)
@@ -43,18 +34,10 @@ class WaitForReply:
     timeout_s: float = 20.0
 
 
-@dataclass(frozen=True)
-class Do:
-    """Run something mid-call (turn a backend knob), as the world changes while a caller is on the line."""
-
-    action: Callable[[], Awaitable[Any]]
-    label: str = "test action"
-
-
 class Caller(SimulatedCaller):
     """The simulated phone with three more script steps: HearFor, WaitForReply and Do."""
 
-    async def _run_step(self, step: Step | HearFor | WaitForReply | Do) -> None:  # type: ignore[override]
+    async def _run_step(self, step: Step | HearFor | WaitForReply) -> None:  # type: ignore[override]
         if isinstance(step, HearFor):
             await self._until(lambda: self.played_s() >= step.seconds, step.timeout_s, f"hear {step.seconds} s")
         elif isinstance(step, WaitForReply):
@@ -65,9 +48,6 @@ class Caller(SimulatedCaller):
                 return bool(reply) and self.now() - reply[0].start_t >= step.heard_s
 
             await self._until(answered, step.timeout_s, "a reply")
-        elif isinstance(step, Do):
-            self._note("test", step.label)
-            await step.action()
         else:
             await super()._run_step(step)
 
@@ -94,10 +74,6 @@ def heard_between(result: CallResult, start: float, end: float) -> bytes:
     return b"".join(bytes(s.audio) for s in result.segments if start <= s.start_t < end)
 
 
-def segments_after(result: CallResult, t: float) -> list[BotSegment]:
-    return [s for s in result.segments if s.start_t >= t]
-
-
 async def transcribe_phone_audio(shared_models: Any, audio: bytes) -> str:
     """What a listener hears in the bot's mu-law audio, lower-cased words (Whisper, as a human stand-in)."""
     assert audio, "no bot audio to transcribe"
@@ -106,43 +82,8 @@ async def transcribe_phone_audio(shared_models: Any, audio: bytes) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", transcript.text.lower()).split())
 
 
-async def backend_errors(server: Any) -> dict[tuple[str, str, str], float]:
-    """ivr_backend_errors_total by (backend, operation, kind), read from the server's /metrics endpoint."""
-    async with aiohttp.ClientSession() as http, http.get(server.base_url + "/metrics") as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    out: dict[tuple[str, str, str], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "ivr_backend_errors_total":
-                labels = sample.labels
-                out[(labels["backend"], labels["operation"], labels["kind"])] = sample.value
-    return out
-
-
 async def crm_journal(server: Any) -> list[dict[str, str]]:
     """Every request the demo CRM received (method, path with query, body)."""
     async with aiohttp.ClientSession() as http, http.get(server.crm_url + "/_stats") as resp:
         assert resp.status == 200
         return (await resp.json())["journal"]
-
-
-StartWithBudget = Callable[..., Awaitable[Any]]
-
-
-@pytest_asyncio.fixture
-async def start_with_budget(start_server) -> AsyncIterator[StartWithBudget]:
-    """`await start_with_budget(budget_s, **settings)`: a live server whose CRM calls get `budget_s`."""
-    from ivr.demo_crm import start_demo_crm
-
-    runners = []
-
-    async def start(budget_s: float, **overrides: Any):
-        runner, url = await start_demo_crm("127.0.0.1", 0)
-        runners.append(runner)
-        server = await start_server(backends={"crm": BackendConfig(base_url=url, timeout_s=budget_s)}, **overrides)
-        return dataclasses.replace(server, crm_url=url, crm_runner=runner)
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
