@@ -46,6 +46,7 @@ class AudioConfig(BaseModel):
     )
     shouting_spl_db: float = Field(78.0, description="estimated SPL above which a caller counts as shouting")
     barge_in_ms: int = Field(200, ge=20, description="sustained caller speech that interrupts bot playback")
+    inter_digit_s: float = Field(5.0, gt=0, description="a pause between keys that ends a digit string")
     outbound_lead_ms: int = Field(
         100, ge=20, description="how far ahead of real time outbound audio is sent; small so `clear` stays quick"
     )

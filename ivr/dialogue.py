@@ -188,6 +188,9 @@ class Dialogue:
         if self._clock.now() - self._last_hold_reminder > HOLD_REMINDER_EVERY_S:
             self._last_hold_reminder = self._clock.now()
             self.say(HOLD_REMINDER, prompt_id="hold_reminder")
+        else:
+            # Too soon for another reminder: count the silence afresh, so a later one still comes.
+            self._listening.restart_silence_timer()
 
     def _record_unanswered_turn(self, text: str, guess: IntentResult) -> None:
         """The flow never sees this input, so the turn (with its intent guess) is recorded here."""

@@ -113,6 +113,10 @@ class Listening:
         self.keypad.press(digit)
 
     def playback_finished(self) -> None:
+        self.restart_silence_timer()
+
+    def restart_silence_timer(self) -> None:
+        """A long silence is counted from now: after our prompt, or after one we chose not to answer."""
         self.audio.quiet()
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from models.intent import IntentClassifier, IntentResult, answer_threshold, pars
 from models.regions import Region, get_region
 from models.sentiment import SentimentScorer
 from models.tts import Synthesizer, TtsService
+from telephony.twilio_rest import TwilioRest
 
 if TYPE_CHECKING:
     from ivr.agent_desk import AgentDesk
@@ -174,13 +175,14 @@ async def build_all(
     models: Models | None = None,
     db: AsyncStorage | None = None,
     gateway: BackendGateway | None = None,
+    twilio: TwilioRest | None = None,
 ) -> Services:
-    """Builds everything the server needs; `models`, `db` and `gateway` can be shared or replaced (tests)."""
+    """Builds everything the server needs; `models`, `db`, `gateway` and the carrier's REST client can be
+    shared or replaced (tests)."""
     from flows.backends import BackendMetrics, HttpBackendGateway
     from flows.cli import load_flow
     from ivr.agent_desk import AgentDesk
     from ivr.callbacks import CallbackService
-    from telephony.twilio_rest import TwilioRest
 
     if models is None:
         models = await asyncio.to_thread(Models.load, settings)
@@ -189,9 +191,10 @@ async def build_all(
         db = await asyncio.to_thread(open_storage, settings)
     db.on_error = lambda op, exc: metrics.errors.labels("storage").inc()
     flow = load_flow(settings.flow)
-    twilio = TwilioRest(
-        settings.twilio_account_sid, settings.twilio_auth_token, api_base_url=settings.twilio_api_base_url
-    )
+    if twilio is None:
+        twilio = TwilioRest(
+            settings.twilio_account_sid, settings.twilio_auth_token, api_base_url=settings.twilio_api_base_url
+        )
     services = Services(
         settings=settings,
         models=models,

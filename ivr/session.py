@@ -76,7 +76,9 @@ class CallSession:
             on_first_audio=self.ledger.first_audio,
         )
         self.listening = Listening(
-            ListeningOptions(caller_audio=audio.caller_audio(), barge_in_ms=audio.barge_in_ms),
+            ListeningOptions(
+                caller_audio=audio.caller_audio(), barge_in_ms=audio.barge_in_ms, inter_digit_s=audio.inter_digit_s
+            ),
             self.clock,
             self.call,
             bot_speaking=lambda: self.speech.is_playing,
@@ -152,6 +154,7 @@ class CallSession:
     async def _start(self, event: CallStarted) -> None:
         if self.started:
             self.error("duplicate_start", "a second start on one stream was ignored")
+            self._last_seq = max(self._last_seq, event.sequence_number)  # its number is used, not lost
             return
         services = self.services
         self.call.bind(event.call_id)

@@ -139,6 +139,7 @@ def _start(msg: dict[str, Any]) -> _Start:
             "unsupported_media_format",
             f"unsupported media format {encoding!r} {rate} Hz x{channels}; expected {EXPECTED_ENCODING} 8000 Hz mono",
             fatal=True,
+            call_id=str(start.get("callSid") or "") or None,
         )
     params = start.get("customParameters") or {}
     if not isinstance(params, dict):
@@ -206,20 +207,30 @@ class TwilioCallerCodec:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
         self.account_sid = account_sid
-        self._seq = 0
+        # The number of the last frame built. Set it to replay a frame (lower) or lose some (higher), as a
+        # misbehaving network or a carrier bug would.
+        self.sequence_number = 0
         self._chunk = 0
         self._audio_ms = 0
 
     def _frame(self, event: str, body: dict[str, Any]) -> str:
-        self._seq += 1
-        return json.dumps({"event": event, "sequenceNumber": str(self._seq), **body, "streamSid": self.stream_sid})
+        self.sequence_number += 1
+        seq = str(self.sequence_number)
+        return json.dumps({"event": event, "sequenceNumber": seq, **body, "streamSid": self.stream_sid})
 
     # -- Twilio -> server ------------------------------------------------------------------------------
     def connected(self) -> str:
         return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
-    def start(self, custom_parameters: dict[str, str] | None = None) -> str:
-        """`custom_parameters`: the TwiML <Parameter>s of the <Stream> (the stream token among them)."""
+    def start(
+        self,
+        custom_parameters: dict[str, str] | None = None,
+        *,
+        media_format: tuple[str, int, int] = (EXPECTED_ENCODING, EXPECTED_RATE, 1),
+    ) -> str:
+        """`custom_parameters`: the TwiML <Parameter>s of the <Stream> (the stream token among them);
+        `media_format`: (encoding, sample rate, channels), always mu-law 8 kHz mono from Twilio itself."""
+        encoding, rate, channels = media_format
         return self._frame(
             "start",
             {
@@ -229,7 +240,7 @@ class TwilioCallerCodec:
                     "callSid": self.call_sid,
                     "tracks": ["inbound"],
                     "customParameters": dict(custom_parameters or {}),
-                    "mediaFormat": {"encoding": EXPECTED_ENCODING, "sampleRate": EXPECTED_RATE, "channels": 1},
+                    "mediaFormat": {"encoding": encoding, "sampleRate": rate, "channels": channels},
                 }
             },
         )

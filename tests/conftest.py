@@ -127,6 +127,7 @@ async def start_server(
     from ivr.app import build_app, start_site
     from ivr.demo_crm import start_demo_crm
     from ivr.services import build_all
+    from telephony.twilio_rest import TwilioRest
 
     started: list[tuple[web.AppRunner, web.AppRunner, Any]] = []
 
@@ -144,10 +145,13 @@ async def start_server(
         }
         values.update(overrides)
         settings = Settings(**values)
-        services = await build_all(settings, models=shared_models)
-        if services.desk is not None and settings.twilio_auth_token is None:
-            services.desk.twilio._auth_token = "recorder-token"  # the recorder accepts any credentials
-            services.callbacks.twilio._auth_token = "recorder-token"
+        # The webhook runs unsigned here, but the REST client needs credentials: the recorder accepts any.
+        twilio = TwilioRest(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token or "recorder-token",
+            api_base_url=settings.twilio_api_base_url,
+        )
+        services = await build_all(settings, models=shared_models, twilio=twilio)
         app = build_app(services)
         runner, port = await start_site(app, "127.0.0.1", 0)
         base = f"http://127.0.0.1:{port}"

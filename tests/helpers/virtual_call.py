@@ -58,8 +58,6 @@ from models.speech_text import normalize_for_speech, split_sentences
 from telephony.events import Clear, Mark, OutboundCommand, PlayAudio
 from telephony.twilio import TwilioCallerCodec, TwilioSerializer
 
-log = logging.getLogger("tests.virtual_call")
-
 FRAME = 160
 FRAME_S = 0.020
 SILENCE_FRAME = b"\xff" * FRAME
@@ -89,7 +87,7 @@ def noise_burst(seconds: float, *, level: float = 9000.0, seed: int = 7) -> byte
     return mulaw.encode(burst) + SILENCE_FRAME
 
 
-# Pitches the fake ASR tells utterances apart by: far enough apart for a 0.4 s utterance's spectrum.
+# Pitches the fake ASR tells utterances apart by (12 Hz apart: resolved in the spectrum of a 0.5 s utterance).
 PITCHES = tuple(float(f) for f in range(100, 400, 12))
 
 
@@ -355,7 +353,7 @@ class _InProcessSession:
         hdrs = CIMultiDict(headers)
         payload: Any = None
         if body is not None:
-            data = json_dumps(body).encode()
+            data = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
             hdrs["Content-Length"] = str(len(data))
             payload = StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop())
@@ -374,10 +372,6 @@ class _InProcessSession:
 
     async def close(self) -> None:
         pass
-
-
-def json_dumps(value: Any) -> str:
-    return json.dumps(value)
 
 
 class VirtualCrm:
@@ -492,12 +486,8 @@ async def build_harness(
         metrics=BackendMetrics(),
         clock=loop.time,  # type: ignore[arg-type]
     )
-    services = await build_all(settings, models=models, db=SyncStorage(storage), gateway=gateway)
     twilio = FakeTwilioRest()
-    if services.desk is not None:
-        services.desk.twilio = twilio  # type: ignore[assignment]
-    if services.callbacks is not None:
-        services.callbacks.twilio = twilio  # type: ignore[assignment]
+    services = await build_all(settings, models=models, db=SyncStorage(storage), gateway=gateway, twilio=twilio)
     return Harness(services, asr, tts, crm, twilio)
 
 

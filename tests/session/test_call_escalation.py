@@ -226,12 +226,6 @@ async def test_on_hold_a_long_silence_gets_a_reminder_never_more_often_than_ever
     assert [t["text"] for t in record["turns"]] == ["I want to speak to a real person."]  # silences are no turns
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the silence timer fires once per silence and only playback re-arms it: a long silence within 15 s of "
-    "the last reminder is skipped and no later one comes (ivr/dialogue.py _keep_company), so a caller on hold "
-    "hears one reminder however long they wait",
-)
 async def test_on_hold_for_a_minute_the_caller_is_reminded_more_than_once(make_harness):
     h = await make_harness()
     call, _, _ = await _on_hold_for(h, 60.0)

@@ -51,7 +51,7 @@ BAD_MESSAGES = {
         {"event": "media", "sequenceNumber": "3", "streamSid": call.stream_sid, "media": {"payload": "!!notbase64!!"}}
     ),
     "binary_frame": lambda call: b"\x00\x01\x02",
-    "out_of_order": lambda call: media(call, call.codec._seq - 1),  # a replayed, stale frame
+    "out_of_order": lambda call: media(call, call.codec.sequence_number - 1),  # a replayed, stale frame
 }
 
 
@@ -80,7 +80,7 @@ async def test_a_gap_in_sequence_numbers_is_counted_but_the_frame_is_used(make_h
     h = await make_harness()
     call = await h.call(UNKNOWN).start()
     await call.wait(0.5)
-    call.codec._seq += 5  # Twilio lost five frames
+    call.codec.sequence_number += 5  # Twilio lost five frames
     await call.wait(0.5)
     await call.press("4")
     await call.wait_for_bot()
@@ -98,7 +98,7 @@ async def test_media_keys_and_marks_before_start_are_dropped_and_counted(make_ha
     call.send(media(call, 1))
     call.send(call.codec.dtmf("1"))
     call.send(call.codec.mark("say#0:1"))
-    call.codec._seq = 1
+    call.codec.sequence_number = 0  # the stream starts afresh
     await call.start()
     await call.wait(1.0)
     record = await call.finish()
@@ -113,9 +113,7 @@ async def test_an_unsupported_media_format_ends_the_stream_with_a_clear_error(ma
     caplog.set_level(logging.WARNING, logger="ivr.session")
     h = await make_harness()
     call = h.call(UNKNOWN)
-    start = json.loads(call.codec.start(call.params))
-    start["start"]["mediaFormat"] = {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1}
-    await call.session.on_message(json.dumps(start))
+    await call.session.on_message(call.codec.start(call.params, media_format=("audio/x-l16", 16000, 1)))
 
     assert call.session.ended.is_set() and call.transport.closed is not None
     assert call.transport.sent == []
@@ -130,10 +128,7 @@ async def test_a_second_start_on_one_stream_is_ignored_and_counted(make_harness)
     h = await make_harness()
     call = await h.call(UNKNOWN).start()
     await call.wait(0.5)
-    replay = json.loads(call.codec.start({"From": JAMES, "CallSid": call.call_sid}))
-    call.codec._seq -= 1
-    replay["sequenceNumber"] = "1"  # the stream's first message, again
-    call.send(json.dumps(replay))
+    call.send(call.codec.start({"From": JAMES, "CallSid": call.call_sid}))
     await call.wait(0.5)
     record = await call.finish()
 
@@ -166,6 +161,7 @@ async def _two_utterances(h: Harness, **first: object) -> tuple[VirtualCall, dic
 @pytest.mark.parametrize(
     ("failure", "kind"),
     [({"asr_error": RuntimeError("CUDA out of memory")}, "asr_failed"), ({"overloaded": True}, "asr_overloaded")],
+    ids=["asr_failed", "asr_overloaded"],
 )
 async def test_a_failed_transcription_says_sorry_i_missed_that_and_the_call_goes_on(
     make_harness, caplog, failure, kind
