@@ -33,6 +33,7 @@ class CallerSummary:
 
     call_sid: str
     response_latencies_s: list[float]
+    replied_to_s: list[float]  # when the utterance each latency answers ended (seconds after start)
     first_audio_after_start_s: float | None
     duration_s: float
     closed_by_server: bool
@@ -103,7 +104,19 @@ async def one_caller(plan: CallPlan, lead_s: float, reply_timeout_s: float) -> C
         result = await caller.run(steps)
     except Exception as exc:  # noqa: BLE001 - one failed caller is reported, the others still count
         return CallerSummary(
-            caller.call_sid, [], None, 0.0, False, [], 0, 0, 0.0, 0, len(plan.script), f"{type(exc).__name__}: {exc}"
+            caller.call_sid,
+            [],
+            [],
+            None,
+            0.0,
+            False,
+            [],
+            0,
+            0,
+            0.0,
+            0,
+            len(plan.script),
+            f"{type(exc).__name__}: {exc}",
         )
     frames_by_label = {label: len(audio) // FRAME for label, audio in plan.script}
     plays = []
@@ -115,6 +128,7 @@ async def one_caller(plan: CallPlan, lead_s: float, reply_timeout_s: float) -> C
     return CallerSummary(
         call_sid=result.call_sid,
         response_latencies_s=list(result.response_latencies_s),
+        replied_to_s=list(result.replied_to_s),
         first_audio_after_start_s=result.first_audio_after_start_s,
         duration_s=result.timeline[-1].t if result.timeline else 0.0,
         closed_by_server=result.closed_by_server,

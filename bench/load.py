@@ -7,6 +7,7 @@ import concurrent.futures
 import resource
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,17 @@ async def run_calls(
     return RunOutcome(summaries, records, [server for server, _ in calls], cpu_s, caller_cpu, lag_stats, wall)
 
 
+def on_hold_from_s(record: dict[str, Any] | None) -> float | None:
+    """Seconds after the call's start when it was handed to a person (None: never)."""
+    if not record:
+        return None
+    started = datetime.fromisoformat(record["started_at"])
+    for event in record.get("events", []):
+        if event["kind"] == "escalation":
+            return (datetime.fromisoformat(event["at"]) - started).total_seconds()
+    return None
+
+
 def summarize(run: RunOutcome, only: BenchServer | None = None) -> dict[str, Any]:
     """Everything measured for the calls of `run` (only those to `only`, if given)."""
     picked = [
@@ -67,7 +79,21 @@ def summarize(run: RunOutcome, only: BenchServer | None = None) -> dict[str, Any
         if only is None or srv is only
     ]
     summaries = [s for s, _, _ in picked]
-    latencies = [x for s in summaries for x in s.response_latencies_s]
+    # A caller on hold for a person is not waiting for the bot: what they say then (and the hold reminders that
+    # may follow) is neither a response latency nor an unanswered turn.
+    latencies: list[float] = []
+    unanswered = on_hold = 0
+    for s, record, _ in picked:
+        hold_from = on_hold_from_s(record)
+        spoken = [t for _, t, _ in s.plays if hold_from is None or t < hold_from]
+        answered = [
+            lat
+            for lat, t in zip(s.response_latencies_s, s.replied_to_s, strict=True)
+            if hold_from is None or t < hold_from
+        ]
+        latencies += answered
+        on_hold += len(s.plays) - len(spoken)
+        unanswered += max(0, len(spoken) - len(answered)) if s.error is None else s.unanswered
     call_minutes = sum(s.duration_s for s in summaries) / 60
     stages: dict[str, list[float]] = {
         "endpoint_wait": [],
@@ -96,7 +122,8 @@ def summarize(run: RunOutcome, only: BenchServer | None = None) -> dict[str, Any
         "callers": len(summaries),
         "utterances_per_call": max((len(s.plays) for s in summaries), default=0),
         "response_latency": latency_ms(latencies),
-        "unanswered_utterances": sum(s.unanswered for s in summaries),
+        "unanswered_utterances": unanswered,
+        "utterances_on_hold": on_hold,
         "server_turn_ms_median": {stage: median(v) for stage, v in stages.items()},
         "asr_ms": dist(stages["asr"]),
         "tts_first_frame_ms": dist(stages["tts_first_frame"]),
@@ -151,7 +178,8 @@ async def concurrency_sweep(
             r = level["response_latency"]
             print(
                 f"  p50 {fmt(r['p50_ms'])} ms, p95 {fmt(r['p95_ms'])} ms, late audio "
-                f"{level['late_audio_mid_sentence']}, unanswered {level['unanswered_utterances']}, {level['wall_s']} s",
+                f"{level['late_audio_mid_sentence']}, unanswered {level['unanswered_utterances']}, "
+                f"on hold {level['utterances_on_hold']}, {level['wall_s']} s",
                 flush=True,
             )
             if level["caller_errors"]:

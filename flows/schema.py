@@ -20,22 +20,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.intent import Industry, answer_threshold
+from models.intent import BUSINESS_INTENTS, Industry, answer_threshold
 
-KNOWN_INTENTS: tuple[str, ...] = (
-    "track_order",
-    "delivery_problem",
-    "return_refund",
-    "cancel_order",
-    "billing_problem",
-    "pay_bill",
-    "top_up",
-    "change_plan",
-    "lost_card",
-    "check_balance",
-    "speak_to_agent",
-    "goodbye",
-)
+KNOWN_INTENTS: tuple[str, ...] = BUSINESS_INTENTS
 
 # Spoken names for intents, used in the clarification question ("is it about X, or Y?"). A flow may override.
 DEFAULT_INTENT_LABELS: dict[str, str] = {

@@ -17,7 +17,7 @@ from ivr.speech import FirstFrame
 
 
 @dataclass(frozen=True, slots=True)
-class TurnRow:
+class TurnEntry:
     idx: int
     channel: str
     text: str
@@ -35,7 +35,7 @@ class TurnTiming:
     understanding_started: float | None = None
     reply_requested_at: float | None = None
     first_frame_seen: bool = False
-    rows: list[TurnRow] = field(default_factory=list)
+    rows: list[TurnEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ class TurnLedger:
             if turn.loudness_spl_db is None:
                 turn.loudness_spl_db = how.loudness_spl_db
             rows.append(
-                TurnRow(
+                TurnEntry(
                     idx=turn.index,
                     channel=turn.channel,
                     text=turn.text,

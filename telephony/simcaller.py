@@ -102,6 +102,7 @@ class CallResult:
     protocol_errors: list[str]  # server frames Twilio would have refused (bad JSON, another stream's SID, ...)
     segments: list[BotSegment]
     response_latencies_s: list[float]
+    replied_to_s: list[float]  # for each response latency: when the caller's utterance it answers ended
     first_audio_after_start_s: float | None
     clears: int
     marks_echoed: list[str]
@@ -178,6 +179,7 @@ class SimulatedCaller:
         self._last_voiced_sent: float | None = None
         self._awaiting_reply = False
         self._latencies: list[float] = []
+        self._replied_to: list[float] = []
         self._first_audio: float | None = None
         self._clears = 0
         self._cleared = False
@@ -237,6 +239,7 @@ class SimulatedCaller:
             protocol_errors=self._protocol_errors,
             segments=self._segments,
             response_latencies_s=self._latencies,
+            replied_to_s=self._replied_to,
             first_audio_after_start_s=self._first_audio,
             clears=self._clears,
             marks_echoed=self._marks_echoed,
@@ -339,6 +342,7 @@ class SimulatedCaller:
             if self._awaiting_reply and self._last_voiced_sent is not None:
                 latency = t - self._last_voiced_sent
                 self._latencies.append(latency)
+                self._replied_to.append(self._last_voiced_sent)
                 self._awaiting_reply = False
                 self._note("bot", f"starts talking, {1000 * latency:.0f} ms after the caller's last voiced frame")
             else:

@@ -54,14 +54,7 @@ class TwilioSerializer:
         self.stream_sid: str | None = None
 
     def deserialize(self, raw: str | bytes) -> InboundEvent:
-        if isinstance(raw, bytes):
-            raise ProtocolError("binary_frame", "Twilio sends only JSON text frames; got a binary frame")
-        try:
-            msg = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError("invalid_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
-        if not isinstance(msg, dict):
-            raise ProtocolError("malformed", f"expected a JSON object, got {type(msg).__name__}")
+        msg = _json_object(raw, "Twilio sends only JSON text frames; got a binary frame")
         kind = msg.get("event")
         handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
@@ -118,6 +111,19 @@ class _Start:
     stream_sid: str
     params: dict[str, str]
     sequence_number: int
+
+
+def _json_object(raw: str | bytes, binary_message: str) -> dict[str, Any]:
+    """Every Twilio frame, either way, is one JSON object in a text frame."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("binary_frame", binary_message)
+    try:
+        msg = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("malformed", f"expected a JSON object, got {type(msg).__name__}")
+    return msg
 
 
 def _seq(msg: dict[str, Any]) -> int:
@@ -272,14 +278,7 @@ class TwilioCallerCodec:
     # -- server -> Twilio ------------------------------------------------------------------------------
     def parse(self, raw: str | bytes) -> OutboundCommand:
         """A server frame as the typed command it carries; `ProtocolError` for anything Twilio would refuse."""
-        if isinstance(raw, bytes):
-            raise ProtocolError("binary_frame", "the server sent a binary frame; Twilio accepts only JSON text")
-        try:
-            msg = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError("invalid_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
-        if not isinstance(msg, dict):
-            raise ProtocolError("malformed", f"expected a JSON object, got {type(msg).__name__}")
+        msg = _json_object(raw, "the server sent a binary frame; Twilio accepts only JSON text")
         kind = msg.get("event")
         if msg.get("streamSid") != self.stream_sid:
             raise ProtocolError("wrong_stream", f"{kind!r} for stream {msg.get('streamSid')!r}, not {self.stream_sid}")
