@@ -69,4 +69,18 @@ class SetFlag:
     value: Any
 
 
-Action = Say | Listen | Escalate | OfferCallback | Hangup | SetFlag
+@dataclass(frozen=True, slots=True)
+class VerificationEvent:
+    """An audit record of a caller verification outcome (already applied to ``ctx.verification``).
+
+    outcome: verified | failed (a wrong entry) | locked (too many) | unavailable (the check itself failed).
+    Never carries the secret; the session records it as a call event.
+    """
+
+    outcome: Literal["verified", "failed", "locked", "unavailable"]
+    method: str
+    attempt: int
+    attempts_allowed: int
+
+
+Action = Say | Listen | Escalate | OfferCallback | Hangup | SetFlag | VerificationEvent

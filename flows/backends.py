@@ -76,6 +76,13 @@ class TopUpParams(CustomerParams):
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
 
+class VerifyParams(CustomerParams):
+    """A verify step's check. The secret travels only in the POST body, never in a URL, a log or an error."""
+
+    method: Literal["pin", "account_digits", "sms_code"]
+    secret: str = Field(pattern=r"^\d{4,8}$", repr=False)
+
+
 # --- responses (anything else is BackendBadResponse) ---------------------------------------
 
 
@@ -129,6 +136,14 @@ class TopUpResult(_Result):
     new_balance: float
 
 
+class VerifyResult(_Result):
+    verified: bool
+
+
+class SendCodeResult(_Result):
+    sent: bool
+
+
 @dataclass(frozen=True)
 class Operation:
     """How one named operation maps onto HTTP."""
@@ -153,6 +168,9 @@ CRM_OPERATIONS: dict[str, Operation] = {
     "top_up": Operation(
         "POST", "/customers/{customer_id}/top-up", False, TopUpParams, TopUpResult, idempotency_key=True
     ),
+    # Not idempotent: a retried check would count as another attempt where the CRM keeps its own lockout.
+    "verify_caller": Operation("POST", "/customers/{customer_id}/verify", False, VerifyParams, VerifyResult),
+    "send_code": Operation("POST", "/customers/{customer_id}/verify/code", False, CustomerParams, SendCodeResult),
 }
 # backend name (a key of Settings.backends) -> its operations
 OPERATIONS: dict[str, dict[str, Operation]] = {"crm": CRM_OPERATIONS}

@@ -42,6 +42,16 @@ class Turn:
 
 
 @dataclass(slots=True)
+class Verification:
+    """Whether and how the caller proved who they are in this call. Never holds the secret itself."""
+
+    verified: bool = False
+    method: Literal["pin", "account_digits", "sms_code"] | None = None  # that verified, or the last tried
+    failures: int = 0  # wrong entries so far, all methods together
+    locked: bool = False  # too many wrong entries: no further attempts in this call
+
+
+@dataclass(slots=True)
 class CallContext:
     call_sid: str
     caller: str | None = None
@@ -61,6 +71,7 @@ class CallContext:
     backend_failures: int = 0
     resolved: bool = False  # only a confirmed resolution sets this, never silence
     escalated: bool = False
+    verification: Verification = field(default_factory=Verification)
     flags: dict[str, Any] = field(default_factory=dict)
 
     def last_messages(self, n: int = 3) -> list[str]:

@@ -8,6 +8,11 @@ that follows it is still running.
 PCI: while a `pci: true` collect step is waiting, caller input is never sent to the NLU, never logged, and the
 turn and slot hold only a mask. Only the last four digits are kept (`<slot>_last4`), and only when the step
 asks for them, because the card-block backend needs them; they are never spoken.
+
+Verification (`verify` steps): the PIN, account digits or texted code is handled like card data (keypad only,
+masked turn, never logged or classified) and goes only to the backend's check. `ctx.verification` records
+whether and how the caller was verified; each outcome is yielded as a `VerificationEvent` for the audit
+trail; lookups marked `requires_verification` never run for an unverified caller.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ import inspect
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say
+from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, VerificationEvent
 from flows.context import CallContext, Customer, Turn
 from flows.gateway import BackendBadResponse, BackendError, BackendGateway, BackendTimeout
 from flows.identity import customer_from_result
+from flows.pci import mask_card_numbers, mask_keyed_digits
 from flows.schema import (
+    VERIFY_DIGITS,
     BranchStep,
     CollectStep,
     Condition,
@@ -38,6 +45,7 @@ from flows.schema import (
     SayStep,
     Step,
     Template,
+    VerifyStep,
 )
 from models.intent import IntentResult
 
@@ -276,7 +284,13 @@ class FlowEngine:
             self.log.warning("call %s: input after the flow ended (%s); ignored", ctx.call_sid, inp.kind)
             return
         step = self.flow.steps[st.step]
-        pci = isinstance(step, CollectStep) and step.pci and st.waiting in ("input", "confirm_value")
+        pci = (isinstance(step, CollectStep) and step.pci and st.waiting in ("input", "confirm_value")) or (
+            isinstance(step, VerifyStep) and st.waiting == "input"
+        )
+        if not pci:
+            # Masked by what it is, not by which step is waiting: a card number typed or said anywhere else
+            # reaches no turn, slot, NLU or log in clear.
+            inp = replace(inp, text=mask_card_numbers(inp.text), digits=mask_keyed_digits(inp.digits))
         turn: Turn | None = None
         if inp.kind != "silence":
             st.no_input = 0
@@ -341,6 +355,11 @@ class FlowEngine:
             slots=dict(ctx.slots),
             caller=ctx.caller,
             flow={"name": self.flow.name, "industry": self.flow.industry},
+            verification={
+                "verified": ctx.verification.verified,
+                "method": ctx.verification.method if ctx.verification.verified else None,
+                "locked": ctx.verification.locked,
+            },
         )
         ns.update(extra or {})
         return ns
@@ -450,6 +469,18 @@ class FlowEngine:
             )
         elif isinstance(step, ConfirmStep):
             yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
+        elif isinstance(step, VerifyStep):
+            # One key more than the longest answer: the finish key after a full entry ends it, and is not left
+            # over for the next question.
+            longest = VERIFY_DIGITS[step.method][1]
+            yield Listen(
+                "dtmf",
+                slot=f"verify_{step.method}",
+                max_digits=longest + 1 if step.finish_on else longest,
+                finish_on=step.finish_on,
+                pci=True,
+                timeout_s=step.timeout_s,
+            )
 
     async def _no_input(self, ctx: CallContext, st: FlowState, step: Step) -> AsyncIterator[Action]:
         st.no_input += 1
@@ -522,6 +553,8 @@ class FlowEngine:
             handler = self._on_collect(ctx, st, step, inp, pci)
         elif isinstance(step, ConfirmStep):
             handler = self._on_confirm(ctx, st, step, inp)
+        elif isinstance(step, VerifyStep) and st.waiting == "input":
+            handler = self._on_verify(ctx, st, step, inp)
         else:
             # The session stopped reading our actions mid-step (caller hung up or barged in during a lookup):
             # run the step again rather than leave the caller in silence.
@@ -826,6 +859,23 @@ class FlowEngine:
             if isinstance(step, BranchStep):
                 sid = next((c.next for c in step.cases if self._condition(ctx, st, c.when)), step.otherwise)
                 continue
+            if isinstance(step, LookupStep) and step.requires_verification and not ctx.verification.verified:
+                # The loader refuses such a flow; this is the belt to its braces.
+                self.log.error("call %s: step %s needs a verified caller; not run", ctx.call_sid, sid)
+                yield Say(self.flow.prompt_text("_agent"), prompt_id="_agent")
+                yield self._escalate(ctx, st, f"step '{sid}' needs a verified caller", "flow_error")
+                return
+            if isinstance(step, VerifyStep):
+                target = None
+                async for a in self._verify_enter(ctx, st, step):
+                    if isinstance(a, str):
+                        target = a
+                    else:
+                        yield a
+                if target is None:
+                    return  # asking for the secret, or handed to a person
+                sid, utterance = target, None
+                continue
             if isinstance(step, LookupStep):
                 target = None
                 async for a in self._lookup(ctx, st, step):
@@ -863,6 +913,109 @@ class FlowEngine:
             return
         self.log.error("call %s: flow %s loops without caller input at %s", ctx.call_sid, self.flow.name, sid)
         yield self._escalate(ctx, st, "the flow looped without asking the caller anything", "flow_error")
+
+    # ------------------------------------------------------------ verification
+
+    async def _verify_enter(self, ctx: CallContext, st: FlowState, step: VerifyStep) -> AsyncIterator[Action | str]:
+        """Yields actions, then the next step id (a str) when the step needs no input, else nothing more."""
+        v = ctx.verification
+        if v.verified:
+            yield step.next
+            return
+        if v.locked:
+            async for a in self._verify_locked(ctx, st, step):
+                yield a
+            return
+        if step.method == "sms_code":
+            try:
+                params = {k: self._render(ctx, st, t) for k, t in step.params.items()}
+                result = await self.gateway.call(step.backend, step.send_operation, params, call_sid=ctx.call_sid)
+                if not isinstance(result, dict) or result.get("sent") is not True:
+                    raise BackendBadResponse(step.backend, step.send_operation, "the code was not sent")
+            except BackendError as exc:
+                async for a in self._verify_unavailable(ctx, st, step, exc):
+                    yield a
+                return
+            yield Say(self.flow.prompt_text("_verify_code_sent"), prompt_id="_verify_code_sent")
+        st.waiting = "input"
+        async for a in self._ask(ctx, st, step):
+            yield a
+
+    async def _on_verify(
+        self, ctx: CallContext, st: FlowState, step: VerifyStep, inp: CallerInput
+    ) -> AsyncIterator[Action]:
+        if inp.kind != "dtmf":
+            async for a in self._no_match(ctx, st, step, prompt="_keypad_only"):
+                yield a
+            return
+        v = ctx.verification
+        lo, hi = VERIFY_DIGITS[step.method]
+        secret = (
+            inp.digits[: -len(step.finish_on)] if step.finish_on and inp.digits.endswith(step.finish_on) else inp.digits
+        )
+        verified = False
+        if secret.isdigit() and lo <= len(secret) <= hi:  # a malformed entry is a wrong one, never sent
+            params: dict[str, Any] = {k: self._render(ctx, st, t) for k, t in step.params.items()}
+            params.update(method=step.method, secret=secret)
+            try:
+                result = await self.gateway.call(step.backend, step.operation, params, call_sid=ctx.call_sid)
+            except BackendError as exc:
+                async for item in self._verify_unavailable(ctx, st, step, exc):
+                    if not isinstance(item, str):  # a target step is already in st.goto
+                        yield item
+                return
+            finally:
+                params.pop("secret", None)
+            verified = isinstance(result, dict) and result.get("verified") is True
+        del secret
+        v.method = step.method
+        attempt = v.failures + 1
+        if verified:
+            v.verified = True
+            self.log.info("call %s: caller verified by %s (attempt %d)", ctx.call_sid, step.method, attempt)
+            yield VerificationEvent("verified", step.method, attempt, step.attempts)
+            st.goto = (step.next, None)
+            return
+        v.failures += 1
+        self.log.info("call %s: verification by %s failed (attempt %d)", ctx.call_sid, step.method, attempt)
+        yield VerificationEvent("failed", step.method, attempt, step.attempts)
+        if v.failures >= step.attempts:
+            v.locked = True
+            self.log.warning("call %s: verification locked after %d failures", ctx.call_sid, v.failures)
+            yield VerificationEvent("locked", step.method, attempt, step.attempts)
+            async for item in self._verify_locked(ctx, st, step):
+                if not isinstance(item, str):
+                    yield item
+            return
+        st.understood = False
+        yield Say(
+            self.flow.prompt_text(step.retry_prompt or "_verify_wrong"), prompt_id=step.retry_prompt or "_verify_wrong"
+        )
+        async for a in self._ask(ctx, st, step):
+            yield a
+
+    async def _verify_locked(self, ctx: CallContext, st: FlowState, step: VerifyStep) -> AsyncIterator[Action | str]:
+        if step.on_locked:
+            st.goto = (step.on_locked, None)
+            yield step.on_locked
+            return
+        yield Say(self.flow.prompt_text("_verify_locked"), prompt_id="_verify_locked")
+        yield self._escalate(ctx, st, "verification failed", "verification_failed")
+
+    async def _verify_unavailable(
+        self, ctx: CallContext, st: FlowState, step: VerifyStep, exc: BackendError
+    ) -> AsyncIterator[Action | str]:
+        ctx.backend_failures += 1
+        reason = f"{exc.backend}.{exc.operation} failed ({exc.kind})"
+        self.log.warning("call %s: step %s: caller verification unavailable: %s", ctx.call_sid, st.step, reason)
+        v = ctx.verification
+        yield VerificationEvent("unavailable", step.method, v.failures + 1, step.attempts)
+        if step.on_error:
+            st.goto = (step.on_error, None)
+            yield step.on_error
+            return
+        yield Say(self.flow.prompt_text("_verify_unavailable"), prompt_id="_verify_unavailable")
+        yield self._escalate(ctx, st, f"could not verify the caller: {reason}", "verification_unavailable")
 
     async def _lookup(self, ctx: CallContext, st: FlowState, step: LookupStep) -> AsyncIterator[Action | str]:
         """Yields actions, then the id of the next step (a str), or nothing more when a callback is offered."""

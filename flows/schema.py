@@ -6,10 +6,12 @@ a small safe language (paths, literals, comparisons, and/or/not, `in`): nothing 
 
 File layout: `name`, `version`, `industry`, `start` (first step id), `queue` (agent queue), `prompts` (id ->
 text; fixed ones are pre-rendered by the TTS), optional `intent_labels`, `no_input`, `max_no_match`, and `steps`
-(id -> step). Step kinds: say, menu, intent, collect, confirm, lookup, branch, escalate, end (see the models
-below). Names usable in `when:` and `{templates}`: `customer.*` (plus `customer.known`,
+(id -> step). Step kinds: say, menu, intent, collect, confirm, lookup, verify, branch, escalate, end (see the
+models below). Names usable in `when:` and `{templates}`: `customer.*` (plus `customer.known`,
 `customer.has_order_in_transit`, `customer.first_name`), `order.*` (the order in transit, else the first),
-`lookup.*` (last lookup result), each lookup's `save_as` name, each collected slot, `caller`.
+`lookup.*` (last lookup result), each lookup's `save_as` name, each collected slot, `caller`,
+`verification.verified` and `verification.method`. A lookup with `requires_verification: true` must be
+reachable only through a verify step's `next` (checked at load time, and again by the engine at run time).
 """
 
 from __future__ import annotations
@@ -60,9 +62,15 @@ DEFAULT_PROMPTS: dict[str, str] = {
     "_callback_confirmed": "Thank you. We'll call you back on this number shortly. Goodbye.",
     "_goodbye": "Thanks for calling. Goodbye.",
     "_not_handled": "I can't help with that on this line.",
+    "_verify_wrong": "Sorry, that doesn't match our records.",
+    "_verify_locked": (
+        "I'm sorry, I couldn't verify you, so I can't go any further on this line. Let me pass you to a colleague."
+    ),
+    "_verify_unavailable": "I'm sorry, I can't check that right now. Let me pass you to a colleague.",
+    "_verify_code_sent": "I've sent a code by text message to the number we have on file.",
 }
 
-RESERVED_ROOTS = frozenset({"customer", "order", "lookup", "slots", "caller", "flow"})
+RESERVED_ROOTS = frozenset({"customer", "order", "lookup", "slots", "caller", "flow", "verification"})
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
@@ -438,6 +446,37 @@ class LookupStep(_StepBase):
     on_not_found: str | None = Field(
         None, description='the backend answered {"found": false}: a normal answer, not a failure (unknown caller)'
     )
+    requires_verification: bool = Field(
+        False, description="balances, card blocks, payments: only after a verify step has verified the caller"
+    )
+
+
+VerifyMethod = Literal["pin", "account_digits", "sms_code"]
+# How many keys each method takes: a 4-6 digit PIN, the last 4 digits of the account, a 6-digit texted code.
+VERIFY_DIGITS: dict[str, tuple[int, int]] = {"pin": (4, 6), "account_digits": (4, 4), "sms_code": (6, 6)}
+
+
+class VerifyStep(_Spoken):
+    """Verify the caller on the keypad before anything sensitive: a PIN, account knowledge (the last digits of
+    the account number) or a one-time code texted by the backend. The secret goes only to the backend's check
+    (`operation`, params plus `method` and `secret`), never to a turn, slot, log, the NLU or an agent.
+
+    Already verified in this call: straight on to `next`. `attempts` wrong entries lock verification for the
+    rest of the call and go to `on_locked` (default: a person, reason "verification failed")."""
+
+    kind: Literal["verify"]
+    method: VerifyMethod
+    backend: str = Field("crm", pattern=rf"^{_NAME}$")
+    operation: str = Field("verify_caller", pattern=rf"^{_NAME}$", description="answers {verified: true|false}")
+    send_operation: str = Field("send_code", pattern=rf"^{_NAME}$", description="sms_code only: texts the code")
+    params: dict[str, str] = Field(default_factory=dict, description="templates, e.g. '{customer.customer_id}'")
+    attempts: int = Field(3, ge=1, le=10, description="wrong entries allowed before lockout")
+    retry_prompt: str | None = Field(None, description="said after a wrong entry (default: _verify_wrong)")
+    finish_on: str = "#"
+    timeout_s: float = 10.0
+    next: str
+    on_locked: str | None = Field(None, description="default: escalate, reason 'verification failed'")
+    on_error: str | None = Field(None, description="the check failed or timed out; default: a person")
 
 
 class BranchCase(_Model):
@@ -466,10 +505,19 @@ class EndStep(_Spoken):
 
 
 Step = Annotated[
-    SayStep | MenuStep | IntentStep | CollectStep | ConfirmStep | LookupStep | BranchStep | EscalateStep | EndStep,
+    SayStep
+    | MenuStep
+    | IntentStep
+    | CollectStep
+    | ConfirmStep
+    | LookupStep
+    | VerifyStep
+    | BranchStep
+    | EscalateStep
+    | EndStep,
     Field(discriminator="kind"),
 ]
-STEP_KINDS = ("say", "menu", "intent", "collect", "confirm", "lookup", "branch", "escalate", "end")
+STEP_KINDS = ("say", "menu", "intent", "collect", "confirm", "lookup", "verify", "branch", "escalate", "end")
 
 
 class NoInputPolicy(_Model):
@@ -517,7 +565,7 @@ Loc = tuple[str | int, ...]
 def successors(step: Any) -> list[tuple[Loc, str]]:
     """(location inside the step, target step id) for every edge leaving `step`."""
     out: list[tuple[Loc, str]] = []
-    for name in ("next", "otherwise", "on_timeout", "on_error", "on_not_found", "on_yes", "on_no"):
+    for name in ("next", "otherwise", "on_timeout", "on_error", "on_not_found", "on_yes", "on_no", "on_locked"):
         target = getattr(step, name, None)
         if target:
             out.append(((name,), target))
@@ -582,14 +630,16 @@ def check_flow(flow: Flow) -> list[tuple[Loc, str]]:
         for loc, target in successors(step):
             if target not in steps:
                 issues.append((base + loc, f"unknown step '{target}' (next target)"))
-        for attr in ("prompt", "confirm_prompt", "invalid_prompt", "hold_prompt"):
+        for attr in ("prompt", "confirm_prompt", "invalid_prompt", "hold_prompt", "retry_prompt"):
             check_prompt(base + (attr,), getattr(step, attr, None))
         for attr in ("text", "hold_text"):
             check_text(base + (attr,), getattr(step, attr, None))
         if isinstance(step, (SayStep, EndStep, EscalateStep)) and not (step.prompt or step.text):
             if isinstance(step, SayStep):
                 issues.append((base, "a say step needs 'prompt' or 'text'"))
-        if isinstance(step, (MenuStep, IntentStep, CollectStep, ConfirmStep)) and not (step.prompt or step.text):
+        if isinstance(step, (MenuStep, IntentStep, CollectStep, ConfirmStep, VerifyStep)) and not (
+            step.prompt or step.text
+        ):
             issues.append((base, f"a {step.kind} step needs 'prompt' or 'text' to ask its question"))
         if isinstance(step, MenuStep):
             keys: dict[str, int] = {}
@@ -614,7 +664,7 @@ def check_flow(flow: Flow) -> list[tuple[Loc, str]]:
         if isinstance(step, BranchStep):
             for i, case in enumerate(step.cases):
                 check_cond(base + ("cases", i, "when"), case.when)
-        if isinstance(step, LookupStep):
+        if isinstance(step, (LookupStep, VerifyStep)):
             for key, template in step.params.items():
                 loc = base + ("params", key)
                 try:
@@ -641,4 +691,31 @@ def check_flow(flow: Flow) -> list[tuple[Loc, str]]:
         for sid in steps:
             if sid not in seen:
                 issues.append((("steps", sid), f"step '{sid}' is unreachable from start '{flow.start}'"))
+        issues += _unverified_paths(flow)
+    return issues
+
+
+def _unverified_paths(flow: Flow) -> list[tuple[Loc, str]]:
+    """Lookups marked `requires_verification` that some path from start reaches without passing a verify
+    step's `next` (its `on_locked` and `on_error` edges lead on unverified)."""
+    steps = flow.steps
+    seen = {flow.start}
+    todo = [flow.start]
+    issues: list[tuple[Loc, str]] = []
+    while todo:
+        sid = todo.pop()
+        step = steps[sid]
+        if isinstance(step, LookupStep) and step.requires_verification:
+            issues.append(
+                (
+                    ("steps", sid, "requires_verification"),
+                    f"step '{sid}' can be reached without verifying the caller: put a verify step before it",
+                )
+            )
+        for loc, target in successors(step):
+            if isinstance(step, VerifyStep) and loc == ("next",):
+                continue
+            if target in steps and target not in seen:
+                seen.add(target)
+                todo.append(target)
     return issues

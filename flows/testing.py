@@ -12,6 +12,8 @@ A test file (``flows/shipped/tests/<flow>.yaml``)::
         backend:                      # other operations: {ok: {...}} | slow | fail | unavailable | garbage,
           crm.order_status: {ok: {order_id: "12345", status: in_transit, eta: Friday}}   # or a list, one per call
         never_reveal: "4111111111111111"   # these digits must never reach turns, slots, Say, logs or the NLU
+        verification: {pin: "2580"}   # what the caller can prove: the scripted check of every verify step
+                                      # answers from this (pin, account_digits, sms_code); never revealed either
         steps:
           - bot_says_contains: "delivery of"     # in what the bot said since the last caller input
           - caller_presses: "1"
@@ -22,23 +24,26 @@ A test file (``flows/shipped/tests/<flow>.yaml``)::
             intent_guess: track_order
           - slot: {order_id: "12345"}          # also: no_slot, listen ("dtmf pci"), queue,
           - resolved: true                    # clarifications, backend_failures, bot_says_not_contains
+          - verified: true                    # also: verification_method, verification_locked,
+                                              # verification_events: [failed, verified] (since the last input)
 """
 
 from __future__ import annotations
 
 import copy
+import hmac
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say
+from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, VerificationEvent
 from flows.context import CallContext
 from flows.engine import CallerInput, FlowEngine, Nlu
 from flows.gateway import BackendBadStatus, BackendTimeout, BackendUnavailable
 from flows.loader import FlowIssue, FlowValidationError, LineDict, line_of, load_flow_file, load_yaml
-from flows.schema import Flow
+from flows.schema import Flow, VerifyStep
 from models.intent import IntentResult
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -57,6 +62,10 @@ _EXPECT_KEYS = (
     "resolved",
     "clarifications",
     "backend_failures",
+    "verified",
+    "verification_method",
+    "verification_locked",
+    "verification_events",
 )
 _ACTION_TYPES: dict[str, type] = {
     "escalate": Escalate,
@@ -125,7 +134,7 @@ class ScriptedGateway:
 
     async def call(self, backend: str, operation: str, params: dict[str, Any], *, call_sid: str) -> dict[str, Any]:
         name = f"{backend}.{operation}"
-        self.calls.append((name, dict(params)))
+        self.calls.append((name, {k: "[withheld]" if k == "secret" else v for k, v in params.items()}))
         if name not in self.script:
             self.unscripted.append(name)
             raise BackendBadStatus(backend, operation, "not scripted in this test")
@@ -141,6 +150,11 @@ class ScriptedGateway:
             raise BackendBadStatus(backend, operation, "HTTP 500")
         if spec == "garbage":
             return {"garbage": "<html>502 Bad Gateway</html>"}
+        if isinstance(spec, dict) and "verify" in spec:
+            # A verify step's check: the secret matches what the test says the caller knows for that method.
+            expected = spec["verify"].get(params.get("method"))
+            given = str(params.get("secret", ""))
+            return {"verified": expected is not None and hmac.compare_digest(given, str(expected))}
         if isinstance(spec, dict) and "ok" in spec:
             return copy.deepcopy(dict(spec["ok"]))
         raise ValueError(f"{name}: unknown scripted behaviour {spec!r}")
@@ -210,7 +224,16 @@ def load_test_file(path: str | Path) -> tuple[Flow, list[FlowTest]]:
         loc: tuple[Any, ...] = ("tests", i)
         if not isinstance(raw, dict) or not raw.get("name") or not isinstance(raw.get("steps"), list):
             raise fail(loc, "each test needs a 'name' and a list of 'steps'")
-        unknown = set(raw) - {"name", "caller", "region", "customer", "backend", "steps", "never_reveal"}
+        unknown = set(raw) - {
+            "name",
+            "caller",
+            "region",
+            "customer",
+            "backend",
+            "steps",
+            "never_reveal",
+            "verification",
+        }
         if unknown:
             raise fail(loc + (sorted(unknown)[0],), "unknown test field")
         backend = _plain(raw.get("backend") or {})
@@ -225,6 +248,15 @@ def load_test_file(path: str | Path) -> tuple[Flow, list[FlowTest]]:
                 if not (one in BEHAVIOURS or (isinstance(one, dict) and set(one) == {"ok"})):
                     allowed = ", ".join(BEHAVIOURS)
                     raise fail(loc + ("backend", op), f"behaviour must be {{ok: ...}} or one of {allowed}")
+        known = _plain(raw.get("verification") or {})
+        if not isinstance(known, dict) or set(known) - {"pin", "account_digits", "sms_code"}:
+            raise fail(loc + ("verification",), "verification maps pin, account_digits or sms_code to digits")
+        known = {method: str(secret) for method, secret in known.items()}
+        for vstep in flow.steps.values():
+            if isinstance(vstep, VerifyStep):
+                backend.setdefault(f"{vstep.backend}.{vstep.operation}", {"verify": known})
+                if vstep.method == "sms_code":
+                    backend.setdefault(f"{vstep.backend}.{vstep.send_operation}", {"ok": {"sent": True}})
         steps: list[tuple[int, dict[str, Any]]] = []
         for j, step in enumerate(raw["steps"]):
             sloc = loc + ("steps", j)
@@ -252,7 +284,8 @@ def load_test_file(path: str | Path) -> tuple[Flow, list[FlowTest]]:
                 region=raw.get("region", default_region),
                 backend=backend,
                 steps=steps,
-                never_reveal=[str(r) for r in (reveal if isinstance(reveal, list) else [reveal])],
+                never_reveal=[str(r) for r in (reveal if isinstance(reveal, list) else [reveal])]
+                + list(known.values()),
             )
         )
     return flow, tests
@@ -376,6 +409,17 @@ def _check(step: dict[str, Any], last: list[Action], ctx: CallContext, gateway: 
     for name in ("clarifications", "backend_failures"):
         if name in step and getattr(ctx, name) != int(step[name]):
             return f"expected {name}={step[name]}; it is {getattr(ctx, name)}"
+    v = ctx.verification
+    if "verified" in step and v.verified != bool(step["verified"]):
+        return f"expected verified={bool(step['verified'])}; it is {v.verified} ({v.failures} failures)"
+    if "verification_method" in step and v.method != step["verification_method"]:
+        return f"expected verification_method={step['verification_method']!r}; it is {v.method!r}"
+    if "verification_locked" in step and v.locked != bool(step["verification_locked"]):
+        return f"expected verification_locked={bool(step['verification_locked'])}; it is {v.locked}"
+    if "verification_events" in step:
+        outcomes = [a.outcome for a in last if isinstance(a, VerificationEvent)]
+        if outcomes != _as_list(step["verification_events"]):
+            return f"expected verification events {step['verification_events']!r}; got {outcomes!r}"
     return ""
 
 

@@ -10,14 +10,21 @@ Routes (all behind the bearer token except the page itself, which asks for the t
   GET  /api/agent/escalations/{id}             one escalation with its payload
   POST /api/agent/escalations/{id}/accept      {"agent": "alice"} -> transfer; 409 if already taken
   POST /api/agent/callbacks/{id}/accept        {"agent": "alice"} -> the agent owns the callback
-  GET  /api/agent/ws?token=...&skill=...       pushes queue snapshots whenever something changes
+  POST /api/agent/ws-ticket                    -> {"ticket": ..., "expires_in": 30}: opens one WebSocket
+  GET  /api/agent/ws?ticket=...&skill=...      pushes queue snapshots whenever something changes
+                                               (or with the Authorization header, for non-browser clients)
+
+The bearer token is accepted in the Authorization header only, never in a URL: a browser, which cannot
+set headers on a WebSocket, first trades it for a ticket that is valid 30 s and opens one socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
@@ -25,14 +32,16 @@ from typing import Any, TypedDict
 from aiohttp import WSMsgType, web
 from sqlalchemy import update
 
-from ivr.auth import require_token
+from ivr.auth import TicketBook, require_token
 from ivr.metrics import Metrics
 from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, callbacks, escalations, utcnow
+from ivr.storage_queue import StorageUnavailable
 from telephony.twilio_rest import Transfer, TwilioApiError, TwilioRest
 
 log = logging.getLogger("ivr.agent_desk")
 
 STATIC_DIR = Path(__file__).parent / "static"
+WS_TICKET_TTL_S = 30.0
 
 # Context fields from the handoff payload that the desk shows on each waiting call.
 CONTEXT_FIELDS = (
@@ -112,31 +121,80 @@ class AgentDesk:
         # which must not read as the caller hanging up.
         self.on_transfer = on_transfer
         self._sockets: dict[web.WebSocketResponse, str | None] = {}
+        # Escalations waiting for a database that is down (by call), and the last queue storage could give.
+        self._unstored: dict[str, dict[str, Any]] = {}
+        self._last_waiting: list[EscalationRow] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self.tickets = TicketBook(WS_TICKET_TTL_S, clock=lambda: self.clock().timestamp())
 
     # -- queue operations -----------------------------------------------------------------
     async def enqueue(
         self, call_sid: str, *, trigger: str, reason: str, queue: str, priority: int, payload: dict[str, Any]
-    ) -> int:
+    ) -> int | None:
         """Stores the escalation (status waiting) and pushes the new queue to connected agents.
 
-        The call must already be recorded (Storage.start_call): escalations belong to a call.
+        The call must already be recorded (Storage.start_call): escalations belong to a call. With the database
+        down or slow the caller still joins the queue: the desk shows them from memory until the spooled row is
+        written (returns None then).
         """
-        try:
-            escalation_id = await self.storage.add_escalation(
-                call_sid, trigger=trigger, reason=reason, queue=queue, priority=int(priority), payload=payload
-            )
-        except Exception as exc:
-            log.error("call %s: cannot store escalation (%s): %s", call_sid, trigger, exc)
-            raise
         # Waiting time is measured on the desk's clock (injectable in tests), not the storage's.
-        await self.storage.update_escalation(escalation_id, at=self.clock())
+        at = self.clock()
+        written = self.storage.submit(
+            self.storage.sync.add_escalation,
+            call_sid,
+            trigger=trigger,
+            reason=reason,
+            queue=queue,
+            priority=int(priority),
+            payload=payload,
+            at=at,
+        )
+        try:
+            escalation_id = await self.storage.stored(written)
+        except Exception as exc:  # noqa: BLE001 - logged (by submit, with the call id); the caller still waits
+            log.error("call %s: cannot store escalation (%s): %s", call_sid, trigger, type(exc).__name__)
+            escalation_id = None
         if self.metrics is not None:
             self.metrics.escalations.labels(trigger=trigger).inc()
-        log.info(
-            "call %s: escalation %d queued on %s (priority %d, %s)", call_sid, escalation_id, queue, priority, trigger
-        )
+        if escalation_id is None:
+            self._unstored[call_sid] = {
+                "kind": "escalation",
+                "id": None,
+                "stored": False,
+                "call_sid": call_sid,
+                "queue": queue,
+                "priority": int(priority),
+                "status": "waiting",
+                "trigger": trigger,
+                "reason": reason,
+                "since": at.isoformat(),
+                **{k: payload.get(k) for k in CONTEXT_FIELDS},
+            }
+            loop = asyncio.get_running_loop()
+            written.add_done_callback(lambda done: loop.call_soon_threadsafe(self._written_later, call_sid, done))
+            log.warning(
+                "call %s: escalation (%s) on %s waits in memory until the database is back", call_sid, trigger, queue
+            )
+        else:
+            log.info(
+                "call %s: escalation %d queued on %s (priority %d, %s)",
+                call_sid,
+                escalation_id,
+                queue,
+                priority,
+                trigger,
+            )
         await self.notify()
         return escalation_id
+
+    def _written_later(self, call_sid: str, done: Future[int]) -> None:
+        """A spooled escalation reached the database: storage shows it from now on."""
+        if done.cancelled() or done.exception() is not None:
+            return  # never written: the desk keeps showing the caller from memory
+        self._unstored.pop(call_sid, None)
+        task = asyncio.ensure_future(self.notify())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def accept(self, escalation_id: int, agent: str) -> AcceptedEscalation:
         """Claims the escalation for `agent` and transfers the live call to the agent number.
@@ -219,17 +277,27 @@ class AgentDesk:
         """Waiting escalations plus due callbacks, highest priority first, oldest first within one."""
         now = self.clock()
         items: list[dict[str, Any]] = []
-        for escalation in await self.storage.list_escalations(status="waiting"):
+        try:
+            self._last_waiting = await self.storage.list_escalations(status="waiting")
+            scheduled = await self.storage.list_callbacks(status="scheduled")
+        except StorageUnavailable as exc:
+            log.warning("agent queue from memory: %s", exc)  # the last known queue, plus callers since
+            scheduled = []
+        for escalation in self._last_waiting:
             if skill and escalation["queue"] != skill:
                 continue
             items.append(_escalation_item(escalation, now))
-        for callback in await self.storage.list_callbacks(status="scheduled"):
+        stored_sids = {e["call_sid"] for e in self._last_waiting}
+        for unstored in self._unstored.values():
+            if unstored["call_sid"] not in stored_sids and not (skill and unstored["queue"] != skill):
+                items.append({**unstored, "waiting_s": _waiting(unstored["since"], now)})
+        for callback in scheduled:
             due = _parse_time(callback["scheduled_for"])
             item = _callback_item(callback, now)
             if due is None or due > now or (skill and item["queue"] != skill):
                 continue
             items.append(item)
-        items.sort(key=lambda i: (-i["priority"], _parse_time(i["since"]) or now, i["kind"], i["id"]))
+        items.sort(key=lambda i: (-i["priority"], _parse_time(i["since"]) or now, i["kind"], i["id"] or 0))
         queues: dict[str, int] = {}
         for item in items:
             queues[item["queue"]] = queues.get(item["queue"], 0) + 1
@@ -261,6 +329,7 @@ class AgentDesk:
             web.get("/api/agent/escalations/{id}", self._get_escalation),
             web.post("/api/agent/escalations/{id}/accept", self._accept),
             web.post("/api/agent/callbacks/{id}/accept", self._accept_callback),
+            web.post("/api/agent/ws-ticket", self._ws_ticket),
             web.get("/api/agent/ws", self._ws),
         ]
 
@@ -305,8 +374,18 @@ class AgentDesk:
         except AlreadyTaken as exc:
             return web.json_response({"error": str(exc), "callback": exc.record}, status=409)
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws_ticket(self, request: web.Request) -> web.Response:
         require_token(request, self.api_token)
+        return web.json_response(
+            {"ticket": self.tickets.issue(), "expires_in": int(self.tickets.ttl_s)},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        if "Authorization" in request.headers or not self.api_token:
+            require_token(request, self.api_token)
+        elif not self.tickets.redeem(request.query.get("ticket")):
+            raise web.HTTPUnauthorized(text="missing, used or expired WebSocket ticket (POST /api/agent/ws-ticket)")
         skill = request.query.get("skill") or None
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)

@@ -6,18 +6,32 @@ import asyncio
 import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.typedefs import Handler
 
-from ivr.auth import require_token
+from ivr.access_log import RedactingAccessLogger
+from ivr.auth import UseOnce, require_token
+from ivr.call_log import printable
+from ivr.privacy import ErasureRequest
 from ivr.services import Services
 from ivr.session import CallSession
 from ivr.storage import CallNotFound
+from ivr.storage_queue import StorageUnavailable
 from telephony.twilio import TwilioSerializer
-from telephony.twiml import connect_stream_twiml, is_valid_signature, stream_token, stream_url
+from telephony.twiml import (
+    STREAM_TOKEN_MAX_AGE_S,
+    connect_stream_twiml,
+    is_valid_signature,
+    stream_token,
+    stream_url,
+)
 
 log = logging.getLogger("ivr.app")
 
 SERVICES = web.AppKey("services", Services)
 DRAINING = web.AppKey("draining", asyncio.Event)
+# Stream tokens already presented by a `start`: a second stream with the same token is refused. Kept a
+# little longer than a token lives (after that the token's own issue time refuses it).
+USED_STREAM_TOKENS = web.AppKey("used_stream_tokens", UseOnce)
 
 
 class WebSocketTransport:
@@ -38,20 +52,34 @@ class WebSocketTransport:
 
 
 def build_app(services: Services) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[_storage_unavailable])
     app[SERVICES] = services
     app[DRAINING] = asyncio.Event()
+    app[USED_STREAM_TOKENS] = UseOnce(STREAM_TOKEN_MAX_AGE_S + 60.0)
     app.router.add_post("/twilio/voice", voice_webhook)
     app.router.add_get("/twilio/media", media_stream)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/calls/{call_sid}", get_call)
+    app.router.add_post("/api/erasure", post_erasure)
     if services.desk is not None:
         app.router.add_routes(services.desk.routes())
     if services.callbacks is not None:
         app.router.add_routes(services.callbacks.routes())
     app.on_shutdown.append(_close_live_calls)
     return app
+
+
+@web.middleware
+async def _storage_unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A database that is down or slow is a 503 with Retry-After, not a 500: the records are safe in the spool."""
+    try:
+        return await handler(request)
+    except StorageUnavailable as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        raise web.HTTPServiceUnavailable(
+            text="records are temporarily unavailable", headers={"Retry-After": "5"}
+        ) from None
 
 
 async def voice_webhook(request: web.Request) -> web.Response:
@@ -66,13 +94,13 @@ async def voice_webhook(request: web.Request) -> web.Response:
         url = settings.public_url.rstrip("/") + request.path_qs
         if not is_valid_signature(token, url, params, request.headers.get("X-Twilio-Signature", "")):
             services.metrics.errors.labels("bad_signature").inc()
-            log.warning("voice webhook with a bad signature for call %s", params.get("CallSid", "-"))
+            log.warning("voice webhook with a bad signature for call %s", printable(params.get("CallSid", "-")))
             raise web.HTTPForbidden(text="invalid Twilio signature")
     elif not settings.insecure_dev:
         raise web.HTTPForbidden(text="no Twilio auth token configured")
     if request.app[DRAINING].is_set():
         # The load balancer already sees 503 on /healthz; a call that still arrives is answered, not dropped.
-        log.info("call %s arrived while draining; answering it", params.get("CallSid", "-"))
+        log.info("call %s arrived while draining; answering it", printable(params.get("CallSid", "-")))
     call_sid = params.get("CallSid", "")
     stream_params: dict[str, str] = {
         key: params[key]
@@ -91,7 +119,9 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     settings = services.settings
     # Without an auth token (development only) any stream is accepted; `insecure_dev` never turns the check off.
-    serializer = TwilioSerializer(stream_secret=settings.twilio_auth_token)
+    serializer = TwilioSerializer(
+        stream_secret=settings.twilio_auth_token, first_use=request.app[USED_STREAM_TOKENS].first_use
+    )
     session = CallSession(services, WebSocketTransport(ws), serializer)
     try:
         async for msg in ws:
@@ -145,6 +175,29 @@ async def get_call(request: web.Request) -> web.Response:
     return web.json_response(record)
 
 
+async def post_erasure(request: web.Request) -> web.Response:
+    """GDPR erasure in the running server: `{"phone": "+1...", "customer_id": "...", "actor": "dpo@..."}`
+    (phone or customer id, actor required). Ends that caller's live calls, drops kept contexts, erases the
+    records; answers the counts (the audit log has them too)."""
+    services = request.app[SERVICES]
+    require_token(request, services.settings.api_token)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="body must be JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("actor"), str) or not body["actor"].strip():
+        raise web.HTTPBadRequest(text="actor (who asked for the erasure) is required")
+    phone, customer_id = body.get("phone"), body.get("customer_id")
+    if not isinstance(phone, (str, type(None))) or not isinstance(customer_id, (str, type(None))):
+        raise web.HTTPBadRequest(text="phone and customer_id must be strings")
+    try:
+        erasure = ErasureRequest.build(customer_id=customer_id, phone=phone)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    counts = await services.erase_personal_data(erasure, actor=body["actor"].strip()[:128])
+    return web.json_response({"erased": counts})
+
+
 async def drain(app: web.Application, deadline_s: float) -> int:
     """SIGTERM: refuse new work (/healthz 503), let live calls finish up to the deadline, then end them."""
     services = app[SERVICES]
@@ -169,7 +222,8 @@ async def _close_live_calls(app: web.Application) -> None:
 
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Starts serving `app`; port 0 picks a free one. Returns the runner (for cleanup) and the real port."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+    # The access log redacts credentials a client put in a URL (tokens, tickets, callback links).
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log_class=RedactingAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -1,22 +1,97 @@
-"""Bearer-token checks for the agent and records APIs."""
+"""Bearer-token checks for the agent and records APIs, short-lived WebSocket tickets, and use-once ledgers."""
 
 from __future__ import annotations
 
 import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from aiohttp import web
 
 
 def require_token(request: web.Request, token: str | None) -> None:
-    """Raises 401 unless the request carries the configured token.
+    """Raises 401 unless the request carries the configured token as `Authorization: Bearer <token>`.
 
-    Accepted as `Authorization: Bearer <token>` or, for browsers opening a WebSocket (which cannot set
-    headers), a `token` query parameter. With no token configured every request is refused: an agent
-    endpoint is never open by accident.
+    Only the header counts: a token in the query string would sit in access logs, proxies and browser
+    history, so it is refused like a wrong one (browsers open the desk's WebSocket with a ticket instead,
+    see `TicketBook`). With no token configured every request is refused: an agent endpoint is never
+    open by accident.
     """
     if not token:
         raise web.HTTPUnauthorized(text="API token not configured (IVR_API_TOKEN)")
     header = request.headers.get("Authorization", "")
-    supplied = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+    supplied = header[7:] if header.startswith("Bearer ") else ""
     if not supplied or not hmac.compare_digest(supplied.encode(), token.encode()):
         raise web.HTTPUnauthorized(text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+class UseOnce:
+    """Remembers what was used, for `ttl_s`, in at most `max_entries` entries (oldest forgotten first).
+
+    `first_use(key)` is True the first time a key is seen within its TTL and False after that: the
+    process's memory of spent stream tokens. `ttl_s` should cover the key's own lifetime, after which a
+    replay is refused anyway.
+    """
+
+    def __init__(
+        self, ttl_s: float, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_use(self, key: str) -> bool:
+        now = self.clock()
+        self._expire(now)
+        if key in self._seen:
+            return False
+        self._seen[key] = now + self.ttl_s
+        while len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            key, until = next(iter(self._seen.items()))
+            if until > now:
+                break
+            del self._seen[key]
+
+
+class TicketBook:
+    """Single-use tickets that stand in for the bearer token where a browser cannot send a header.
+
+    `issue()` (behind the bearer token) returns a random ticket valid `ttl_s`; `redeem(ticket)` is True
+    once, within that time. At most `max_outstanding` tickets wait at a time (the oldest is dropped).
+    """
+
+    def __init__(
+        self, ttl_s: float = 30.0, *, max_outstanding: int = 1000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_outstanding = max_outstanding
+        self.clock = clock
+        self._tickets: OrderedDict[str, float] = OrderedDict()
+
+    def issue(self) -> str:
+        now = self.clock()
+        for ticket, until in list(self._tickets.items()):
+            if until <= now:
+                del self._tickets[ticket]
+        ticket = secrets.token_urlsafe(24)
+        self._tickets[ticket] = now + self.ttl_s
+        while len(self._tickets) > self.max_outstanding:
+            self._tickets.popitem(last=False)
+        return ticket
+
+    def redeem(self, ticket: str | None) -> bool:
+        if not ticket:
+            return False
+        until = self._tickets.pop(ticket, None)
+        return until is not None and until > self.clock()

@@ -5,12 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from flows.pci import mask_card_numbers
 from ivr.metrics import Metrics
 from ivr.storage import AsyncStorage
 
 _log = logging.getLogger("ivr.session")
 
 EventData = Mapping[str, object]
+
+
+def printable(call_id: str, limit: int = 64) -> str:
+    """A caller-supplied id as it may appear in a log line: no line breaks or control characters to forge
+    lines with, and a bounded length."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in call_id[:limit])
+    return cleaned + ("..." if len(call_id) > limit else "")
 
 
 class CallLog:
@@ -24,7 +32,7 @@ class CallLog:
 
     def name(self, call_id: str) -> None:
         """Log lines carry the call id, even for a stream that is then refused."""
-        self.log = logging.LoggerAdapter(_log, {"call_sid": call_id})
+        self.log = logging.LoggerAdapter(_log, {"call_sid": printable(call_id)})
 
     def bind(self, call_id: str) -> None:
         """The stream is accepted: from now on its events are stored under this call."""
@@ -36,6 +44,7 @@ class CallLog:
             self.db.submit(self.db.sync.add_event, self.call_id, kind, dict(data or {}))
 
     def error(self, kind: str, message: str) -> None:
+        message = mask_card_numbers(message)  # an error may quote what the caller or the carrier sent
         self.metrics.errors.labels(kind).inc()
         self.log.warning("%s: %s", kind, message)
         self.record("error", {"kind": kind, "message": message})

@@ -9,6 +9,10 @@ repeated request returns the stored row) and is also sent to Twilio as its idemp
 Routes (no bearer token: the unguessable token in the link is the credential):
   GET  /callback/{token}   page with the next few half-hour slots
   POST /callback/{token}   form field `slot` (ISO 8601) -> status scheduled
+
+A link expires `CallbackConfig.link_ttl_days` after it was texted (410 and a page saying so), books or
+moves its slot at most `max_reschedules` times, and answers at most `max_requests_per_minute` requests
+(429 and a page saying so). The access log never shows the token (ivr.access_log).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import html
 import inspect
 import logging
 import secrets
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,9 +30,11 @@ from typing import Any
 
 import phonenumbers
 from aiohttp import web
-from sqlalchemy import select
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select, update
 
-from ivr.storage import AsyncStorage, CallbackRow, Storage, callbacks, utcnow
+from ivr.storage import AsyncStorage, CallbackRow, Storage, audit_log, callbacks, utcnow
+from ivr.storage_queue import StorageUnavailable
 from telephony.twilio_rest import TwilioApiError, TwilioRest
 
 log = logging.getLogger("ivr.callbacks")
@@ -37,6 +44,25 @@ SLOT_MINUTES = 30
 SLOT_COUNT = 6
 MIN_LEAD = timedelta(minutes=10)  # a slot closer than this is skipped: nobody could be ready for it
 MAX_AHEAD = timedelta(days=7)
+RATE_WINDOW_S = 60.0
+EXPIRED_TEXT = (
+    "This callback link has expired. If you still need us to call you back, please call us again "
+    "and ask for a callback: we will text you a new link."
+)
+OVERUSED_TEXT = (
+    "This link has been used to change the callback time too many times. Your last booking stands; "
+    "to change it, please call us."
+)
+RATE_TEXT = "Too many requests for this link. Please wait a minute and try again."
+MAX_TRACKED_LINKS = 10_000  # per-link request counters kept in memory (oldest dropped first)
+
+
+class CallbackConfig(BaseModel):
+    """Settings.callbacks: how long a texted link works and how hard it may be used."""
+
+    link_ttl_days: float = Field(7.0, gt=0, description="a callback link stops working this long after it is made")
+    max_reschedules: int = Field(5, ge=1, description="how many times one link may book or move its slot")
+    max_requests_per_minute: int = Field(20, ge=1, description="requests one link may make per minute")
 
 
 class CallbackLink(CallbackRow):
@@ -56,9 +82,11 @@ class CallbackService:
         *,
         default_region: str = "US",
         on_change: Callable[[], Awaitable[None] | None] | None = None,
+        config: CallbackConfig | None = None,
     ) -> None:
         """`default_region`: ISO country for numbers given without +country code.
-        `on_change`: called after anything the agent queue shows changes (wire AgentDesk.notify)."""
+        `on_change`: called after anything the agent queue shows changes (wire AgentDesk.notify).
+        `config`: link lifetime and limits (Settings.callbacks)."""
         self.storage = storage
         self.twilio = twilio
         self.public_url = public_url.rstrip("/")
@@ -66,6 +94,8 @@ class CallbackService:
         self.clock = clock
         self.default_region = default_region
         self.on_change = on_change
+        self.config = config or CallbackConfig()
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
 
     def link(self, token: str) -> str:
         return f"{self.public_url}/callback/{token}"
@@ -100,8 +130,9 @@ class CallbackService:
             "status": "failed" if error else "pending",
             "error": error,
         }
+        written = self.storage.submit(self.storage.sync.add_callback, **row_values)
         try:
-            callback_id = await self.storage.add_callback(**row_values)
+            callback_id = await self.storage.stored(written)
         except Exception as exc:
             # Another process inserted the same key between check and insert: same request, same row.
             existing = await self.storage.run(_callback_by_key, self.storage.sync, key)
@@ -109,6 +140,23 @@ class CallbackService:
                 log.error("call %s: cannot store callback request: %s", call_sid, exc)
                 raise
             return self._with_link(existing)
+        if callback_id is None:
+            # The database is down or slow: the row waits in the spool (with this token, so the link works once
+            # it is written) and the caller gets the SMS now.
+            log.warning("call %s: callback request spooled until the database is back", call_sid)
+            unstored: CallbackRow = {
+                **row_values,  # type: ignore[typeddict-item]
+                "id": 0,
+                "message_sid": None,
+                "scheduled_for": None,
+                "created_at": row_values["created_at"].isoformat(),
+            }
+            if error or e164 is None:
+                log.error("call %s: callback not sent: %s", call_sid, error)
+                return self._with_link(unstored)
+            sent = await self._text_link(call_sid, e164, token, key)
+            self.storage.submit(_update_by_key, self.storage.sync, key, sent)
+            return self._with_link({**unstored, **sent})  # type: ignore[typeddict-item]
         row = await self.storage.get_callback(callback_id=callback_id)
         assert row is not None
         if row["token"] != token:
@@ -126,7 +174,16 @@ class CallbackService:
             log.error("call %s: callback not sent: %s", call_sid, error)
             return self._with_link(row)
         assert e164 is not None  # _normalise gives either a number or an error
+        sent = await self._text_link(call_sid, e164, token, key)
+        self.storage.submit(self.storage.sync.update_callback, callback_id, **sent)
+        try:
+            stored = await self.storage.get_callback(callback_id=callback_id)
+        except StorageUnavailable:
+            stored = None
+        return self._with_link({**row, **sent} if stored is None else stored)  # type: ignore[typeddict-item]
 
+    async def _text_link(self, call_sid: str, e164: str, token: str, key: str) -> dict[str, Any]:
+        """Texts the link (Twilio retries inside); the callback row's new values, sent or failed."""
         attempts = 0
 
         def count(n: int) -> None:
@@ -140,14 +197,8 @@ class CallbackService:
             )
         except TwilioApiError as exc:
             log.error("call %s: callback SMS failed after %d attempt(s): %s", call_sid, attempts, exc)
-            await self.storage.update_callback(callback_id, status="failed", attempts=attempts, error=str(exc))
-        else:
-            await self.storage.update_callback(
-                callback_id, status="sent", attempts=attempts, message_sid=sid, error=None
-            )
-        row = await self.storage.get_callback(callback_id=callback_id)
-        assert row is not None
-        return self._with_link(row)
+            return {"status": "failed", "attempts": attempts, "error": str(exc)}
+        return {"status": "sent", "attempts": attempts, "message_sid": sid, "error": None}
 
     async def schedule(self, token: str, when: datetime) -> CallbackRow:
         """Stores the slot the caller picked. Raises web.HTTP* errors the page shows as-is."""
@@ -156,6 +207,12 @@ class CallbackService:
             raise web.HTTPNotFound(text="This callback link is not valid.")
         if row["status"] not in ("sent", "scheduled"):
             raise web.HTTPConflict(text=f"This callback can no longer be changed (it is {row['status']}).")
+        if self.expired(row):
+            raise web.HTTPGone(text=EXPIRED_TEXT)
+        booked = await self.storage.run(_times_scheduled, self.storage.sync, row["id"])
+        if booked >= self.config.max_reschedules:
+            log.warning("call %s: callback %d refused: link used %d times", row.get("call_sid"), row["id"], booked)
+            raise web.HTTPTooManyRequests(text=OVERUSED_TEXT)
         now = self.clock()
         if when.tzinfo is None:
             raise web.HTTPBadRequest(text="The time must include its UTC offset.")
@@ -191,12 +248,34 @@ class CallbackService:
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/callback/{token}", self._page), web.post("/callback/{token}", self._pick)]
 
+    def expired(self, row: CallbackRow) -> bool:
+        """True once the link is older than `link_ttl_days`."""
+        created = datetime.fromisoformat(str(row["created_at"]))
+        created = created if created.tzinfo else created.replace(tzinfo=UTC)
+        return self.clock() - created > timedelta(days=self.config.link_ttl_days)
+
+    def _over_rate(self, token: str) -> bool:
+        """Counts this request against the link's per-minute budget; True when it is over."""
+        now = self.clock().timestamp()
+        hits = self._hits.pop(token, None) or deque()
+        while hits and hits[0] <= now - RATE_WINDOW_S:
+            hits.popleft()
+        hits.append(now)
+        self._hits[token] = hits  # most recent last: the oldest link is forgotten first
+        while len(self._hits) > MAX_TRACKED_LINKS:
+            self._hits.popitem(last=False)
+        return len(hits) > self.config.max_requests_per_minute
+
     async def _page(self, request: web.Request) -> web.Response:
+        if self._over_rate(request.match_info["token"]):
+            return _render(429, "Too many requests", f"<p>{html.escape(RATE_TEXT)}</p>")
         row = await self.storage.get_callback(token=request.match_info["token"])
         if row is None:
             return _render(404, "Link not valid", "<p>This callback link is not valid.</p>")
         if row["status"] == "done":
             return _render(200, "Callback done", "<p>We have already called you back. Thank you!</p>")
+        if self.expired(row):
+            return _render(410, "Link expired", f"<p>{html.escape(EXPIRED_TEXT)}</p>")
         buttons = "\n".join(
             f'<button type="submit" name="slot" value="{s.isoformat()}" data-utc="{s.isoformat()}">'
             f"{s.strftime('%a %H:%M')} UTC</button>"
@@ -210,6 +289,8 @@ class CallbackService:
         return _render(200, "Pick a callback time", body)
 
     async def _pick(self, request: web.Request) -> web.Response:
+        if self._over_rate(request.match_info["token"]):
+            return _render(429, "Too many requests", f"<p>{html.escape(RATE_TEXT)}</p>")
         if request.content_type == "application/json":
             data = await request.json()
             raw = data.get("slot") if isinstance(data, dict) else None
@@ -222,7 +303,8 @@ class CallbackService:
         try:
             row = await self.schedule(request.match_info["token"], when)
         except web.HTTPException as exc:
-            return _render(exc.status, "Callback", f"<p>{html.escape(exc.text or exc.reason)}</p>")
+            title = {410: "Link expired", 429: "Link used too often"}.get(exc.status, "Callback")
+            return _render(exc.status, title, f"<p>{html.escape(exc.text or exc.reason)}</p>")
         if request.content_type == "application/json":
             return web.json_response({"status": row["status"], "scheduled_for": row["scheduled_for"]})
         booked = html.escape(row["scheduled_for"] or "")
@@ -250,6 +332,23 @@ class CallbackService:
             result = self.on_change()
             if inspect.isawaitable(result):
                 await result
+
+
+def _times_scheduled(storage: Storage, callback_id: int) -> int:
+    """How often the caller booked or moved this callback (one audit row each)."""
+    with storage.engine.connect() as conn:
+        count = conn.execute(
+            select(func.count())
+            .select_from(audit_log)
+            .where(audit_log.c.action == "schedule_callback", audit_log.c.subject == f"callback:{callback_id}")
+        ).scalar()
+    return int(count or 0)
+
+
+def _update_by_key(storage: Storage, key: str, values: dict[str, Any]) -> None:
+    """A callback whose id is not known yet (its row was spooled), by its idempotency key."""
+    with storage.engine.begin() as conn:
+        conn.execute(update(callbacks).where(callbacks.c.idempotency_key == key).values(**values))
 
 
 def _callback_by_key(storage: Storage, key: str) -> CallbackRow | None:

@@ -1,4 +1,4 @@
-"""`ivr`: serve, place a simulated call, test flows, report, erase a customer's data (benchmark: `python -m bench`)."""
+"""`ivr`: serve, place a simulated call, test flows, report, erase a customer's data, purge, verify the audit log (benchmark: `python -m bench`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ivr.access_log import PrivateDataFilter
 from ivr.config import Settings
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class _CallIdFilter(logging.Filter):
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_CallIdFilter())
+    handler.addFilter(PrivateDataFilter())  # no token, ticket, callback link or card number in any line
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(call_sid)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -95,9 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--json", action="store_true", help="print the report as JSON")
     p_report.add_argument("--export-retraining", help="write the unclear-intent transcripts to this JSONL file")
 
-    p_erase = sub.add_parser("erase", help="GDPR erasure of one customer's calls, transcripts and records")
-    p_erase.add_argument("--customer", required=True, help="the customer id whose data is erased")
+    p_erase = sub.add_parser(
+        "erase", help="GDPR erasure of one customer's or one phone number's calls, transcripts and records"
+    )
+    p_erase.add_argument("--customer", help="the customer id whose data is erased")
+    p_erase.add_argument("--phone", help="the phone number whose calls are erased, identified or not (+1...)")
     p_erase.add_argument("--actor", default="cli", help="who asked, for the audit log")
+
+    p_purge = sub.add_parser("purge", help="delete calls older than their region's retention (privacy settings)")
+    p_purge.add_argument("--actor", default="cli", help="who ran it, for the audit log")
+
+    p_audit = sub.add_parser("audit", help="the audit log")
+    audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="check the audit log's hash chain; exit 1 at the first broken row")
+
+    p_db = sub.add_parser("db", help="database schema")
+    db_sub = p_db.add_subparsers(dest="db_command", required=True)
+    p_init = db_sub.add_parser(
+        "init", help="create the schema once as its owner; on PostgreSQL grant the server's role what it needs"
+    )
+    p_init.add_argument(
+        "--grant-to", help="the role the server runs as: records read/write, audit log read and append only"
+    )
     return parser
 
 
@@ -141,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return run_report(settings, as_json=args.json, export=args.export_retraining)
     if args.command == "erase":
-        return run_erase(settings, args.customer, args.actor)
+        return run_erase(settings, args.customer, args.actor, phone=args.phone)
+    if args.command == "purge":
+        return run_purge(settings, args.actor)
+    if args.command == "audit":
+        return run_audit_verify(settings)
+    if args.command == "db":
+        return run_db_init(settings, args.grant_to)
     return 2
 
 
@@ -253,13 +280,57 @@ def run_report(settings: Settings, *, as_json: bool, export: str | None) -> int:
     return 0
 
 
-def run_erase(settings: Settings, customer_id: str, actor: str) -> int:
+def run_erase(settings: Settings, customer_id: str | None, actor: str, *, phone: str | None = None) -> int:
+    """Erases the database records (a running server's in-memory contexts expire on their own, or use
+    `Services.erase_personal_data` in the server process)."""
+    from ivr.privacy import ErasureRequest
+    from ivr.storage import Storage
+
+    try:
+        request = ErasureRequest.build(customer_id=customer_id, phone=phone)
+    except ValueError as exc:
+        print(f"ivr erase: {exc}", file=sys.stderr)
+        return 2
+    storage = Storage(settings.resolved_database_url())
+    storage.create_all()
+    counts = storage.erase(request, actor=actor)
+    storage.dispose()
+    print(json.dumps({"customer": customer_id, "phone": request.subject if phone else None, "erased": counts}))
+    return 0
+
+
+def run_purge(settings: Settings, actor: str) -> int:
     from ivr.storage import Storage
 
     storage = Storage(settings.resolved_database_url())
     storage.create_all()
-    counts = storage.erase_customer(customer_id, actor=actor)
-    print(json.dumps({"customer": customer_id, "erased": counts}))
+    counts = storage.purge(settings.privacy, actor=actor)
+    storage.dispose()
+    print(json.dumps({"purged": counts}))
+    return 0
+
+
+def run_audit_verify(settings: Settings) -> int:
+    from ivr.storage import Storage
+
+    storage = Storage(settings.resolved_database_url())
+    result = storage.verify_audit()
+    storage.dispose()
+    print(json.dumps(dataclasses.asdict(result)))
+    if not result.ok:
+        print(f"audit log broken at row {result.first_broken_id}: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_db_init(settings: Settings, grant_to: str | None) -> int:
+    from ivr.storage import Storage
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    storage = Storage(settings.resolved_database_url())
+    storage.init_schema(grant_to)
+    storage.dispose()
+    print(json.dumps({"schema": "ready", "granted_to": grant_to}))
     return 0
 
 

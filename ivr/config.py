@@ -17,8 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Each component's configuration lives beside it; Settings nests them.
 from audio.caller import AudioConfig
 from flows.backends import BackendConfig
+from ivr.call_limits import CallLimitsConfig
+from ivr.callbacks import CallbackConfig
 from ivr.escalation import EscalationConfig
+from ivr.privacy import PrivacyConfig
 from ivr.report import CostConfig
+from ivr.storage_queue import StorageConfig
 from models.asr import AsrConfig
 from models.intent import Industry, answer_threshold
 from models.tts import TtsConfig
@@ -27,10 +31,14 @@ __all__ = [
     "AsrConfig",
     "AudioConfig",
     "BackendConfig",
+    "CallLimitsConfig",
+    "CallbackConfig",
     "CostConfig",
     "EscalationConfig",
     "Industry",
+    "PrivacyConfig",
     "Settings",
+    "StorageConfig",
     "TtsConfig",
 ]
 
@@ -64,6 +72,10 @@ class Settings(BaseSettings):
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     escalation: EscalationConfig = EscalationConfig()
     costs: CostConfig = CostConfig()
+    storage: StorageConfig = StorageConfig()
+    calls: CallLimitsConfig = CallLimitsConfig()
+    callbacks: CallbackConfig = CallbackConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:

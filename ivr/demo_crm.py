@@ -15,9 +15,17 @@ Endpoints (the paths `flows/backends.py` maps its operations to):
     POST /customers/{customer_id}/cards/block     crm.block_card {card_last4}
     POST /customers/{customer_id}/payment-arrangement   crm.payment_arrangement
     POST /customers/{customer_id}/top-up          crm.top_up {amount}, Idempotency-Key header
+    POST /customers/{customer_id}/verify          crm.verify_caller {method, secret} -> {verified}
+    POST /customers/{customer_id}/verify/code     crm.send_code: texts a 6-digit one-time code (5 minutes)
     GET  /healthz, GET|POST /_control (knobs)
     GET  /_stats   requests received per route, and the last JOURNAL_SIZE requests as they arrived
-                   (method, path with query, body), so a test can check exactly what reached the CRM
+                   (method, path with query, body), so a test can check exactly what reached the CRM;
+                   a verification secret is journaled as "[withheld]"
+
+Caller verification: the seed keeps only salted PBKDF2 hashes of each customer's PIN and the last four
+digits of their account number. The demo secrets (PIN / account digits): C1001 2580 / 3391,
+C1002 1357 / 5820, C1003 8642 / 7731, C1004 4096 / 6604, C1005 7315 / 2219. A one-time code is "texted"
+into `DemoCrmState.outbox` (the demo's stand-in for a phone), never logged or journaled.
 """
 
 from __future__ import annotations
@@ -26,10 +34,14 @@ import argparse
 import asyncio
 import copy
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 import random
+import secrets
 import signal
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -69,6 +81,8 @@ class DemoCrmState:
     journal: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=JOURNAL_SIZE))
     idempotent_replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    # Texts "sent" by send_code: {"to": phone, "text": ...}; the demo's phone, read in-process only.
+    outbox: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=JOURNAL_SIZE))
 
     @classmethod
     def load(cls, path: Path | str = DEFAULT_DATA, *, seed: int = 0) -> DemoCrmState:
@@ -83,6 +97,8 @@ class DemoCrmState:
                 cust["email"] = normalise_email(cust["email"])
             cust["blocked_cards"] = []
             cust["arrangements"] = []
+            cust.setdefault("verification", {})
+            cust["pending_code"] = None  # (PBKDF2 hash of a texted one-time code, expiry as time.time())
             customers[cust["customer_id"]] = cust
             by_key[match_key(cust["phone"])] = cust["customer_id"]
             for order in cust["orders"]:
@@ -203,6 +219,52 @@ async def top_up(request: web.Request) -> web.Response:
     return web.json_response(reply)
 
 
+CODE_TTL_S = 300.0
+_PBKDF2_ITERATIONS = 50_000
+
+
+def hash_secret(secret: str, *, salt: bytes | None = None, iterations: int = _PBKDF2_ITERATIONS) -> str:
+    """`pbkdf2_sha256$iterations$salt$hash`: how the seed stores PINs and account digits (never in clear)."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+
+
+def secret_matches(secret: str, stored: str | None) -> bool:
+    try:
+        algo, iterations, salt, _ = (stored or "").split("$")
+    except ValueError:
+        return False
+    if algo != "pbkdf2_sha256":
+        return False
+    return hmac.compare_digest(hash_secret(secret, salt=bytes.fromhex(salt), iterations=int(iterations)), stored or "")
+
+
+async def verify_caller(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    cust = _customer(state, request)
+    body = await _json_body(request)
+    method, secret = body.get("method"), body.get("secret")
+    if method not in ("pin", "account_digits", "sms_code") or not isinstance(secret, str) or not secret.isdigit():
+        return _error(400, "invalid_verification", "method must be pin, account_digits or sms_code; secret digits")
+    if method == "sms_code":
+        pending, cust["pending_code"] = cust["pending_code"], None  # one try per code
+        ok = pending is not None and pending[1] > time.time() and secret_matches(secret, pending[0])
+    else:
+        ok = secret_matches(secret, cust["verification"].get(method))
+    log.info("demo CRM: verification of %s by %s: %s", cust["customer_id"], method, "ok" if ok else "failed")
+    return web.json_response({"verified": ok})
+
+
+async def send_code(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    cust = _customer(state, request)
+    code = f"{secrets.randbelow(1_000_000):06d}"
+    cust["pending_code"] = (hash_secret(code), time.time() + CODE_TTL_S)
+    state.outbox.append({"to": cust["phone"], "text": f"Your Acme verification code is {code}."})
+    return web.json_response({"sent": True})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -286,6 +348,18 @@ def _garbage_response(mode: str, real: web.StreamResponse) -> web.StreamResponse
     return web.json_response(body, status=real.status)
 
 
+def _withhold_secret(body: str) -> str:
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError:
+        return "[withheld]"
+    if not isinstance(parsed, dict):
+        return "[withheld]"
+    if "secret" in parsed:
+        parsed["secret"] = "[withheld]"
+    return json.dumps(parsed)
+
+
 @web.middleware
 async def misbehave(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -297,6 +371,8 @@ async def misbehave(
     state.requests[f"{request.method} {route.canonical if route else request.path}"] += 1
     # read() caches the body, so the handler can still parse it
     body = (await request.read()).decode("utf-8", "replace") if request.body_exists else ""
+    if request.path.endswith("/verify") and body:
+        body = _withhold_secret(body)
     state.journal.append({"method": request.method, "path": request.path_qs, "body": body})
     knobs = state.knobs
     if knobs.delay_ms:
@@ -318,6 +394,8 @@ def build_app(state: DemoCrmState | None = None) -> web.Application:
     app.router.add_post("/customers/{customer_id}/cards/block", block_card)
     app.router.add_post("/customers/{customer_id}/payment-arrangement", payment_arrangement)
     app.router.add_post("/customers/{customer_id}/top-up", top_up)
+    app.router.add_post("/customers/{customer_id}/verify", verify_caller)
+    app.router.add_post("/customers/{customer_id}/verify/code", send_code)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/_stats", stats)
     app.router.add_get("/_control", control)

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import numpy as np
 
 from audio.resample import resample
-from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, SetFlag
+from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, SetFlag, VerificationEvent
 from flows.context import CallContext, Turn
 from flows.engine import CallerInput
+from flows.pci import mask_card_numbers
 from ivr.call_log import CallLog
 from ivr.clock import Clock
 from ivr.escalation import EscalationDecision
@@ -76,6 +77,9 @@ class Dialogue:
         self._cutting: asyncio.Task[None] | None = None
         self._interrupted: Interruption | None = None
         self._last_hold_reminder = float("-inf")
+        self._asr_failures = 0  # in a row
+        speech.on_tts_failure = self._tts_failed
+        self._customer_recorded: str | None = None
 
     # -- the port escalation and the flow use ------------------------------------------------------
     @property
@@ -143,7 +147,8 @@ class Dialogue:
             transcript = await self._transcribe(item)
             if transcript is None:
                 return None
-            text = transcript.text.strip()
+            # PCI: a card number said out loud is masked before anything (NLU, sentiment, flow, storage) sees it.
+            text = mask_card_numbers(transcript.text.strip())
             if self._resume_after_backchannel(text):
                 return None
             if not text:
@@ -166,13 +171,30 @@ class Dialogue:
     async def _transcribe(self, item: Utterance) -> Transcript | None:
         audio16 = resample(item.audio.astype(np.float32) / 32768.0, 8000, 16000)
         try:
-            return await self.services.asr.transcribe(audio16, self.ctx.call_sid)
+            transcript = await self.services.asr.transcribe(audio16, self.ctx.call_sid)
         except AsrOverloaded as exc:
             self.error("asr_overloaded", str(exc))
         except Exception as exc:  # noqa: BLE001 - a model failure must not end the call silently
             self.error("asr_failed", f"{type(exc).__name__}: {exc}")
-        self.say(ASR_RETRY, prompt_id="asr_retry")
+        else:
+            self._asr_failures = 0
+            return transcript
+        self._asr_failures += 1
+        limit = self.services.settings.escalation.asr_failures
+        if self.ctx.escalated:
+            self._listening.restart_silence_timer()  # on hold already: nothing to ask again
+        elif self._asr_failures >= limit:
+            reason = f"Speech recognition failing ({self._asr_failures} utterances in a row not recognised)"
+            await self._escalate(self.services.escalator.for_fault(self.ctx, "asr_failure", reason))
+        else:
+            self.say(ASR_RETRY, prompt_id="asr_retry")
         return None
+
+    def _tts_failed(self, failures: int) -> None:
+        """The caller cannot hear our replies: after a few failures in a row, a person takes over."""
+        if failures >= self.services.settings.escalation.tts_failures and not self.ctx.escalated:
+            reason = f"Speech synthesis failing ({failures} replies in a row could not be spoken)"
+            self._spawn(self._escalate(self.services.escalator.for_fault(self.ctx, "tts_failure", reason)), "escalate")
 
     def _resume_after_backchannel(self, text: str) -> bool:
         """A cough, click or "uh-huh" does not end the bot's turn: replay from where it was cut."""
@@ -221,8 +243,29 @@ class Dialogue:
                     return
                 elif isinstance(action, SetFlag):
                     self.record("flag", {"name": action.name})
+                elif isinstance(action, VerificationEvent):
+                    # The audit trail of caller verification: outcome and method, never the secret.
+                    self.record(
+                        "verification",
+                        {
+                            "outcome": action.outcome,
+                            "method": action.method,
+                            "attempt": action.attempt,
+                            "attempts_allowed": action.attempts_allowed,
+                        },
+                    )
         finally:
             self._ledger.store(self.ctx, turns_before, replies, timing)
+            self._record_customer()
+
+    def _record_customer(self) -> None:
+        """The customer id goes on the call record once known, not only at a clean end: an erasure by
+        customer id then finds the call even when the process dies mid-call."""
+        customer = self.ctx.customer
+        if customer is not None and customer.customer_id != self._customer_recorded:
+            self._customer_recorded = customer.customer_id
+            db = self.services.db
+            db.submit(db.sync.update_call, self.ctx.call_sid, customer_id=customer.customer_id)
 
     async def _escalate(self, decision: EscalationDecision) -> None:
         if self.ctx.escalated:

@@ -38,6 +38,9 @@ class EscalationConfig(BaseModel):
     vip_frustration: float = 0.7
     backend_failures: int = 2
     unclear_intent_weekly_threshold: int = 100
+    # Failures in a row of speech recognition / synthesis that hand the caller to a person.
+    asr_failures: int = 3
+    tts_failures: int = 2
 
 
 TRIGGERS = (

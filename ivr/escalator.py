@@ -82,6 +82,15 @@ class Escalator:
         queue = decision.queue if decision.queue != "general" else action.queue  # no topic yet: the line's queue
         return replace(decision, reason=reason[:1].upper() + reason[1:], queue=queue)
 
+    def for_fault(self, ctx: CallContext, trigger: str, reason: str) -> EscalationDecision:
+        """We cannot hear or speak to the caller (ASR or TTS failing): a person takes over, on the topic's queue."""
+        queue = queue_for_intent(topic_intent(ctx, None))
+        if queue == "general" and self.line_queue:
+            queue = self.line_queue
+        return EscalationDecision(
+            trigger=trigger, reason=reason, queue=queue, priority=priority_for(ctx.customer, ctx.frustration)
+        )
+
     async def escalate(self, call: EscalatingCall, ctx: CallContext, decision: EscalationDecision) -> None:
         """Structured handoff: the agent desk gets the whole context; the caller hears why and what next."""
         call_id = ctx.call_sid
@@ -97,8 +106,15 @@ class Escalator:
                 call_id, trigger=d.trigger, reason=d.reason, queue=d.queue, priority=d.priority, payload=payload
             )
         else:
-            await self.db.add_escalation(
-                call_id, trigger=d.trigger, reason=d.reason, queue=d.queue, priority=d.priority, payload=payload
+            # Spooled if the database is down: the escalation is never what a storage outage costs the caller.
+            self.db.submit(
+                self.db.sync.add_escalation,
+                call_id,
+                trigger=d.trigger,
+                reason=d.reason,
+                queue=d.queue,
+                priority=d.priority,
+                payload=payload,
             )
         if sms and self.callbacks is not None:
             try:

@@ -3,14 +3,13 @@
 The schema lives in docs/handoff.schema.json (regenerate with ``python -m ivr.handoff``); a test
 keeps it equal to `handoff_json_schema()`. Bump `SCHEMA_VERSION` on any incompatible change.
 
-Card digits never reach the payload: the flow engine masks PCI slots in the turns already, and
-`scrub_card_numbers` masks anything that still looks like a card number (defence in depth).
+Card digits never reach the payload: caller input is masked where it enters (`flows.pci`: keys, transcripts,
+turns), and the payload is masked again as it is built (defence in depth).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,48 +18,11 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.context import CallContext
+from flows.pci import mask_card_numbers
 from ivr.escalation import EscalationDecision, topic_intent
 
 SCHEMA_VERSION: Final = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "handoff.schema.json"
-CARD_MASK = "[card number removed]"
-
-# A spoken or typed digit: ASR writes card numbers as digits or as words ("four one one one ...").
-_DIGIT_WORDS = {
-    "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
-}  # fmt: skip
-_TOKEN = re.compile(r"\d|[A-Za-z]+")
-_SEPARATOR = re.compile(r"[\s.,\-]*")
-# A plain run of 12+ digits, or 13+ digits written with separators (phone numbers are shorter).
-_PLAIN_MIN, _SEPARATED_MIN = 12, 13
-
-
-def scrub_card_numbers(text: str) -> str:
-    """Masks runs of 12+ digits, or 13+ digits (or digit words) split by spaces, dashes or dots."""
-    spans: list[tuple[int, int]] = []
-    run: list[re.Match[str]] = []
-
-    def close() -> None:
-        if run:
-            digits = len(run)
-            separated = any(run[i].end() != run[i + 1].start() for i in range(len(run) - 1))
-            if digits >= (_SEPARATED_MIN if separated else _PLAIN_MIN):
-                spans.append((run[0].start(), run[-1].end()))
-        run.clear()
-
-    for m in _TOKEN.finditer(text):
-        is_digit = m.group().isdigit() or m.group().lower() in _DIGIT_WORDS
-        if not is_digit:
-            close()
-            continue
-        if run and not _SEPARATOR.fullmatch(text, run[-1].end(), m.start()):
-            close()
-        run.append(m)
-    close()
-    for start, end in reversed(spans):
-        text = text[:start] + CARD_MASK + text[end:]
-    return text
 
 
 class IssueRecord(BaseModel):
@@ -88,6 +50,15 @@ class Handoff(BaseModel):
     customer_id: str | None = Field(description="null when the caller was not identified")
     lifetime_value: float | None = Field(ge=0)
     customer_tier: str | None
+    caller_verified: bool = Field(
+        False, description="the caller proved who they are in this call (caller ID alone never counts)"
+    )
+    verification_method: Literal["pin", "account_digits", "sms_code"] | None = Field(
+        None, description="how the caller was verified; null when not verified"
+    )
+    verification_locked: bool = Field(
+        False, description="too many wrong answers: no further attempts this call; verify the caller yourself"
+    )
     issue_history: list[IssueRecord]
     sentiment_trend: list[float] = Field(description="per-turn sentiment, -1 (negative) .. 1, oldest first")
     intent_guess: str | None = Field(description="the caller's most recent topic as the AI understood it")
@@ -126,12 +97,15 @@ def build_handoff(
         customer_id=customer.customer_id if customer else None,
         lifetime_value=customer.lifetime_value if customer else None,
         customer_tier=customer.tier if customer else None,
+        caller_verified=ctx.verification.verified,
+        verification_method=ctx.verification.method if ctx.verification.verified else None,
+        verification_locked=ctx.verification.locked,
         issue_history=_issue_history(ctx),
         sentiment_trend=trend,
         intent_guess=intent,
         confidence=confidence,
-        last_3_messages=[scrub_card_numbers(m) for m in ctx.last_messages(3)],
-        reason=scrub_card_numbers(decision.reason),
+        last_3_messages=[mask_card_numbers(m) for m in ctx.last_messages(3)],
+        reason=mask_card_numbers(decision.reason),
         trigger=decision.trigger,
         preferred_channel=(customer.preferred_channel if customer else None) or "voice",
         region=ctx.region,

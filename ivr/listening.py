@@ -3,7 +3,8 @@
 Frame by frame (microseconds each, never waiting): decode, VAD, endpointing, loudness and the silence
 timer run in `audio.caller.CallerAudio`; this stage decides what they mean for the conversation. Speech
 that keeps going while the bot plays is a barge-in; a key while the bot plays is one too. During a card
-slot (`Listen.pci`) speech is neither transcribed nor kept, and keys are recorded masked.
+slot (`Listen.pci`) speech is neither transcribed nor kept. Keys are recorded once per run (see `ivr.keypad`),
+masked: a key typed in a card slot, and any card number typed anywhere else, is a "*".
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Listening:
         self._call = call
         self._bot_speaking = bot_speaking
         self._emit = emit
-        self.keypad = DigitCollector(clock, emit, inter_digit_s=options.inter_digit_s)
+        self.keypad = DigitCollector(clock, emit, inter_digit_s=options.inter_digit_s, on_run=self._keys_typed)
         self._listen = Listen(mode="both")
         self._last_voiced_at = 0.0
         self._barged_in = False
@@ -107,10 +108,12 @@ class Listening:
                 self._emit(LongSilence())
 
     def hear_key(self, digit: str) -> None:
-        self._call.record("dtmf", {"digit": "*" if self._listen.pci else digit})
         if self._bot_speaking():
             self._emit(BargeIn("dtmf"))
         self.keypad.press(digit)
+
+    def _keys_typed(self, masked: str) -> None:
+        self._call.record("dtmf", {"keys": masked})
 
     def playback_finished(self) -> None:
         self.restart_silence_timer()

@@ -16,13 +16,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from telephony.events import Clear, Mark, OutboundCommand, PlayAudio
 
 FRAME_BYTES = 160
 FRAME_S = 0.020
 SILENCE = b"\xff"
+MARKS_KEPT = 64
 
 Send = Callable[[OutboundCommand], Awaitable[None]]
 
@@ -41,11 +42,12 @@ class _MarkItem:
 
 @dataclass(slots=True)
 class TurnAudio:
-    """Everything queued for one bot turn, kept so an interrupted turn can resume where it was cut."""
+    """One bot turn's progress. Its audio is not kept: a cut resumes from the frames still queued or buffered
+    (`Cut.unplayed`), so a call of any length holds only the current turn's unplayed audio."""
 
     turn: int
     label: str
-    audio: bytearray = field(default_factory=bytearray)
+    frames: int = 0  # queued so far
     frames_sent: int = 0
     first_frame_at: float | None = None
     done: bool = False  # the producer has queued its last chunk
@@ -90,11 +92,18 @@ class Playout:
         # Frames sent but possibly not yet played by the carrier (its buffer is at most the lead).
         self._recent: deque[bytes] = deque(maxlen=max(2, int(self._lead / FRAME_S) + 5))
         self.frames_sent = 0
-        self.marks_played: list[str] = []
-        self.marks_flushed: list[str] = []
+        # The latest marks only (for diagnostics): a long call must not grow them without bound.
+        self.marks_played: deque[str] = deque(maxlen=MARKS_KEPT)
+        self.marks_flushed: deque[str] = deque(maxlen=MARKS_KEPT)
 
     # -- producer side ----------------------------------------------------------------------
     def begin_turn(self, label: str) -> TurnAudio:
+        # Turns with nothing left in the queue are done with, but for the latest (it may still be buffered).
+        live = {item.turn for item in self._queue}
+        if self._turns:
+            live.add(max(self._turns))
+        for key in [k for k in self._turns if k not in live]:
+            del self._turns[key]
         turn = TurnAudio(turn=self._next_turn, label=label)
         self._next_turn += 1
         self._turns[turn.turn] = turn
@@ -107,10 +116,10 @@ class Playout:
         remainder = len(audio) % FRAME_BYTES
         if remainder:
             audio = audio + SILENCE * (FRAME_BYTES - remainder)
-        turn.audio.extend(audio)
+        turn.frames += len(audio) // FRAME_BYTES
         for start in range(0, len(audio), FRAME_BYTES):
             self._queue.append(_Frame(turn.turn, audio[start : start + FRAME_BYTES]))
-        name = f"{turn.label}#{turn.turn}:{len(turn.audio) // FRAME_BYTES}"
+        name = f"{turn.label}#{turn.turn}:{turn.frames}"
         self._queue.append(_MarkItem(turn.turn, name))
         self._wakeup.set()
 
@@ -156,7 +165,7 @@ class Playout:
         if current is None:
             return None
         played = max(0, current.frames_sent - buffered_frames)
-        return Cut(current.turn, current.label, played, len(current.audio) // FRAME_BYTES, unplayed)
+        return Cut(current.turn, current.label, played, current.frames, unplayed)
 
     def turn(self, turn_id: int) -> TurnAudio | None:
         return self._turns.get(turn_id)

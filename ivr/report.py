@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from ivr.handoff import scrub_card_numbers
+from flows.pci import mask_card_numbers
 from ivr.storage import Storage, calls, escalations, turns
 
 log = logging.getLogger("ivr.report")
@@ -202,7 +202,12 @@ def build_report(
 
 
 def export_retraining_dataset(
-    storage: Storage, path: Path, *, since: datetime | None = None, now: datetime | None = None
+    storage: Storage,
+    path: Path,
+    *,
+    since: datetime | None = None,
+    now: datetime | None = None,
+    actor: str = "report",
 ) -> int:
     """Writes one JSON line per call escalated for an unclear intent (trigger low_confidence) since
     `since` (default: the last 7 days): the intent guess and the caller's turns, card numbers masked.
@@ -230,10 +235,14 @@ def export_retraining_dataset(
                 "region": call[0] if call else None,
                 "intent_guess": payload.get("intent_guess"),
                 "confidence": payload.get("confidence"),
-                "turns": [{**r, "text": scrub_card_numbers(r["text"])} for r in rows],
+                "turns": [{**r, "text": mask_card_numbers(r["text"])} for r in rows],
             }
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+    # Tracked and audited: an erasure or a purge takes its calls out of this file too.
+    storage.record_export(
+        kind="retraining", path=str(path.resolve()), call_sids=[e["call_sid"] for e in unclear], actor=actor
+    )
     log.info("retraining export: %d calls to %s", len(unclear), path)
     return len(unclear)
 

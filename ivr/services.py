@@ -22,8 +22,10 @@ from ivr.escalation import EscalationPolicy
 from ivr.escalator import Escalator
 from ivr.frustration import FrustrationTracker
 from ivr.metrics import Metrics
+from ivr.privacy import ContextStore, ErasureRequest, same_phone
 from ivr.prompts import SERVER_PROMPTS
 from ivr.storage import AsyncStorage, Storage
+from ivr.storage_queue import SPOOL_FILE
 from models.asr import AsrService, Transcriber
 from models.intent import IntentClassifier, IntentResult, answer_threshold, parse_yes_no
 from models.regions import Region, get_region
@@ -89,6 +91,7 @@ class LiveCall(Protocol):
     """What the process needs of a call in progress (the session, seen from outside)."""
 
     transferring: bool
+    ctx: CallContext | None
 
     async def close(self, reason: str, *, outcome: str | None = None) -> None: ...
 
@@ -107,8 +110,9 @@ class Services:
     desk: AgentDesk | None = None
     callbacks: CallbackService | None = None
     sessions: dict[str, LiveCall] = field(default_factory=dict)
-    # Context of calls handed to an agent, kept so a transfer back resumes with everything known.
-    contexts: dict[str, CallContext] = field(default_factory=dict)
+    # Context of calls handed to an agent, kept so a transfer back resumes with everything known; bounded
+    # by age and count (`Settings.privacy`) so no caller's transcript or CRM data stays in memory for good.
+    contexts: ContextStore[CallContext] = field(default_factory=lambda: ContextStore(3600.0, 1000))
 
     @property
     def asr(self) -> AsrService:
@@ -134,6 +138,31 @@ class Services:
             self.desk.public_url = url.rstrip("/")
         if self.callbacks is not None:
             self.callbacks.public_url = url.rstrip("/")
+
+    async def erase_personal_data(self, request: ErasureRequest, *, actor: str) -> dict[str, int]:
+        """Erasure in this process and in the database: live calls of that customer or number are ended
+        (nothing more is recorded about them), kept contexts are dropped, then every record is erased.
+        Returns the database counts plus `live_calls` and `contexts`."""
+
+        def matches(ctx: CallContext | None) -> bool:
+            if ctx is None:
+                return False
+            if request.phone and same_phone(ctx.caller, request.phone):
+                return True
+            customer = ctx.customer
+            if customer is None:
+                return False
+            if request.customer_id and customer.customer_id == request.customer_id:
+                return True
+            return bool(request.phone and same_phone(customer.phone_e164, request.phone))
+
+        live = [s for s in list(self.sessions.values()) if matches(s.ctx)]
+        for session in live:
+            await session.close("erased", outcome="error")
+        dropped = self.contexts.remove_where(matches)
+        in_memory = {"live_calls": len(live), "contexts": dropped}
+        counts = await self.db.erase(request, actor=actor, in_memory=in_memory)
+        return {**counts, **in_memory}
 
     def mark_transferring(self, call_sid: str) -> None:
         session = self.sessions.get(call_sid)
@@ -166,7 +195,7 @@ def open_storage(settings: Settings) -> AsyncStorage:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     storage = Storage(settings.resolved_database_url())
     storage.create_all()
-    return AsyncStorage(storage)
+    return AsyncStorage(storage, settings.storage, spool_path=settings.data_dir / SPOOL_FILE)
 
 
 async def build_all(
@@ -196,6 +225,7 @@ async def build_all(
             settings.twilio_account_sid, settings.twilio_auth_token, api_base_url=settings.twilio_api_base_url
         )
     services = Services(
+        contexts=ContextStore(settings.privacy.context_ttl_s, settings.privacy.context_max),
         settings=settings,
         models=models,
         db=db,
@@ -225,7 +255,12 @@ async def build_all(
         on_transfer=services.mark_transferring,
     )
     services.callbacks = CallbackService(
-        db, twilio, settings.public_url, settings.twilio_from_number, on_change=services.desk.notify
+        db,
+        twilio,
+        settings.public_url,
+        settings.twilio_from_number,
+        on_change=services.desk.notify,
+        config=settings.callbacks,
     )
     services.escalator.desk, services.escalator.callbacks = services.desk, services.callbacks
     await models.tts.warm(services.fixed_prompts())

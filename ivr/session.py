@@ -17,9 +17,11 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from flows.context import CallContext
+from ivr.call_limits import CallWatchdog
 from ivr.call_log import CallLog
 from ivr.clock import Clock, LoopClock
 from ivr.dialogue import Dialogue
+from ivr.frame_order import FrameOrder
 from ivr.listening import Heard, Listening, ListeningOptions
 from ivr.services import Services
 from ivr.speech import Speech
@@ -63,7 +65,8 @@ class CallSession:
         self.end_reason: str | None = None
         self.transferring = False  # an agent accepted the call; the carrier's `stop` is the transfer
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_seq = 0
+        self._order = FrameOrder(self.call)
+        self._watchdog: CallWatchdog | None = None
         audio = services.settings.audio
         self.ledger = TurnLedger(self.call, self.clock)
         self.speech = Speech(
@@ -105,6 +108,10 @@ class CallSession:
             if exc.fatal:
                 await self.close(exc.kind, outcome="error")
             return
+        except Exception as exc:  # noqa: BLE001 - whatever a frame holds, it costs that frame, never the call
+            self.call.log.error("undecodable message", exc_info=exc)
+            self.error("malformed", f"undecodable message: {type(exc).__name__}")
+            return
         await self.on_event(event)
 
     async def on_event(self, event: InboundEvent) -> None:
@@ -117,22 +124,15 @@ class CallSession:
         elif isinstance(event, AudioIn | DtmfIn | MarkPlayed):
             if not self.started:
                 self.error(f"{_KIND[type(event)]}_before_start", f"{_KIND[type(event)]} before start: dropped")
-            elif self._in_sequence(event.sequence_number):
+            elif self._order.accept(event.sequence_number):
                 if isinstance(event, AudioIn):
+                    if self._watchdog is not None:
+                        self._watchdog.frame()
                     self._caller_audio(event)
                 elif isinstance(event, DtmfIn):
                     self._caller_key(event)
                 else:
                     self._mark_played(event)
-
-    def _in_sequence(self, seq: int) -> bool:
-        if seq <= self._last_seq:
-            self.error("out_of_order", f"sequenceNumber {seq} after {self._last_seq}: dropped")
-            return False
-        if seq > self._last_seq + 1 and self._last_seq:
-            self.error("sequence_gap", f"sequenceNumber jumped from {self._last_seq} to {seq}")
-        self._last_seq = seq
-        return True
 
     def _caller_audio(self, event: AudioIn) -> None:
         if event.track == "caller":
@@ -154,11 +154,11 @@ class CallSession:
     async def _start(self, event: CallStarted) -> None:
         if self.started:
             self.error("duplicate_start", "a second start on one stream was ignored")
-            self._last_seq = max(self._last_seq, event.sequence_number)  # its number is used, not lost
+            self._order.used(event.sequence_number)
             return
         services = self.services
         self.call.bind(event.call_id)
-        self._last_seq = event.sequence_number
+        self._order.start_at(event.sequence_number)
         ctx = services.contexts.pop(event.call_id, None)  # back from an agent: keep everything
         if ctx is None:
             ctx = CallContext(
@@ -198,6 +198,8 @@ class CallSession:
         self.ledger.call_started()
         self.speech.start()
         self._spawn(self.dialogue.run(), "dialogue")
+        self._watchdog = CallWatchdog(services.settings.calls, self.clock, self.close)
+        self._spawn(self._watchdog.run(), "watchdog")
 
     async def _stop(self) -> None:
         if not self.started:
@@ -255,7 +257,9 @@ class CallSession:
             services.contexts[call_id] = ctx  # survives a transfer back from an agent
         self.ledger.flush_unwritten()
         self.call.record("end", {"reason": reason, "outcome": final})
-        await services.db.run(services.db.sync.end_call, call_id, reason=reason, outcome=final)
+        # Not awaited: a database that is down or hung must not hold the call (or SIGTERM) open; the write is
+        # queued in order behind the call's other records and kept through an outage.
+        services.db.submit(services.db.sync.end_call, call_id, reason=reason, outcome=final)
         if ctx is not None and ctx.customer is not None:
             services.db.submit(services.db.sync.update_call, call_id, customer_id=ctx.customer.customer_id)
         services.metrics.calls_ended.labels(final).inc()

@@ -73,6 +73,8 @@ class Speech:
         self._task: asyncio.Task[None] | None = None
         self._first_frame_waiters: dict[int, FirstFrame] = {}
         self._heard_anything = False
+        self.tts_failures = 0  # syntheses failed in a row
+        self.on_tts_failure: Callable[[int], None] | None = None  # told the count after each failure
         self.playout = Playout(
             send, lead_ms=lead_ms, clock=clock.now, sleep=clock.sleep, on_frame=self._frame_sent, log=call.log
         )
@@ -134,6 +136,9 @@ class Speech:
                 raise
             except Exception as exc:  # noqa: BLE001 - a TTS failure loses one reply, not the call
                 self._call.error("tts_failed", f"{type(exc).__name__}: {exc}")
+                self.tts_failures += 1
+                if self.on_tts_failure is not None:
+                    self.on_tts_failure(self.tts_failures)
             finally:
                 self._current = None
                 self._jobs.task_done()
@@ -152,6 +157,7 @@ class Speech:
                 job.sentences = split_sentences(normalize_for_speech(job.text))
             while job.sentences_done < len(job.sentences):
                 audio = await self._tts.render_sentence(job.sentences[job.sentences_done])
+                self.tts_failures = 0
                 self.playout.enqueue(turn, audio)
                 job.sentences_done += 1
         self.playout.finish_turn(turn)

@@ -11,12 +11,18 @@ them on one dedicated thread so writes for a call stay in order and never block 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect as pyinspect
 import json
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
-from functools import partial
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ParamSpec, TypedDict, TypeVar, cast
 
 from sqlalchemy import (
@@ -35,11 +41,23 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
+
+from ivr.privacy import ErasureRequest, PrivacyConfig, same_phone
+from ivr.storage_queue import (
+    StorageCall,
+    StorageConfig,
+    StorageQueue,
+    StorageUnavailable,
+    load_spool,
+    save_spool,
+)
 
 log = logging.getLogger("ivr.storage")
 T = TypeVar("T")
@@ -135,6 +153,21 @@ audit_log = Table(
     Column("action", String(64), nullable=False),
     Column("subject", String(128), nullable=False),
     Column("details", JSON, nullable=False, default=dict),
+    # Hash chain: hash = sha256(prev_hash + the row's content); `Storage.verify_audit` walks it.
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
+)
+
+# Files written from call records (the retraining export): which calls each holds, so an erasure or a
+# purge can take those calls out of the file too.
+exports = Table(
+    "exports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("call_sids", JSON, nullable=False, default=list),
 )
 
 _APPEND_ONLY_SQLITE = [
@@ -143,13 +176,18 @@ _APPEND_ONLY_SQLITE = [
     """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
 ]
-_APPEND_ONLY_POSTGRES = [
-    """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
-       BEGIN RAISE EXCEPTION 'audit_log is append-only'; END; $$ LANGUAGE plpgsql""",
-    "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
-    """CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+# Created once, by whoever creates the schema (`ivr db init`), never dropped and recreated at a start:
+# the application role only appends (see `Storage.init_schema`).
+_APPEND_ONLY_POSTGRES_FUNCTION = """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
+       BEGIN RAISE EXCEPTION 'audit_log is append-only'; END; $$ LANGUAGE plpgsql"""
+_APPEND_ONLY_POSTGRES_TRIGGERS = {
+    "audit_log_append_only": """CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
        FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
-]
+    "audit_log_no_truncate": """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+       FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
+}
+# Serialises appends to the audit hash chain across processes (server, CLI) on PostgreSQL.
+_AUDIT_CHAIN_LOCK = 7_310_442_001
 
 
 # -- records as the methods below return them: dicts, with times as ISO 8601 strings ----------------
@@ -233,6 +271,19 @@ class AuditRow(TypedDict):
     action: str
     subject: str
     details: dict[str, Any]
+    prev_hash: str | None
+    hash: str | None
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    """`ivr audit verify`: whether the audit log's hash chain is intact, and where it first breaks."""
+
+    ok: bool
+    rows: int
+    unchained: int  # rows written before the chain existed (all before the first chained row)
+    first_broken_id: int | None = None
+    reason: str | None = None
 
 
 def utcnow() -> datetime:
@@ -246,7 +297,8 @@ class CallNotFound(KeyError):
 class Storage:
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"future": True}
+        # hide_parameters: a failed statement's error never carries its values (transcripts, numbers).
+        kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
@@ -257,11 +309,43 @@ class Storage:
 
     # -- schema -----------------------------------------------------------------------------
     def create_all(self) -> None:
+        """Creates what is missing (tables, the audit chain's columns, the append-only triggers); changes
+        nothing that exists, so an application role without DDL rights can run it at every start."""
         metadata.create_all(self.engine)
-        statements = _APPEND_ONLY_SQLITE if self.engine.dialect.name == "sqlite" else _APPEND_ONLY_POSTGRES
+        columns = {c["name"] for c in inspect(self.engine).get_columns("audit_log")}
         with self.engine.begin() as conn:
-            for stmt in statements:
-                conn.execute(text(stmt))
+            for name in ("prev_hash", "hash"):
+                if name not in columns:
+                    conn.execute(text(f"ALTER TABLE audit_log ADD COLUMN {name} VARCHAR(64)"))
+            if self.engine.dialect.name == "sqlite":
+                for stmt in _APPEND_ONLY_SQLITE:
+                    conn.execute(text(stmt))
+                return
+            existing = {
+                r[0]
+                for r in conn.execute(
+                    text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass AND NOT tgisinternal")
+                )
+            }
+            missing = [stmt for name, stmt in _APPEND_ONLY_POSTGRES_TRIGGERS.items() if name not in existing]
+            if missing:
+                conn.execute(text(_APPEND_ONLY_POSTGRES_FUNCTION))
+                for stmt in missing:
+                    conn.execute(text(stmt))
+
+    def init_schema(self, grant_to: str | None = None) -> None:
+        """The schema, created once by its owner (`ivr db init`). On PostgreSQL `grant_to` is the role the
+        server runs as: it may read and write call records but only read and append the audit log."""
+        self.create_all()
+        if grant_to is None or self.engine.dialect.name != "postgresql":
+            return
+        role = self.engine.dialect.identifier_preparer.quote(grant_to)
+        records = ", ".join(t.name for t in metadata.sorted_tables if t is not audit_log)
+        with self.engine.begin() as conn:
+            conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {records} TO {role}"))
+            conn.execute(text(f"REVOKE ALL ON audit_log FROM {role}"))
+            conn.execute(text(f"GRANT SELECT, INSERT ON audit_log TO {role}"))
+            conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"))
 
     def drop_all(self) -> None:
         metadata.drop_all(self.engine)
@@ -374,13 +458,22 @@ class Storage:
 
     # -- escalations ------------------------------------------------------------------------
     def add_escalation(
-        self, call_sid: str, *, trigger: str, reason: str, queue: str, priority: int, payload: dict[str, Any]
+        self,
+        call_sid: str,
+        *,
+        trigger: str,
+        reason: str,
+        queue: str,
+        priority: int,
+        payload: dict[str, Any],
+        at: datetime | None = None,
     ) -> int:
+        """`at`: when the caller joined the queue (a spooled write is stored later than that)."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 insert(escalations).values(
                     call_sid=call_sid,
-                    at=utcnow(),
+                    at=at or utcnow(),
                     trigger=trigger,
                     reason=reason,
                     queue=queue,
@@ -445,51 +538,184 @@ class Storage:
     # -- audit and erasure ------------------------------------------------------------------
     def audit(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(audit_log).values(
-                    at=utcnow(), actor=actor, action=action, subject=subject, details=details or {}
-                )
+            self._append_audit(conn, actor=actor, action=action, subject=subject, details=details or {})
+
+    def _append_audit(
+        self, conn: Connection, *, actor: str, action: str, subject: str, details: dict[str, Any]
+    ) -> None:
+        """Appends one entry to the hash chain, inside the caller's transaction. The chain is locked first
+        (an advisory lock on PostgreSQL, the write lock on SQLite) so two processes never fork it."""
+        if self.engine.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_AUDIT_CHAIN_LOCK)))
+        else:
+            conn.execute(text("UPDATE audit_log SET id = id WHERE 0"))  # takes the write lock, touches no row
+        prev = conn.execute(
+            select(audit_log.c.hash).where(audit_log.c.hash.is_not(None)).order_by(audit_log.c.id.desc()).limit(1)
+        ).scalar()
+        prev_hash = prev or ""
+        at = utcnow()
+        conn.execute(
+            insert(audit_log).values(
+                at=at,
+                actor=actor,
+                action=action,
+                subject=subject,
+                details=details,
+                prev_hash=prev_hash,
+                hash=audit_hash(prev_hash, at, actor, action, subject, details),
             )
+        )
 
     def list_audit(self) -> list[AuditRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings()
             return [cast(AuditRow, _jsonable(r)) for r in rows]
 
-    def erase_customer(self, customer_id: str, *, actor: str) -> dict[str, int]:
-        """GDPR erasure: deletes the customer's calls with their transcripts, escalations and callbacks.
+    def verify_audit(self) -> AuditVerification:
+        """Walks the hash chain from the first row; reports the first row whose hash or link does not hold."""
+        prev_hash, rows, unchained, chained = "", 0, 0, False
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings():
+                rows += 1
+                if row["hash"] is None and not chained:
+                    unchained += 1
+                    continue
+                chained = True
+                if row["prev_hash"] != prev_hash:
+                    return AuditVerification(False, rows, unchained, row["id"], "does not follow the previous row")
+                details = row["details"]
+                if isinstance(details, (bytes, bytearray, str)):
+                    details = json.loads(details)
+                expected = audit_hash(prev_hash, row["at"], row["actor"], row["action"], row["subject"], details)
+                if row["hash"] != expected:
+                    return AuditVerification(False, rows, unchained, row["id"], "content does not match its hash")
+                prev_hash = row["hash"]
+        return AuditVerification(True, rows, unchained)
 
-        The audit entry records counts, never the erased content.
+    def erase_customer(self, customer_id: str, *, actor: str) -> dict[str, int]:
+        """GDPR erasure by customer id (see `erase`)."""
+        return self.erase(ErasureRequest.build(customer_id=customer_id), actor=actor)
+
+    def erase(self, request: ErasureRequest, *, actor: str, in_memory: dict[str, int] | None = None) -> dict[str, int]:
+        """GDPR erasure: every call of the customer or from the phone number (identified or not, ended,
+        crashed or still open) with its events, turns, escalations and callbacks, the callbacks sent to
+        that number, and those calls' lines in tracked export files.
+
+        The audit entry records who asked, whom (the number masked) and counts, never the erased content;
+        `in_memory` adds the server's own counts (live calls ended, contexts dropped) to it.
         """
         with self.engine.begin() as conn:
-            sids = [r[0] for r in conn.execute(select(calls.c.call_sid).where(calls.c.customer_id == customer_id))]
-            counts = {"calls": len(sids), "turns": 0, "events": 0, "escalations": 0, "callbacks": 0}
-            if sids:
-                counts["turns"] = conn.execute(delete(turns).where(turns.c.call_sid.in_(sids))).rowcount or 0
-                counts["events"] = conn.execute(delete(events).where(events.c.call_sid.in_(sids))).rowcount or 0
-                counts["escalations"] = (
-                    conn.execute(delete(escalations).where(escalations.c.call_sid.in_(sids))).rowcount or 0
+            sids: set[str] = set()
+            if request.customer_id:
+                sids.update(
+                    r[0]
+                    for r in conn.execute(select(calls.c.call_sid).where(calls.c.customer_id == request.customer_id))
                 )
+            if request.phone:
+                candidates = conn.execute(
+                    select(calls.c.call_sid, calls.c.caller).where(calls.c.caller.like(f"%{request.phone[-4:]}"))
+                )
+                sids.update(sid for sid, caller in candidates if same_phone(caller, request.phone))
+            callback_ids: set[int] = set()
+            if request.customer_id:
+                callback_ids.update(
+                    r[0]
+                    for r in conn.execute(select(callbacks.c.id).where(callbacks.c.customer_id == request.customer_id))
+                )
+            if request.phone:
+                candidates = conn.execute(
+                    select(callbacks.c.id, callbacks.c.phone).where(callbacks.c.phone.like(f"%{request.phone[-4:]}"))
+                )
+                callback_ids.update(cid for cid, phone in candidates if same_phone(phone, request.phone))
+            counts = self._delete_calls(conn, sorted(sids), callback_ids)
+            subject = request.subject
+            if request.customer_id and not request.phone:
+                subject = request.customer_id  # as before: the customer id alone names the subject
+            action = "erase_customer" if request.customer_id and not request.phone else "erase"
+            self._append_audit(
+                conn, actor=actor, action=action, subject=subject, details={**counts, **(in_memory or {})}
+            )
+        self._fold_wal()
+        return counts
+
+    def purge(self, privacy: PrivacyConfig, *, actor: str, now: datetime | None = None) -> dict[str, int]:
+        """Retention: deletes calls (with everything recorded about them) started longer ago than their
+        region's retention, and callbacks older than the default retention; audited with counts."""
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            sids: set[str] = set()
+            regions = [r[0] for r in conn.execute(select(calls.c.region).distinct())]
+            for region in regions:
+                cutoff = now - timedelta(days=privacy.retention_for(region))
+                where_region = calls.c.region.is_(None) if region is None else calls.c.region == region
+                sids.update(
+                    r[0]
+                    for r in conn.execute(select(calls.c.call_sid).where(where_region, calls.c.started_at < cutoff))
+                )
+            old_callbacks = {
+                r[0]
+                for r in conn.execute(
+                    select(callbacks.c.id).where(callbacks.c.created_at < now - timedelta(days=privacy.retention_days))
+                )
+            }
+            counts = self._delete_calls(conn, sorted(sids), old_callbacks)
+            self._append_audit(
+                conn,
+                actor=actor,
+                action="purge",
+                subject="retention",
+                details={
+                    **counts,
+                    "retention_days": privacy.retention_days,
+                    **{f"retention_days_{r}": d for r, d in privacy.retention_days_by_region.items()},
+                },
+            )
+        self._fold_wal()
+        return counts
+
+    def _delete_calls(self, conn: Connection, sids: list[str], callback_ids: set[int]) -> dict[str, int]:
+        counts = {"calls": len(sids), "turns": 0, "events": 0, "escalations": 0, "callbacks": 0, "export_lines": 0}
+        if sids:
+            counts["turns"] = conn.execute(delete(turns).where(turns.c.call_sid.in_(sids))).rowcount or 0
+            counts["events"] = conn.execute(delete(events).where(events.c.call_sid.in_(sids))).rowcount or 0
+            counts["escalations"] = (
+                conn.execute(delete(escalations).where(escalations.c.call_sid.in_(sids))).rowcount or 0
+            )
+            callback_ids = callback_ids | {
+                r[0] for r in conn.execute(select(callbacks.c.id).where(callbacks.c.call_sid.in_(sids)))
+            }
+        if callback_ids:
             counts["callbacks"] = (
-                conn.execute(
-                    delete(callbacks).where(
-                        (callbacks.c.customer_id == customer_id) | (callbacks.c.call_sid.in_(sids) if sids else False)
-                    )
-                ).rowcount
-                or 0
+                conn.execute(delete(callbacks).where(callbacks.c.id.in_(sorted(callback_ids)))).rowcount or 0
             )
-            if sids:
-                conn.execute(delete(calls).where(calls.c.call_sid.in_(sids)))
-            conn.execute(
-                insert(audit_log).values(
-                    at=utcnow(), actor=actor, action="erase_customer", subject=customer_id, details=counts
-                )
-            )
+        if sids:
+            conn.execute(delete(calls).where(calls.c.call_sid.in_(sids)))
+            counts["export_lines"] = _remove_from_exports(conn, set(sids))
+        return counts
+
+    def _fold_wal(self) -> None:
         if self.engine.dialect.name == "sqlite":
             # Deleted rows still sit in the write-ahead log until a checkpoint: fold it in and truncate it.
+            # secure_delete has zeroed the freed pages; VACUUM rebuilds the file without them.
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        return counts
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+                if busy is not None and busy[0]:
+                    log.warning("erasure: the write-ahead log is in use and could not be truncated yet")
+            try:
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.exec_driver_sql("VACUUM")
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            except OperationalError as exc:
+                log.warning("erasure: VACUUM could not run now (%s); freed pages are zeroed", type(exc.orig).__name__)
+
+    # -- exports ----------------------------------------------------------------------------
+    def record_export(self, *, kind: str, path: str, call_sids: list[str], actor: str) -> None:
+        """Tracks a file written from call records (audited), so erasure and purge can reach into it."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(exports).values(at=utcnow(), kind=kind, path=path, call_sids=call_sids))
+            self._append_audit(
+                conn, actor=actor, action="export", subject=kind, details={"path": path, "calls": len(call_sids)}
+            )
 
     def count(self, table: Table) -> int:
         with self.engine.connect() as conn:
@@ -497,28 +723,122 @@ class Storage:
 
 
 class AsyncStorage:
-    """Runs Storage methods on one dedicated thread: ordered writes, a free event loop."""
+    """Runs Storage methods on one dedicated thread: ordered writes, a free event loop.
 
-    def __init__(self, storage: Storage) -> None:
+    Calls go through one bounded, ordered `StorageQueue`: awaited ones time out, and writes wait out a database
+    outage in its spool (see `ivr.storage_queue`).
+    """
+
+    def __init__(
+        self, storage: Storage, config: StorageConfig | None = None, *, spool_path: Path | None = None
+    ) -> None:
         self.sync = storage
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivr-db")
+        self.config = config or StorageConfig()
         self.on_error: Callable[[str, BaseException], None] | None = None
+        self.queue = StorageQueue(self.config, on_error=self._outage)
+        self.spool_path = spool_path if self.config.spool_file else None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        if self.spool_path is not None:
+            saved = load_spool(self.spool_path, storage)
+            if saved:
+                log.warning("replaying %d writes spooled by the previous process", len(saved))
+            for call in saved:
+                self.queue.put(call)
+
+    @property
+    def available(self) -> bool:
+        """False while writes are held in the spool for a database that is down."""
+        return not self.queue.in_outage
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+        """Awaits a storage call, in order behind queued writes. `StorageUnavailable` at once while the
+        database is down, or after `timeout_s` when it is slow (a call that never started is then dropped)."""
+        if self.queue.in_outage:
+            raise StorageUnavailable(f"database unavailable ({self.queue.pending} writes spooled)")
+        future = self._put(fn, args, kwargs, spool=False)
+        try:
+            return cast(T, await asyncio.wait_for(asyncio.wrap_future(future), self.config.timeout_s))
+        except TimeoutError:
+            name = getattr(fn, "__name__", "call")
+            raise StorageUnavailable(f"storage did not answer {name} within {self.config.timeout_s:g} s") from None
 
-    def submit(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
-        """Queues a write without waiting for it; a failure is logged with its call id, never lost silently."""
+    async def stored(self, future: Future[T]) -> T | None:
+        """A submitted write's result, or None while it waits in the spool (database down, or slower than
+        `timeout_s`): it is then written later, in order. A write the database refused raises its error."""
+        if not future.done():
+            if self.queue.in_outage:
+                return None
+            waited = asyncio.wrap_future(future)
+            waited.add_done_callback(lambda f: f.cancelled() or f.exception())
+            try:
+                return await asyncio.wait_for(asyncio.shield(waited), self.config.timeout_s)
+            except TimeoutError:
+                return None
+        return future.result()
 
-        def done(fut: Future[object]) -> None:
+    def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Queues a write without waiting for it: ordered, kept through an outage; a failure is logged with its
+        call id, never lost silently. The future resolves once it is written (`stored`)."""
+
+        call_sid = _call_sid_of(fn, args, kwargs)
+
+        def done(fut: Future[T]) -> None:
+            if fut.cancelled():
+                return
             exc = fut.exception()
             if exc is not None:
-                log.error("storage write %s(%s) failed: %s", fn.__name__, args[:1], exc, exc_info=exc)
+                # Never the bound values (transcripts, numbers): the call id, the operation and the error kind.
+                log.error(
+                    "storage write %s failed: %s",
+                    fn.__name__,
+                    describe_db_error(exc),
+                    extra={"call_sid": call_sid or "-"},
+                    exc_info=None if isinstance(exc, StatementError) else exc,
+                )
                 if self.on_error is not None:
                     self.on_error(fn.__name__, exc)
 
-        self._pool.submit(fn, *args, **kwargs).add_done_callback(done)
+        future: Future[T] = self._put(fn, args, kwargs, spool=True)
+        future.add_done_callback(done)
+        return future
+
+    def _put(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, spool: bool
+    ) -> Future[Any]:
+        if self._closing:
+            refused: Future[Any] = Future()
+            refused.set_exception(StorageUnavailable("storage is closed"))
+            return refused
+        future = self.queue.put(StorageCall(fn, args, dict(kwargs), spool))
+        self._wake()
+        return future
+
+    def _outage(self, kind: str) -> None:
+        if self.on_error is not None:
+            self.on_error(kind, StorageUnavailable(kind))
+
+    # The storage thread (tests work through the queue on the loop instead: `_wake` is their seam).
+    def _wake(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="ivr-db", daemon=True)
+            self._thread.start()
+
+    def _serve(self) -> None:
+        queue = self.queue
+        while True:
+            with queue.cond:
+                while not queue.pending and not self._closing:
+                    queue.cond.wait()
+                if self._closing:
+                    return
+            delay = queue.drain()
+            if delay is not None:
+                # Down: retry after `delay` (new writes join the spool meanwhile, they do not hurry it).
+                until = time.monotonic() + delay
+                with queue.cond:
+                    while not self._closing and (left := until - time.monotonic()) > 0:
+                        queue.cond.wait(left)
 
     # Each Storage method, awaited on the storage thread.
     async def create_all(self) -> None:
@@ -610,12 +930,119 @@ class AsyncStorage:
     async def erase_customer(self, customer_id: str, *, actor: str) -> dict[str, int]:
         return await self.run(self.sync.erase_customer, customer_id, actor=actor)
 
+    async def erase(
+        self, request: ErasureRequest, *, actor: str, in_memory: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        return await self.run(self.sync.erase, request, actor=actor, in_memory=in_memory)
+
+    async def purge(self, privacy: PrivacyConfig, *, actor: str) -> dict[str, int]:
+        return await self.run(self.sync.purge, privacy, actor=actor)
+
+    async def verify_audit(self) -> AuditVerification:
+        return await self.run(self.sync.verify_audit)
+
     async def count(self, table: Table) -> int:
         return await self.run(self.sync.count, table)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, timeout_s: float | None = None) -> None:
+        """Lets queued writes finish (up to `timeout_s`, not while the database is down), then stops. Writes
+        still waiting are saved to the spool file for the next process, or reported lost; a hung database
+        call is left behind on its (daemon) thread rather than holding up shutdown."""
+        deadline = time.monotonic() + (self.config.timeout_s if timeout_s is None else timeout_s)
+        while self.queue.pending and not self.queue.in_outage and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self.queue.cond:
+            self._closing = True
+            self.queue.cond.notify_all()
+        left = self.queue.take_spoolable()
+        if left:
+            saved = save_spool(self.spool_path, left, self.sync) if self.spool_path is not None else 0
+            if saved:
+                log.warning("%d unwritten writes saved to %s for the next start", saved, self.spool_path)
+            if saved < len(left):
+                log.error("storage closed with %d writes never written: lost", len(left) - saved)
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                log.error("storage thread still waiting on the database at shutdown: left behind")
         self.sync.dispose()
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """An error as a log line may show it: for a database error the driver's error class, SQLSTATE and
+    the constraint or table it names, never a value (PostgreSQL's DETAIL quotes the offending key)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        orig = exc.orig
+        diag = getattr(orig, "diag", None)
+        parts = [type(orig).__name__]
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate:
+            parts.append(f"sqlstate {sqlstate}")
+        for attr in ("constraint_name", "table_name", "column_name"):
+            value = getattr(diag, attr, None) if diag is not None else None
+            if value:
+                parts.append(f"{attr.split('_')[0]} {value}")
+        if diag is None:  # SQLite's messages name tables and columns, not values
+            parts.append(str(orig).splitlines()[0][:200])
+        return ", ".join(parts)
+    if isinstance(exc, StatementError):
+        return type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _call_sid_of(fn: Callable[..., object], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    """The call id among a storage method's arguments (its first parameter is named call_sid), if any."""
+    if "call_sid" in kwargs:
+        return str(kwargs["call_sid"])
+    try:
+        first = next(iter(pyinspect.signature(fn).parameters), None)
+    except (TypeError, ValueError):
+        return None
+    return str(args[0]) if first == "call_sid" and args else None
+
+
+def audit_hash(prev_hash: str, at: datetime, actor: str, action: str, subject: str, details: dict[str, Any]) -> str:
+    """sha256 of the previous row's hash and this row's content (time in UTC to the microsecond)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    content = json.dumps(
+        [at.astimezone(UTC).isoformat(timespec="microseconds"), actor, action, subject, details],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256((prev_hash + "\n" + content).encode("utf-8")).hexdigest()
+
+
+def _remove_from_exports(conn: Connection, sids: set[str]) -> int:
+    """Takes the given calls out of every tracked export file (JSON lines with a call_sid); returns lines removed."""
+    removed = 0
+    for row in conn.execute(select(exports.c.id, exports.c.path, exports.c.call_sids)).mappings():
+        listed = row["call_sids"]
+        if isinstance(listed, (bytes, bytearray, str)):
+            listed = json.loads(listed)
+        if not sids.intersection(listed):
+            continue
+        path = Path(row["path"])
+        if path.exists():
+            kept: list[str] = []
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        sid = json.loads(line).get("call_sid")
+                    except ValueError:
+                        sid = None
+                    if sid in sids:
+                        removed += 1
+                    else:
+                        kept.append(line)
+            tmp = path.with_name(path.name + ".erase-tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, path)
+        conn.execute(
+            update(exports).where(exports.c.id == row["id"]).values(call_sids=[s for s in listed if s not in sids])
+        )
+    return removed
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ EXPECTED_RATE = 8000
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # `media.track` names the caller "inbound"; `dtmf.track` says "inbound_track".
 CALLER_TRACKS = frozenset({"inbound", "inbound_track"})
+MAX_SEQUENCE_DIGITS = 18
 
 
 class TwilioSerializer:
@@ -44,13 +46,16 @@ class TwilioSerializer:
 
     `stream_secret` (the account's auth token) checks the per-call token that the voice webhook put in
     the stream's parameters; without it (development only) any start is accepted. The token is used
-    once: a second stream presenting it is the same call replayed and is refused.
+    once: a second stream presenting it is the same call replayed and is refused. `first_use(token)` is
+    that memory, owned by the server process: it answers True the first time it sees a token and False
+    after that. The token is also short-lived (`telephony.twiml.STREAM_TOKEN_MAX_AGE_S`).
     """
 
     carrier = "twilio"
 
-    def __init__(self, stream_secret: str | None = None) -> None:
+    def __init__(self, stream_secret: str | None = None, *, first_use: Callable[[str], bool] | None = None) -> None:
         self._secret = stream_secret
+        self._first_use = first_use
         self.stream_sid: str | None = None
 
     def deserialize(self, raw: str | bytes) -> InboundEvent:
@@ -63,7 +68,7 @@ class TwilioSerializer:
             event = handler(msg)
         except ProtocolError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ProtocolError("malformed", f"malformed {kind!r} message: {type(exc).__name__}: {exc}") from None
         if isinstance(event, _Start):
             return self._started(event)
@@ -74,6 +79,13 @@ class TwilioSerializer:
             raise ProtocolError(
                 "bad_stream_token",
                 "start without a valid per-call token: stream refused",
+                fatal=True,
+                call_id=start.call_sid,
+            )
+        if self._secret and self._first_use is not None and not self._first_use(str(start.params["token"])):
+            raise ProtocolError(
+                "replayed_stream_token",
+                "start with a stream token that was already used: stream refused",
                 fatal=True,
                 call_id=start.call_sid,
             )
@@ -118,16 +130,34 @@ def _json_object(raw: str | bytes, binary_message: str) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raise ProtocolError("binary_frame", binary_message)
     try:
-        msg = json.loads(raw)
+        msg = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise ProtocolError("invalid_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:
+        raise ProtocolError("invalid_json", "JSON nested too deeply") from None
+    except ValueError as exc:  # NaN, Infinity, 1e999, an integer of thousands of digits
+        raise ProtocolError("invalid_json", f"invalid JSON number: {str(exc)[:80]}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("malformed", f"expected a JSON object, got {type(msg).__name__}")
     return msg
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
 def _seq(msg: dict[str, Any]) -> int:
-    return int(msg["sequenceNumber"])
+    raw = msg["sequenceNumber"]
+    if isinstance(raw, bool) or not isinstance(raw, str | int) or len(str(raw)) > MAX_SEQUENCE_DIGITS:
+        raise ValueError(f"sequenceNumber must be a number of at most {MAX_SEQUENCE_DIGITS} digits")
+    return int(raw)
 
 
 def _connected(msg: dict[str, Any]) -> Connected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 from twilio.request_validator import RequestValidator
@@ -43,13 +44,34 @@ def is_valid_signature(auth_token: str, url: str, params: dict[str, str], signat
     return bool(RequestValidator(auth_token).validate(url, params, signature))
 
 
-def stream_token(secret: str, call_sid: str) -> str:
-    """A per-call token minted in the signature-checked webhook and checked at `start`.
+STREAM_TOKEN_MAX_AGE_S = 300.0  # Twilio opens the stream within seconds of the webhook's answer
 
-    Stateless (an HMAC of the call SID), so any server process behind the load balancer can check it.
+
+def stream_token(secret: str, call_sid: str, issued_at: float | None = None) -> str:
+    """A per-call token minted in the signature-checked webhook and checked at `start`: `<issued>.<mac>`.
+
+    Stateless (an HMAC of the call SID and the issue time, in whole Unix seconds), so any server process
+    behind the load balancer can check it; the issue time makes it short-lived.
     """
-    return hmac.new(secret.encode(), f"stream:{call_sid}".encode(), hashlib.sha256).hexdigest()
+    issued = int(time.time() if issued_at is None else issued_at)
+    mac = hmac.new(secret.encode(), f"stream:{call_sid}:{issued}".encode(), hashlib.sha256).hexdigest()
+    return f"{issued}.{mac}"
 
 
-def is_valid_stream_token(secret: str, call_sid: str, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(stream_token(secret, call_sid), str(token))
+def is_valid_stream_token(
+    secret: str,
+    call_sid: str,
+    token: str | None,
+    *,
+    now: float | None = None,
+    max_age_s: float = STREAM_TOKEN_MAX_AGE_S,
+) -> bool:
+    """True for a token minted for this call less than `max_age_s` ago (a little clock skew allowed)."""
+    issued_text, _, _ = str(token or "").partition(".")
+    if not issued_text.isdigit() or len(issued_text) > 12:
+        return False
+    issued = int(issued_text)
+    age = (time.time() if now is None else now) - issued
+    if age > max_age_s or age < -30:
+        return False
+    return hmac.compare_digest(stream_token(secret, call_sid, issued), str(token))

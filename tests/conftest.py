@@ -8,6 +8,7 @@ and shares the expensive models between tests.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -130,8 +131,15 @@ async def start_server(
     from telephony.twilio_rest import TwilioRest
 
     started: list[tuple[web.AppRunner, web.AppRunner, Any]] = []
+    # As `ivr serve` does (ivr/cli.py): no credential or card number in any line the server logs, here the
+    # captured ones.
+    from ivr.access_log import PrivateDataFilter
+
+    card_filter, filtered = PrivateDataFilter(), logging.getLogger().handlers[:]
 
     async def start(**overrides: Any) -> LiveServer:
+        for handler in filtered:
+            handler.addFilter(card_filter)
         crm_runner, crm_url = await start_demo_crm("127.0.0.1", 0)
         values: dict[str, Any] = {
             "host": "127.0.0.1",
@@ -174,3 +182,5 @@ async def start_server(
         await runner.cleanup()
         await crm_runner.cleanup()
         await services.close()
+    for handler in filtered:
+        handler.removeFilter(card_filter)

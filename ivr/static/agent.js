@@ -4,8 +4,11 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
-  let token = params.get("token") || sessionStorage.getItem("agentToken") || "";
-  if (params.has("token")) {
+  // A link may carry the token in the fragment (#token=..., never sent to the server) or, for old links,
+  // the query string (the server's access log redacts it). Either way it leaves the address bar at once.
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  let token = fragment.get("token") || params.get("token") || sessionStorage.getItem("agentToken") || "";
+  if (params.has("token") || fragment.has("token")) {
     sessionStorage.setItem("agentToken", token);
     params.delete("token");
     // Keep the token out of the address bar, history and anything copied from it.
@@ -24,6 +27,7 @@
   const handled = [];
   let ws = null;
   let retry = null;
+  let generation = 0;  // a newer connect() supersedes one still waiting for its ticket
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -174,12 +178,28 @@
     c.textContent = text;
   }
 
-  function connect() {
-    if (ws) { ws.onclose = null; ws.close(); }
+  async function connect() {
+    if (ws) { ws.onclose = null; ws.close(); ws = null; }
     clearTimeout(retry);
+    const gen = ++generation;
     const skill = skillSelect.value;
+    // The token never goes into a URL: trade it (in the Authorization header) for a single-use ticket
+    // that is valid for a few seconds, and open the socket with that.
+    let ticket;
+    try {
+      const r = await fetch("/api/agent/ws-ticket", { method: "POST", headers: headers() });
+      if (r.status === 401) return needToken();
+      if (!r.ok) throw new Error(`ticket: ${r.status}`);
+      ticket = (await r.json()).ticket;
+    } catch (e) {
+      if (gen !== generation) return;
+      setConn(false, "reconnecting…");
+      if ($("auth").hidden) retry = setTimeout(connect, 3000);
+      return;
+    }
+    if (gen !== generation) return;
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = `${proto}//${location.host}/api/agent/ws?token=${encodeURIComponent(token)}` +
+    const url = `${proto}//${location.host}/api/agent/ws?ticket=${encodeURIComponent(ticket)}` +
       (skill ? `&skill=${encodeURIComponent(skill)}` : "");
     ws = new WebSocket(url);
     ws.onopen = () => setConn(true, "live");

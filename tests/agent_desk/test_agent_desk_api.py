@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from ivr.agent_desk import AgentDesk
 from ivr.storage import AsyncStorage
-from tests.agent_desk.desk_fixtures import ACCOUNT_SID, AGENT_NUMBER, API_TOKEN, auth, handoff_payload, start_call
+from tests.agent_desk.desk_fixtures import ACCOUNT_SID, AGENT_NUMBER, auth, handoff_payload, start_call
 from tests.helpers.twilio_recorder import TwilioRecorder
 
 
@@ -144,7 +144,8 @@ async def test_failed_transfer_returns_502_and_puts_the_caller_back_in_the_queue
 
 
 async def test_websocket_pushes_the_queue_when_it_changes(client: TestClient, desk: AgentDesk, storage: AsyncStorage):
-    ws = await client.ws_connect(f"/api/agent/ws?token={API_TOKEN}&skill=billing")
+    ticket = (await (await client.post("/api/agent/ws-ticket", headers=auth())).json())["ticket"]
+    ws = await client.ws_connect(f"/api/agent/ws?ticket={ticket}&skill=billing")
     initial = await ws.receive_json(timeout=5)
     assert initial["type"] == "queue" and initial["items"] == []
 

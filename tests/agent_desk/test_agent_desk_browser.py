@@ -46,7 +46,10 @@ async def test_agent_sees_context_accepts_and_the_call_is_transferred(
         )
         try:
             page = await browser.new_page()
-            await page.goto(str(client.make_url(f"/agent?token={API_TOKEN}")))
+            sockets: list[str] = []
+            page.on("websocket", lambda ws: sockets.append(ws.url))
+            # In the fragment the token never reaches the server; the page trades it for a WebSocket ticket.
+            await page.goto(str(client.make_url("/agent")) + f"#token={API_TOKEN}")
             card = page.locator("article.card", has_text=reason)
             await card.wait_for(timeout=10_000)
             text = await card.inner_text()
@@ -61,6 +64,7 @@ async def test_agent_sees_context_accepts_and_the_call_is_transferred(
             ):
                 assert expected in text
             assert "token" not in page.url  # dropped from the address bar once read
+            assert sockets and all("ticket=" in url and API_TOKEN not in url for url in sockets)
 
             await page.fill("#agent", "alice")
             await card.get_by_role("button", name="Accept").click()

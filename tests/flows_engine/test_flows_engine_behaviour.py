@@ -77,12 +77,15 @@ async def test_cant_pay_goes_to_billing_trouble_and_want_to_pay_does_not(model_n
             {
                 "crm.customer_by_phone": {"ok": {"customer_id": "C3", "name": "Priya"}},
                 "crm.balance": {"ok": {"balance": 42.5, "currency": "USD"}},
+                "crm.verify_caller": {"verify": {"account_digits": "7731"}},
             },
         )
         ctx = CallContext(call_sid="CA-bill", caller="+14155550102")
         await run(engine.start(ctx))
-        replies[text] = said(await run(engine.handle(ctx, CallerInput("speech", text=text))))
+        asked = said(await run(engine.handle(ctx, CallerInput("speech", text=text))))
         assert ctx.turns[-1].text == text
+        assert "last four digits of your account number" in asked  # both need a verified caller first
+        replies[text] = said(await run(engine.handle(ctx, CallerInput("dtmf", digits="7731#"))))
     assert "payment arrangement" in replies["I can't pay my bill"]
     assert "balance is 42.5" not in replies["I can't pay my bill"]
     assert "balance is 42.5" in replies["I want to pay my bill"]
@@ -111,6 +114,7 @@ async def test_card_digits_are_masked_everywhere(model_nlu, caplog) -> None:
     gateway_script = {
         "crm.customer_by_phone": {"ok": {"customer_id": "C1", "name": "Maria"}},
         "crm.block_card": {"ok": {"blocked": True}},
+        "crm.verify_caller": {"verify": {"pin": "2580"}},
     }
     flow = load_flow("banking")
     gateway = ScriptedGateway(gateway_script)
@@ -119,6 +123,7 @@ async def test_card_digits_are_masked_everywhere(model_nlu, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     actions = await run(engine.start(ctx))
     actions += await run(engine.handle(ctx, CallerInput("speech", text="my card was stolen")))
+    actions += await run(engine.handle(ctx, CallerInput("dtmf", digits="2580#")))  # the PIN first
     listen = [a for a in actions if isinstance(a, Listen)][-1]
     assert listen.pci and listen.mode == "dtmf"
     # spoken digits (a session should never send them, but if it does) are refused, not used
@@ -173,17 +178,19 @@ async def test_silence_and_hangup_never_resolve(model_nlu) -> None:
         {
             "crm.customer_by_phone": {"ok": {"customer_id": "C1", "name": "M"}},
             "crm.balance": {"ok": {"balance": 10, "currency": "USD"}},
+            "crm.verify_caller": {"verify": {"pin": "2580"}},
         },
     )
     ctx = CallContext(call_sid="CA-quiet", caller="+14155550100")
     await run(engine.start(ctx))
-    reply = await run(engine.handle(ctx, CallerInput("dtmf", digits="2")))
+    await run(engine.handle(ctx, CallerInput("dtmf", digits="2")))
+    reply = await run(engine.handle(ctx, CallerInput("dtmf", digits="2580#")))
     assert "balance is 10 USD" in said(reply)
     await run(engine.handle(ctx, CallerInput("silence")))
     end = await run(engine.handle(ctx, CallerInput("silence")))
     assert any(isinstance(a, Hangup) for a in end)
     assert not ctx.resolved
-    assert [t.channel for t in ctx.turns] == ["dtmf"]  # silence is not a caller turn
+    assert [t.channel for t in ctx.turns] == ["dtmf", "dtmf"]  # silence is not a caller turn
 
 
 def test_test_main_prints_a_line_per_test_and_fails_on_a_broken_expectation(tmp_path: Path) -> None:

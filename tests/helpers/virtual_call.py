@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import struct
 import zlib
 from collections import deque
@@ -52,6 +51,7 @@ from ivr.demo_crm import build_app as build_crm_app
 from ivr.services import Models, Services, build_all
 from ivr.session import CallSession
 from ivr.storage import AsyncStorage, Storage
+from ivr.storage_queue import SPOOL_FILE
 from models.asr import AsrOverloaded, Transcript
 from models.sentiment import SentimentScorer
 from models.speech_text import normalize_for_speech, split_sentences
@@ -277,20 +277,25 @@ class FakeTts:
 
 # ================================================================================================ storage
 class SyncStorage(AsyncStorage):
-    """`AsyncStorage` whose calls run inline: same order of writes, no executor thread to move virtual time."""
+    """`AsyncStorage` whose queue is worked through inline on the loop: the same order of writes, spool, timeouts
+    and retries (on loop time), and no storage thread to move virtual time."""
 
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
+    _retry: asyncio.TimerHandle | None = None
 
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - what AsyncStorage.submit does with a failed write
-            logging.getLogger("ivr.storage").error("storage write %s(%s) failed: %s", fn.__name__, args[:1], exc)
-            if self.on_error is not None:
-                self.on_error(fn.__name__, exc)
+    def _wake(self) -> None:
+        if self._retry is not None:
+            return  # the database is down: the retry timer works through the spool
+        delay = self.queue.drain()
+        if delay is not None:
+            self._retry = asyncio.get_running_loop().call_later(delay, self._retried)
 
-    def close(self) -> None:
+    def _retried(self) -> None:
+        self._retry = None
+        self._wake()
+
+    def close(self, timeout_s: float | None = None) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
         self.sync.dispose()
 
 
@@ -456,6 +461,7 @@ async def build_harness(
     crm: VirtualCrm | None = None,
     budget_s: float = 2.0,
     database_url: str | None = None,
+    threaded_storage: bool = False,
     **overrides: Any,
 ) -> Harness:
     """`ivr.services.build_all` with fake models, inline storage (a SQLite file under `data_dir`, or an emptied
@@ -487,7 +493,13 @@ async def build_harness(
         clock=loop.time,  # type: ignore[arg-type]
     )
     twilio = FakeTwilioRest()
-    services = await build_all(settings, models=models, db=SyncStorage(storage), gateway=gateway, twilio=twilio)
+    # `threaded_storage`: the production storage thread (real time only: for a database that hangs).
+    db = (
+        AsyncStorage(storage, settings.storage, spool_path=data_dir / SPOOL_FILE)
+        if threaded_storage
+        else SyncStorage(storage, settings.storage)
+    )
+    services = await build_all(settings, models=models, db=db, gateway=gateway, twilio=twilio)
     return Harness(services, asr, tts, crm, twilio)
 
 

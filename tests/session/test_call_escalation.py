@@ -198,6 +198,48 @@ async def test_flow_handover_for_an_unknown_caller_tells_the_agent_why_in_the_fl
     assert escalation["queue"] == "banking"
 
 
+async def test_three_wrong_pins_lock_out_and_hand_over_unverified_with_no_pin_kept(make_harness, caplog):
+    caplog.set_level(logging.DEBUG)
+    h = await make_harness(flow="banking")
+    escalation, record, call = await escalate(h, MARIA, "k:2", 4, "k:1111#", 3, "k:9999#", 3, "k:4321#")
+    payload = check_common(escalation, record, MARIA)
+    assert (escalation["trigger"], escalation["reason"], escalation["queue"]) == (
+        "verification_failed",
+        "verification failed",
+        "banking",
+    )
+    assert (payload["caller_verified"], payload["verification_method"], payload["verification_locked"]) == (
+        False,
+        None,
+        True,
+    )
+    assert [(e["outcome"], e["method"]) for e in call.events(record, "verification")] == [
+        ("failed", "pin"),
+        ("failed", "pin"),
+        ("failed", "pin"),
+        ("locked", "pin"),
+    ]
+    assert "couldn't verify you" in call.heard_text() and "balance is" not in call.heard_text()
+    assert not [r for r in h.crm.journal if r["path"].endswith("/balance")]  # never read
+    kept = json.dumps([record, escalation, list(h.crm.journal)]) + caplog.text
+    for pin in ("1111", "9999", "4321"):
+        assert pin not in kept
+
+
+async def test_a_verified_caller_hears_the_balance_and_the_agent_is_told_how_they_were_verified(make_harness):
+    h = await make_harness(flow="banking")
+    escalation, record, call = await escalate(h, MARIA, "k:2", 4, "k:2580#", 6, "I want to speak to a real person.")
+    payload = check_common(escalation, record, MARIA)
+    assert "Your available balance is 182.4 USD" in call.heard_text()
+    assert (payload["caller_verified"], payload["verification_method"], payload["verification_locked"]) == (
+        True,
+        "pin",
+        False,
+    )
+    assert [e["outcome"] for e in call.events(record, "verification")] == ["verified"]
+    assert "2580" not in json.dumps([record, escalation, list(h.crm.journal)])
+
+
 async def _on_hold_for(h: Harness, seconds: float) -> tuple[VirtualCall, dict, float]:
     call = await h.call(JAMES).start()
     await call.wait(1.0)

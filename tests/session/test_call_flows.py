@@ -139,20 +139,31 @@ async def test_cant_pay_my_bill_offers_an_arrangement_and_top_up_is_understood(m
     await call.say("I can't pay my bill.")
     await call.wait_for_reply(heard_s=1.0)
     await call.wait_for_bot()
+    await call.press("3391#")  # the last four digits of her account number: she is verified first
+    await call.wait_for_bot()
     await call.press("2")  # "no" to setting up the arrangement now
     await call.wait_for_bot()
     await call.say("I want to top up my phone.")
     await call.wait_for_reply(heard_s=1.0)
     record = await call.finish()
 
-    cant_pay, no, top_up = record["turns"]
+    cant_pay, verify, no, top_up = record["turns"]
     assert cant_pay["intent"] == "billing_problem" and cant_pay["confidence"] >= 0.85
-    assert "payment arrangement" in cant_pay["reply"] and "Would you like me to set that up?" in cant_pay["reply"]
-    assert "Your balance is" not in cant_pay["reply"]  # the pay_bill path reads the balance out
+    assert "last four digits of your account number" in cant_pay["reply"]
+    assert "payment arrangement" not in cant_pay["reply"]  # nothing offered before she is verified
+    assert (verify["channel"], verify["text"]) == ("dtmf", "[keypad entry withheld: 4 digits]")
+    assert "payment arrangement" in verify["reply"] and "Would you like me to set that up?" in verify["reply"]
+    assert "Your balance is" not in verify["reply"]  # the pay_bill path reads the balance out
     assert (no["channel"], no["text"]) == ("dtmf", "2") and "anything else" in no["reply"]
     assert top_up["intent"] == "top_up" and top_up["confidence"] >= 0.85
-    assert top_up["reply"].startswith("How much would you like to top up?")
-    # Nothing was paid, arranged or looked up beyond the caller's own record.
+    assert top_up["reply"].startswith("How much would you like to top up?")  # verified once is enough
+    assert call.events(record, "verification") == [
+        {"outcome": "verified", "method": "account_digits", "attempt": 1, "attempts_allowed": 3}
+    ]
+    # Nothing was paid, arranged or looked up beyond the caller's own record and the check of her digits,
+    # which reached the CRM only in the body of that check.
     paths = [r["path"] for r in h.crm.journal]
-    assert len(paths) == 1 and paths[0].startswith("/customers/by-phone"), paths
+    assert len(paths) == 2 and paths[0].startswith("/customers/by-phone"), paths
+    assert paths[1] == "/customers/C1001/verify"
+    assert "3391" not in str(list(h.crm.journal)) and "3391" not in str(record)
     assert record["escalations"] == []

@@ -32,7 +32,7 @@ async def test_a_single_key_in_a_menu_is_answered_at_once(make_harness):
     assert call.heard_text(since=reply_at).startswith("You can return most items within 30 days")
     (turn,) = record["turns"]
     assert (turn["channel"], turn["text"]) == ("dtmf", "4")
-    assert [e["digit"] for e in call.events(record, "dtmf")] == ["4"]
+    assert [e["keys"] for e in call.events(record, "dtmf")] == ["4"]
 
 
 async def _to_order_number(h, caller: str = JAMES):
@@ -104,6 +104,8 @@ async def test_a_card_typed_during_a_pci_slot_is_masked_everywhere_and_only_its_
     call = await h.call(PRIYA).start()
     await call.wait(1.0)
     await call.press("1")  # lost or stolen card
+    await call.wait_for(lambda: "telephone banking PIN" in call.heard_text(), what="the PIN prompt")
+    await call.press("7315#")  # her PIN (demo CRM): verified before anything is blocked
     await call.wait_for_reply(heard_s=1.0)
     await call.wait_for(lambda: "type the full card number" in call.heard_text(), what="the card prompt")
     asr_before = len(h.asr.calls)
@@ -116,14 +118,16 @@ async def test_a_card_typed_during_a_pci_slot_is_masked_everywhere_and_only_its_
     await call.wait_for(lambda: call.session.ended.is_set(), what="the bot to hang up")
     record = await call.finish()
 
-    menu, card, confirm, done = record["turns"]
-    assert menu["text"] == "1" and "Please don't say it out loud." in menu["reply"]
+    menu, pin, card, confirm, done = record["turns"]
+    assert menu["text"] == "1" and "telephone banking PIN" in menu["reply"]
+    assert pin["text"] == "[keypad entry withheld: 4 digits]" and "Please don't say it out loud." in pin["reply"]
     assert card["text"] == "[keypad entry withheld: 16 digits]" and card["reply"].startswith("I got 16 digits.")
     assert "That card is now blocked" in confirm["reply"]
     assert "Goodbye" in done["reply"]
     assert record["outcome"] == "resolved" and record["escalations"] == []
     assert record["end_reason"].startswith("bot_hangup")
-    assert [e["digit"] for e in call.events(record, "dtmf")] == ["1"] + ["*"] * 18 + ["2"]
+    # Keys are recorded once per run of keys, not one row per key; every key typed in the card slot is a "*".
+    assert "".join(e["keys"] for e in call.events(record, "dtmf")) == "1" + "*" * 5 + "*" * 18 + "2"
     assert len(h.asr.calls) == asr_before and call.events(record, "speech_ignored_pci")
 
     blocks = [r for r in h.crm.journal if r["path"].endswith("/cards/block")]
@@ -146,3 +150,4 @@ async def test_a_card_typed_during_a_pci_slot_is_masked_everywhere_and_only_its_
     }
     assert call.call_sid in places["logs"]  # the logs did capture this call at DEBUG
     assert {where: hits for where, text in places.items() if (hits := _leaks(text))} == {}
+    assert [where for where in ("logs", "records", "CRM requests") if "7315" in places[where]] == []  # the PIN

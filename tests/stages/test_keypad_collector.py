@@ -68,3 +68,62 @@ def test_closing_cancels_the_pending_timeout():
     keypad.close()
     clock.advance(10)
     assert heard == []
+
+
+CARD = "4556012345677004"  # a valid check digit
+
+
+def recording(listen: Listen) -> tuple[DigitCollector, list[Digits], list[str], ManualClock]:
+    clock = ManualClock()
+    heard: list[Digits] = []
+    runs: list[str] = []
+    keypad = DigitCollector(clock, heard.append, inter_digit_s=5.0, on_run=runs.append)
+    keypad.expect(listen)
+    return keypad, heard, runs, clock
+
+
+def test_a_run_of_keys_is_recorded_once_when_it_ends_not_key_by_key():
+    keypad, _, runs, clock = recording(Listen(mode="both"))
+    for key in "12":
+        keypad.press(key)
+        clock.advance(1.0)
+    assert runs == []
+    clock.advance(4.1)
+    keypad.press("3")
+    keypad.close()  # the call ended: the last run is recorded too
+    assert runs == ["12", "3"]
+
+
+def test_a_card_keyed_at_a_menu_reaches_the_flow_as_one_masked_entry_after_three_menu_keys():
+    keypad, heard, runs, clock = recording(Listen(mode="both"))
+    for key in CARD:
+        keypad.press(key)
+        clock.advance(0.2)
+    assert digits(heard) == [CARD[0], CARD[1], CARD[2]]  # answered at once, as menu keys are
+    clock.advance(5.0)
+    assert digits(heard)[3:] == ["*" * (len(CARD) - 3)]  # judged with the whole run in view
+    assert runs == ["*" * len(CARD)]
+
+
+def test_keys_in_a_card_slot_reach_the_flow_as_typed_and_are_recorded_masked():
+    keypad, heard, runs, clock = recording(Listen(mode="dtmf", slot="card_number", finish_on="#", pci=True))
+    for key in CARD + "#":
+        keypad.press(key)
+    assert digits(heard) == [CARD]  # the flow needs them; it masks them itself
+    clock.advance(5.0)
+    assert runs == ["*" * (len(CARD) + 1)]
+
+
+def test_a_card_typed_into_an_ordinary_slot_is_masked_and_other_numbers_are_not():
+    keypad, heard, _, _ = recording(Listen(mode="dtmf", slot="reference", finish_on="#"))
+    for key in CARD + "#" + "20010#":
+        keypad.press(key)
+    assert digits(heard) == ["*" * len(CARD), "20010"]
+
+
+def test_a_flood_of_keys_is_recorded_in_bounded_pieces():
+    keypad, _, runs, _ = recording(Listen(mode="both"))
+    for _ in range(1000):
+        keypad.press("#")
+    keypad.close()
+    assert "".join(runs) == "#" * 1000 and max(len(r) for r in runs) <= 256
