@@ -83,6 +83,17 @@ class VerifyParams(CustomerParams):
     secret: str = Field(pattern=r"^\d{4,8}$", repr=False)
 
 
+class InteractionParams(CustomerParams):
+    """A handled call written back to the customer's record: the agent's disposition and notes."""
+
+    call_sid: str = Field(min_length=1, max_length=64)
+    agent: str = Field(min_length=1, max_length=128)
+    disposition: str = Field(min_length=1, max_length=64)
+    notes: str = Field("", max_length=4000)
+    handle_s: float = Field(ge=0)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
 # --- responses (anything else is BackendBadResponse) ---------------------------------------
 
 
@@ -144,6 +155,10 @@ class SendCodeResult(_Result):
     sent: bool
 
 
+class InteractionResult(_Result):
+    interaction_id: str
+
+
 @dataclass(frozen=True)
 class Operation:
     """How one named operation maps onto HTTP."""
@@ -171,6 +186,10 @@ CRM_OPERATIONS: dict[str, Operation] = {
     # Not idempotent: a retried check would count as another attempt where the CRM keeps its own lockout.
     "verify_caller": Operation("POST", "/customers/{customer_id}/verify", False, VerifyParams, VerifyResult),
     "send_code": Operation("POST", "/customers/{customer_id}/verify/code", False, CustomerParams, SendCodeResult),
+    # Agent wrap-up; the key makes a retried write land once.
+    "log_interaction": Operation(
+        "POST", "/customers/{customer_id}/interactions", False, InteractionParams, InteractionResult, idempotency_key=True
+    ),
 }
 # backend name (a key of Settings.backends) -> its operations
 OPERATIONS: dict[str, dict[str, Operation]] = {"crm": CRM_OPERATIONS}

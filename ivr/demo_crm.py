@@ -17,6 +17,8 @@ Endpoints (the paths `flows/backends.py` maps its operations to):
     POST /customers/{customer_id}/top-up          crm.top_up {amount}, Idempotency-Key header
     POST /customers/{customer_id}/verify          crm.verify_caller {method, secret} -> {verified}
     POST /customers/{customer_id}/verify/code     crm.send_code: texts a 6-digit one-time code (5 minutes)
+    POST /customers/{customer_id}/interactions    crm.log_interaction: an agent's wrap-up (disposition, notes,
+                                                  handle time), Idempotency-Key header; GET lists them
     GET  /healthz, GET|POST /_control (knobs)
     GET  /_stats   requests received per route, and the last JOURNAL_SIZE requests as they arrived
                    (method, path with query, body), so a test can check exactly what reached the CRM;
@@ -83,6 +85,8 @@ class DemoCrmState:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     # Texts "sent" by send_code: {"to": phone, "text": ...}; the demo's phone, read in-process only.
     outbox: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=JOURNAL_SIZE))
+    # Agents' wrap-ups written back by the desk (log_interaction).
+    interactions: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path | str = DEFAULT_DATA, *, seed: int = 0) -> DemoCrmState:
@@ -217,6 +221,42 @@ async def top_up(request: web.Request) -> web.Response:
     reply = {"ok": True, "new_balance": cust["balance"]}
     state.idempotent_replies[scoped] = reply
     return web.json_response(reply)
+
+
+async def log_interaction(request: web.Request) -> web.Response:
+    """An agent's wrap-up (disposition, notes, handle time) joins the customer's record, once per key."""
+    state = request.app[STATE_KEY]
+    cust = _customer(state, request)
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return _error(400, "idempotency_key_required", "interactions need an Idempotency-Key header")
+    scoped = f"{cust['customer_id']}:{key}"
+    if scoped in state.idempotent_replies:
+        return web.json_response(state.idempotent_replies[scoped])
+    body = await _json_body(request)
+    disposition = body.get("disposition")
+    if not isinstance(disposition, str) or not disposition.strip():
+        return _error(400, "invalid_disposition", "disposition is required")
+    interaction = {
+        "interaction_id": f"INT-{len(state.interactions) + 1:05d}",
+        "customer_id": cust["customer_id"],
+        "call_sid": str(body.get("call_sid", "")),
+        "agent": str(body.get("agent", "")),
+        "disposition": disposition.strip(),
+        "notes": str(body.get("notes", "")),
+        "handle_s": body.get("handle_s"),
+    }
+    state.interactions.append(interaction)
+    reply = {"interaction_id": interaction["interaction_id"]}
+    state.idempotent_replies[scoped] = reply
+    return web.json_response(reply, status=201)
+
+
+async def interactions(request: web.Request) -> web.Response:
+    """What agents wrote back (the demo's view of its own records)."""
+    state = request.app[STATE_KEY]
+    cust = _customer(state, request)
+    return web.json_response([i for i in state.interactions if i["customer_id"] == cust["customer_id"]])
 
 
 CODE_TTL_S = 300.0
@@ -396,6 +436,8 @@ def build_app(state: DemoCrmState | None = None) -> web.Application:
     app.router.add_post("/customers/{customer_id}/top-up", top_up)
     app.router.add_post("/customers/{customer_id}/verify", verify_caller)
     app.router.add_post("/customers/{customer_id}/verify/code", send_code)
+    app.router.add_post("/customers/{customer_id}/interactions", log_interaction)
+    app.router.add_get("/customers/{customer_id}/interactions", interactions)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/_stats", stats)
     app.router.add_get("/_control", control)

@@ -40,6 +40,13 @@ class GoodwillOfferPayload(BaseModel):
     expires_at: datetime = Field(description="the offer is void after this time")
 
 
+class ConversationLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    speaker: Literal["caller", "bot"]
+    text: str = Field(description="what was said, or for keys 'pressed 0'; card numbers masked")
+
+
 class Handoff(BaseModel):
     """Everything an agent needs so the caller never repeats themselves."""
 
@@ -73,6 +80,11 @@ class Handoff(BaseModel):
     priority: int = Field(description="higher is served first")
     goodwill_offer: GoodwillOfferPayload | None
     created_at: datetime
+    customer_name: str | None = Field(None, description="the identified customer's name")
+    caller_masked: str | None = Field(None, description="the caller's number with all but the last 4 digits hidden")
+    conversation: list[ConversationLine] = Field(
+        default_factory=list, max_length=8, description="the last exchanges, caller and bot, oldest first"
+    )
 
 
 def _issue_history(ctx: CallContext) -> list[IssueRecord]:
@@ -82,6 +94,27 @@ def _issue_history(ctx: CallContext) -> list[IssueRecord]:
         for t in tickets
         if isinstance(t, dict)
     ]
+
+
+def mask_caller(number: str | None) -> str | None:
+    """'+14155550123' -> '+1 ••• ••• 0123': enough for the agent to confirm, not to copy."""
+    if not number:
+        return None
+    digits = "".join(c for c in number if c.isdigit())
+    if len(digits) <= 4:
+        return "••••"
+    prefix = "+" + digits[0] + " " if number.startswith("+") else ""
+    return f"{prefix}••• ••• {digits[-4:]}"
+
+
+def conversation(ctx: CallContext, lines: int = 8) -> list[ConversationLine]:
+    out: list[ConversationLine] = []
+    for turn in ctx.turns:
+        said = mask_card_numbers(turn.text)
+        out.append(ConversationLine(speaker="caller", text=f"pressed {said}" if turn.channel == "dtmf" else said))
+        if turn.reply:
+            out.append(ConversationLine(speaker="bot", text=mask_card_numbers(turn.reply)))
+    return out[-lines:]
 
 
 def build_handoff(
@@ -114,6 +147,9 @@ def build_handoff(
         priority=decision.priority,
         goodwill_offer=GoodwillOfferPayload(text=offer.text, expires_at=offer.expires_at) if offer else None,
         created_at=now or datetime.now(UTC),
+        customer_name=(customer.name or None) if customer else None,
+        caller_masked=mask_caller(ctx.caller),
+        conversation=conversation(ctx),
     )
 
 

@@ -121,7 +121,8 @@ escalations = Table(
     Column("reason", Text, nullable=False),
     Column("queue", String(64), nullable=False),
     Column("priority", Integer, nullable=False, default=0),
-    Column("status", String(32), nullable=False, default="waiting"),  # waiting, accepted, transferred, callback, closed
+    # waiting, accepted, transferred, callback, closed, abandoned (the caller hung up while waiting)
+    Column("status", String(32), nullable=False, default="waiting"),
     Column("agent", String(128)),
     Column("payload", JSON, nullable=False, default=dict),
 )
@@ -142,6 +143,51 @@ callbacks = Table(
     Column("scheduled_for", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("payload", JSON, nullable=False, default=dict),
+)
+
+# Agents of the desk (issue 9): who they are, how they are reached, how they log in, their status.
+agents = Table(
+    "agents",
+    metadata,
+    Column("name", String(64), primary_key=True),  # the login name
+    Column("display_name", String(128), nullable=False),
+    Column("reach", String(256), nullable=False),  # +E.164 number, sip:URI or client:identity
+    Column("password_hash", String(256), nullable=False),
+    Column("status", String(16), nullable=False, default="away"),  # available, busy, wrap_up, away
+    Column("status_reason", Text),
+    Column("status_since", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Desk logins: only a hash of each session token is kept.
+agent_sessions = Table(
+    "agent_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("agent", String(64), ForeignKey("agents.name", ondelete="CASCADE"), index=True, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# One attempt to connect an escalated call to an agent: the dial, its outcome, talk time and wrap-up.
+agent_legs = Table(
+    "agent_legs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("escalation_id", Integer, ForeignKey("escalations.id", ondelete="CASCADE"), index=True, nullable=False),
+    Column("call_sid", String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"), index=True, nullable=False),
+    Column("agent", String(64), nullable=False),
+    Column("reach", String(256), nullable=False),
+    # ringing, answered, completed, no-answer, busy, failed, canceled
+    Column("status", String(16), nullable=False, default="ringing"),
+    Column("dialled_at", DateTime(timezone=True), nullable=False),
+    Column("answered_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("talk_s", Float),
+    Column("disposition", String(64)),
+    Column("notes", Text),
+    Column("wrapped_at", DateTime(timezone=True)),
+    Column("crm_status", String(32)),  # written, skipped (no customer), failed
 )
 
 audit_log = Table(

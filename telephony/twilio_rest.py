@@ -172,6 +172,17 @@ class TwilioRest:
         self.log.info("call %s: transferred (%s) after %d attempt(s)", call_sid, to_number or queue, attempts)
         return {"call_sid": sid, "status": status, "twiml": twiml, "attempts": attempts}
 
+    async def redirect(self, call_sid: str, twiml: str, *, what: str = "redirect") -> Transfer:
+        """Replaces the TwiML a live call runs (a `<Dial>` to an agent, for one): the call moves at once."""
+
+        def do() -> tuple[str, str | None]:
+            call = self._get_client().calls(call_sid).update(twiml=twiml)
+            return str(call.sid or call_sid), None if call.status is None else str(call.status)
+
+        (sid, status), attempts = await self._with_retries(do, what=what, call_sid=call_sid)
+        self.log.info("call %s: %s after %d attempt(s)", call_sid, what, attempts)
+        return {"call_sid": sid, "status": status, "twiml": twiml, "attempts": attempts}
+
     async def send_sms(
         self,
         to: str,

@@ -75,3 +75,49 @@ def is_valid_stream_token(
     if age > max_age_s or age < -30:
         return False
     return hmac.compare_digest(stream_token(secret, call_sid, issued), str(token))
+
+
+# -- transfer to an agent ----------------------------------------------------------------------
+def dial_agent_twiml(kind: str, address: str, *, action_url: str, whisper_url: str, timeout_s: int) -> str:
+    """`<Dial action=...>` to one agent, with a whisper: Twilio fetches `whisper_url` when the agent answers
+    and plays its TwiML to the agent alone before bridging the caller (`<Number url>`, `<Sip url>`,
+    `<Client url>`). The action URL hears how the dial ended (DialCallStatus), so a ring-out or a busy
+    line never drops the caller. `answerOnBridge` keeps the caller hearing ringing, not silence."""
+    response = VoiceResponse()
+    dial = response.dial(action=action_url, method="POST", timeout=timeout_s, answer_on_bridge=True)
+    if kind == "number":
+        dial.number(address, url=whisper_url, method="POST")
+    elif kind == "sip":
+        dial.sip(address, url=whisper_url, method="POST")
+    elif kind == "client":
+        dial.client(identity=address, url=whisper_url, method="POST")
+    else:
+        raise ValueError(f"unknown reach kind {kind!r}")
+    return str(response)
+
+
+def whisper_twiml(brief: str) -> str:
+    """What the agent hears before the bridge; the caller is connected when it ends."""
+    response = VoiceResponse()
+    response.say(brief)
+    return str(response)
+
+
+def back_to_stream_twiml(line: str, url: str, parameters: dict[str, str]) -> str:
+    """The dial failed: say so to the caller, then return them to our media stream (the queue's hold)."""
+    response = VoiceResponse()
+    response.say(line)
+    connect = Connect()
+    stream = Stream(url=url)
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=str(value)[: max(0, MAX_PARAMETER_CHARS - len(name))])
+    connect.append(stream)
+    response.append(connect)
+    return str(response)
+
+
+def goodbye_twiml(line: str) -> str:
+    response = VoiceResponse()
+    response.say(line)
+    response.hangup()
+    return str(response)
