@@ -188,7 +188,12 @@ CRM_OPERATIONS: dict[str, Operation] = {
     "send_code": Operation("POST", "/customers/{customer_id}/verify/code", False, CustomerParams, SendCodeResult),
     # Agent wrap-up; the key makes a retried write land once.
     "log_interaction": Operation(
-        "POST", "/customers/{customer_id}/interactions", False, InteractionParams, InteractionResult, idempotency_key=True
+        "POST",
+        "/customers/{customer_id}/interactions",
+        False,
+        InteractionParams,
+        InteractionResult,
+        idempotency_key=True,
     ),
 }
 # backend name (a key of Settings.backends) -> its operations

@@ -1,26 +1,32 @@
-"""The agent desk: escalated calls wait in per-skill queues until a contact-centre agent accepts one.
+"""The agent desk: escalated calls wait in per-skill queues until a logged-in agent accepts one.
 
-An agent sees the whole context the bot gathered (the handoff payload) before taking the call;
-accepting transfers the live call to the agent's number through Twilio. Scheduled SMS callbacks
-join the same queue once their time has come, as items of kind "callback".
+Agents are identities (`ivr.agents`): each logs in with a name and password and gets a desk-only
+session token; every action is audited under the logged-in agent. Accept dials THAT agent's reach
+(number, SIP URI or Twilio Client) with `<Dial action>`: the agent first hears a spoken brief (the
+whisper, `<Number url>`), then the caller is bridged; no-answer, busy or failed puts the caller back
+at the head of the queue with a spoken line, pauses the agent and tells every page. After the call
+the agent writes a disposition and notes (wrap-up), stored with the leg and written to the CRM.
+A caller who hangs up while waiting leaves the queue at once (abandoned), and every page is told.
 
-Routes (all behind the bearer token except the page itself, which asks for the token):
-  GET  /agent                                  the desk page (static HTML + JS)
-  GET  /api/agent/queue?skill=billing          snapshot {"type": "queue", "items": [...]}
-  GET  /api/agent/escalations/{id}             one escalation with its payload
-  POST /api/agent/escalations/{id}/accept      {"agent": "alice"} -> transfer; 409 if already taken
-  POST /api/agent/callbacks/{id}/accept        {"agent": "alice"} -> the agent owns the callback
-  POST /api/agent/ws-ticket                    -> {"ticket": ..., "expires_in": 30}: opens one WebSocket
-  GET  /api/agent/ws?ticket=...&skill=...      pushes queue snapshots whenever something changes
-                                               (or with the Authorization header, for non-browser clients)
-
-The bearer token is accepted in the Authorization header only, never in a URL: a browser, which cannot
-set headers on a WebSocket, first trades it for a ticket that is valid 30 s and opens one socket.
+Routes (agent session token or the admin API token in the Authorization header; never in a URL):
+  GET  /agent                                   the desk page (static HTML + JS)
+  POST /api/agent/login {"name", "password"}    -> {"token", "agent"}  (desk-only session)
+  POST /api/agent/logout, GET /api/agent/me, POST /api/agent/status {"status": "available"|"away"}
+  GET  /api/agent/queue?skill=billing           snapshot {"type": "queue", "items": [...], "queue_stats": ...}
+  GET  /api/agent/escalations/{id}              one escalation with its payload
+  POST /api/agent/escalations/{id}/accept       agent only -> dial the agent; 409 taken / agent not available
+  POST /api/agent/escalations/{id}/decline      agent only -> audited; the page stops offering it to them
+  POST /api/agent/legs/{id}/wrapup              agent only {"disposition", "notes"} -> stored + CRM
+  POST /api/agent/callbacks/{id}/accept         agent only -> the agent owns the callback
+  POST /api/agent/ws-ticket, GET /api/agent/ws?ticket=...   live snapshots and alerts
+  POST /twilio/desk/whisper?leg=N               Twilio (signed): the brief the agent hears on answer
+  POST /twilio/desk/dial-status?leg=N           Twilio (signed): how the dial ended (DialCallStatus)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -32,38 +38,77 @@ from typing import Any, TypedDict
 from aiohttp import WSMsgType, web
 from sqlalchemy import update
 
-from ivr.auth import TicketBook, require_token
+from flows.gateway import BackendError, BackendGateway
+from flows.pci import mask_card_numbers
+from ivr import agents as ag
+from ivr.agents import AgentRow, DeskConfig, LegRow, Reach
+from ivr.auth import TicketBook
 from ivr.metrics import Metrics
 from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, callbacks, escalations, utcnow
 from ivr.storage_queue import StorageUnavailable
 from telephony.twilio_rest import Transfer, TwilioApiError, TwilioRest
+from telephony.twiml import (
+    back_to_stream_twiml,
+    dial_agent_twiml,
+    goodbye_twiml,
+    is_valid_signature,
+    stream_token,
+    stream_url,
+    whisper_twiml,
+)
 
 log = logging.getLogger("ivr.agent_desk")
 
 STATIC_DIR = Path(__file__).parent / "static"
 WS_TICKET_TTL_S = 30.0
+DISPOSITIONS = ("resolved", "follow_up", "callback_booked", "transferred", "not_resolved", "wrong_number")
+REQUEUE_LINE = (
+    "Sorry, the agent could not take your call just then. You are first in line, and the next agent will be with you."
+)
+GOODBYE_LINE = "Thank you for calling. Goodbye."
 
 # Context fields from the handoff payload that the desk shows on each waiting call.
 CONTEXT_FIELDS = (
     "customer_id",
+    "customer_name",
+    "caller_masked",
     "customer_tier",
     "lifetime_value",
     "sentiment_trend",
     "intent_guess",
     "confidence",
     "last_3_messages",
+    "conversation",
     "issue_history",
     "preferred_channel",
     "region",
     "goodwill_offer",
     "transcript_url",
+    "caller_verified",
 )
+
+# What each escalation trigger means, in the words an agent reads at a glance.
+TRIGGER_WORDS = {
+    "legal": "mentioned legal action",
+    "vip_frustrated": "a valued customer is frustrated",
+    "shouting": "the caller is shouting",
+    "negative_phrases": "the caller is upset",
+    "frustration": "the caller is frustrated",
+    "caller_request": "asked for a person",
+    "backend_failure": "our systems failed during the call",
+    "low_confidence": "the assistant could not understand",
+    "asr_failure": "we could not hear the caller",
+    "tts_failure": "the caller could not hear us",
+    "callback": "customer asked to be called back",
+    "callback_answered": "callback answered: the customer is on the line",
+}
 
 
 class AcceptedEscalation(EscalationRow):
-    """An escalation an agent accepted, with the carrier's answer to the transfer."""
+    """An escalation an agent accepted, with the carrier's answer to the transfer and the leg it started."""
 
     transfer: Transfer
+    leg_id: int
 
 
 class Queue(TypedDict):
@@ -73,7 +118,10 @@ class Queue(TypedDict):
     skill: str | None
     now: str
     queues: dict[str, int]
+    queue_stats: dict[str, dict[str, Any]]
+    agents: list[dict[str, Any]]
     items: list[dict[str, Any]]
+    me: dict[str, Any] | None
 
 
 class EscalationNotFound(LookupError):
@@ -88,10 +136,15 @@ class AlreadyTaken(Exception):
         self.record = record
 
 
+class AgentNotAvailable(Exception):
+    """The agent is busy, in wrap-up or away: not offered callers (HTTP 409, in words)."""
+
+
 class TransferFailed(Exception):
-    def __init__(self, message: str, record: EscalationRow) -> None:
+    def __init__(self, message: str, record: EscalationRow, *, retry: bool) -> None:
         super().__init__(message)
         self.record = record
+        self.retry = retry
 
 
 class AgentDesk:
@@ -101,31 +154,39 @@ class AgentDesk:
         twilio: TwilioRest,
         *,
         api_token: str | None,
-        agent_number: str,
         public_url: str,
+        config: DeskConfig | None = None,
+        webhook_token: str | None = None,
+        insecure_dev: bool = False,
+        crm: BackendGateway | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
         refresh_s: float = 5.0,
         on_transfer: Callable[[str], None] | None = None,
     ) -> None:
-        """`refresh_s`: how often an open WebSocket re-checks the queue for callbacks that became due."""
+        """`webhook_token`: Twilio's auth token, which signs the whisper and dial-status webhooks (without it they
+        are refused unless `insecure_dev`). `refresh_s`: how often an open WebSocket re-checks the queue."""
         self.storage = storage
         self.twilio = twilio
         self.api_token = api_token
-        self.agent_number = agent_number
         self.public_url = public_url.rstrip("/")
+        self.config = config or DeskConfig()
+        self.webhook_token = webhook_token
+        self.insecure_dev = insecure_dev
+        self.crm = crm
         self.metrics = metrics
         self.clock = clock
         self.refresh_s = refresh_s
         # Told before the carrier is asked to move the call: Twilio then ends our stream with `stop`,
         # which must not read as the caller hanging up.
         self.on_transfer = on_transfer
-        self._sockets: dict[web.WebSocketResponse, str | None] = {}
+        self._sockets: dict[web.WebSocketResponse, tuple[str | None, str | None]] = {}
         # Escalations waiting for a database that is down (by call), and the last queue storage could give.
         self._unstored: dict[str, dict[str, Any]] = {}
         self._last_waiting: list[EscalationRow] = []
         self._background: set[asyncio.Task[None]] = set()
         self.tickets = TicketBook(WS_TICKET_TTL_S, clock=lambda: self.clock().timestamp())
+        self._ticket_agents: dict[str, str | None] = {}
 
     # -- queue operations -----------------------------------------------------------------
     async def enqueue(
@@ -137,7 +198,6 @@ class AgentDesk:
         down or slow the caller still joins the queue: the desk shows them from memory until the spooled row is
         written (returns None then).
         """
-        # Waiting time is measured on the desk's clock (injectable in tests), not the storage's.
         at = self.clock()
         written = self.storage.submit(
             self.storage.sync.add_escalation,
@@ -166,8 +226,11 @@ class AgentDesk:
                 "priority": int(priority),
                 "status": "waiting",
                 "trigger": trigger,
+                "trigger_words": TRIGGER_WORDS.get(trigger, trigger.replace("_", " ")),
                 "reason": reason,
                 "since": at.isoformat(),
+                "requeued": False,
+                "missed_by": [],
                 **{k: payload.get(k) for k in CONTEXT_FIELDS},
             }
             loop = asyncio.get_running_loop()
@@ -187,72 +250,323 @@ class AgentDesk:
         await self.notify()
         return escalation_id
 
+    async def enqueue_callback_call(
+        self, call_sid: str, *, reason: str, queue: str, priority: int, payload: dict[str, Any]
+    ) -> int | None:
+        """A callback the customer answered (a person, not a machine) joins the live queue with its context.
+
+        The call must be recorded and live on Twilio: Accept dials an available agent into it exactly like an
+        escalated inbound call (whisper, then bridge); the card reads "callback answered"."""
+        return await self.enqueue(
+            call_sid, trigger="callback_answered", reason=reason, queue=queue, priority=priority, payload=payload
+        )
+
+    def caller_left(self, call_sid: str) -> None:
+        """The caller hung up: out of the queue now (abandoned), every page told. Never blocks the caller's close."""
+        self._unstored.pop(call_sid, None)
+        self._spawn(self._abandon(call_sid))
+
+    async def _abandon(self, call_sid: str) -> None:
+        try:
+            ids = await self.storage.run(ag.abandon_waiting, self.storage.sync, call_sid)
+        except Exception as exc:  # noqa: BLE001 - the page still drops the caller below; the row stays waiting
+            log.error("call %s: cannot mark the escalation abandoned: %s", call_sid, type(exc).__name__)
+            ids = []
+        if ids:
+            log.info("call %s: caller hung up while waiting; escalation(s) %s abandoned", call_sid, ids)
+        await self.notify()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _written_later(self, call_sid: str, done: Future[int]) -> None:
         """A spooled escalation reached the database: storage shows it from now on."""
         if done.cancelled() or done.exception() is not None:
             return  # never written: the desk keeps showing the caller from memory
         self._unstored.pop(call_sid, None)
-        task = asyncio.ensure_future(self.notify())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self.notify())
 
-    async def accept(self, escalation_id: int, agent: str) -> AcceptedEscalation:
-        """Claims the escalation for `agent` and transfers the live call to the agent number.
+    async def accept(self, escalation_id: int, agent_name: str) -> AcceptedEscalation:
+        """Claims the escalation for a logged-in agent and dials that agent's reach into the live call.
 
-        Raises EscalationNotFound, AlreadyTaken (someone else was first) or TransferFailed.
+        Raises EscalationNotFound, AgentNotAvailable, AlreadyTaken (someone else was first) or TransferFailed.
         """
         record = await self.storage.get_escalation(escalation_id)
         if record is None:
             raise EscalationNotFound(escalation_id)
+        agent = await self.storage.run(ag.get_agent, self.storage.sync, agent_name)
+        if agent is None:
+            raise AgentNotAvailable(f"no agent account {agent_name!r}")
+        if agent["status"] != "available":
+            raise AgentNotAvailable(_unavailable_words(agent))
         subject = f"escalation:{escalation_id}"
-        claimed = await self.storage.run(_claim, self.storage.sync, escalations, escalation_id, agent, "accepted")
+        claimed = await self.storage.run(_claim, self.storage.sync, escalations, escalation_id, agent_name, "accepted")
         if not claimed:
             current = await self.storage.get_escalation(escalation_id) or record
             await self.storage.audit(
-                actor=agent,
+                actor=agent_name,
                 action="accept_conflict",
                 subject=subject,
                 details={"status": current["status"], "taken_by": current.get("agent")},
             )
-            raise AlreadyTaken(f"escalation {escalation_id} is {current['status']} by {current.get('agent')}", current)
+            raise AlreadyTaken(_taken_words(current), current)
+        now = self.clock()
+        busy = await self.storage.run(
+            ag.set_status, self.storage.sync, agent_name, "busy", now=now, reason=None, only_from="available"
+        )
+        if not busy:  # the agent went away (another tab) between the check and the claim
+            await self.storage.update_escalation(escalation_id, status="waiting", agent=None)
+            await self.notify()
+            raise AgentNotAvailable("Your status changed before the call was yours; set yourself available.")
+        reach = Reach.parse(agent["reach"])
+        leg_id = await self.storage.run(
+            ag.add_leg, self.storage.sync, escalation_id, record["call_sid"], agent_name, str(reach), now=now
+        )
         await self.storage.audit(
-            actor=agent,
+            actor=agent_name,
             action="accept_escalation",
             subject=subject,
-            details={"call_sid": record["call_sid"], "queue": record["queue"]},
+            details={"call_sid": record["call_sid"], "queue": record["queue"], "reach": str(reach), "leg": leg_id},
         )
         await self.notify()
         if self.on_transfer is not None:
             self.on_transfer(record["call_sid"])
+        twiml = dial_agent_twiml(
+            reach.kind,
+            reach.address,
+            action_url=f"{self.public_url}/twilio/desk/dial-status?leg={leg_id}",
+            whisper_url=f"{self.public_url}/twilio/desk/whisper?leg={leg_id}",
+            timeout_s=self.config.ring_timeout_s,
+        )
         try:
-            transfer = await self.twilio.transfer(record["call_sid"], to_number=self.agent_number)
+            transfer = await self.twilio.redirect(record["call_sid"], twiml, what="transfer to agent")
         except TwilioApiError as exc:
-            if self.metrics is not None:
-                self.metrics.errors.labels(kind="agent_transfer").inc()
-            # A transient failure puts the caller back in the queue; a permanent one (the caller hung
-            # up, 21220) closes the item so it does not sit there forever.
-            status = "waiting" if exc.transient else "closed"
-            await self.storage.update_escalation(escalation_id, status=status, agent=None if exc.transient else agent)
-            await self.storage.audit(
-                actor=agent,
-                action="transfer_failed",
-                subject=subject,
-                details={"call_sid": record["call_sid"], "code": exc.code, "error": str(exc), "status": status},
-            )
-            log.error("call %s: transfer to agent %s failed: %s", record["call_sid"], agent, exc)
-            await self.notify()
-            raise TransferFailed(str(exc), await self.storage.get_escalation(escalation_id) or record) from exc
+            await self._transfer_failed(record, agent_name, leg_id, exc)
+            raise TransferFailed(
+                _twilio_words(exc), await self.storage.get_escalation(escalation_id) or record, retry=exc.transient
+            ) from exc
         await self.storage.update_escalation(escalation_id, status="transferred")
         await self.storage.audit(
-            actor=agent,
+            actor=agent_name,
             action="transfer",
             subject=subject,
-            details={"call_sid": record["call_sid"], "attempts": transfer["attempts"]},
+            details={"call_sid": record["call_sid"], "attempts": transfer["attempts"], "leg": leg_id},
         )
-        log.info("call %s: escalation %d transferred to agent %s", record["call_sid"], escalation_id, agent)
+        log.info("call %s: escalation %d ringing agent %s", record["call_sid"], escalation_id, agent_name)
         await self.notify()
         result = await self.storage.get_escalation(escalation_id) or record
-        return {**result, "transfer": transfer}
+        return {**result, "transfer": transfer, "leg_id": leg_id}
+
+    async def _transfer_failed(self, record: EscalationRow, agent: str, leg_id: int, exc: TwilioApiError) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(kind="agent_transfer").inc()
+        now = self.clock()
+        caller_gone = exc.code == 21220
+        status = "abandoned" if caller_gone else "waiting"
+        await self.storage.update_escalation(record["id"], status=status, agent=None)
+        await self.storage.run(ag.update_leg, self.storage.sync, leg_id, status="failed", ended_at=now)
+        # Twilio itself failing is nobody's fault; a reach Twilio refuses (bad number) needs fixing first.
+        bad_reach = exc.code in (21211, 21214, 13223, 13224)
+        await self.storage.run(
+            ag.set_status,
+            self.storage.sync,
+            agent,
+            "away" if bad_reach else "available",
+            now=now,
+            reason="your phone could not be dialled; ask an administrator to check it" if bad_reach else None,
+        )
+        await self.storage.audit(
+            actor=agent,
+            action="transfer_failed",
+            subject=f"escalation:{record['id']}",
+            details={"call_sid": record["call_sid"], "code": exc.code, "error": str(exc), "status": status},
+        )
+        log.error("call %s: transfer to agent %s failed: %s", record["call_sid"], agent, exc)
+        await self.notify()
+
+    async def decline(self, escalation_id: int, agent: str) -> None:
+        record = await self.storage.get_escalation(escalation_id)
+        if record is None:
+            raise EscalationNotFound(escalation_id)
+        await self.storage.audit(
+            actor=agent, action="decline", subject=f"escalation:{escalation_id}", details={"queue": record["queue"]}
+        )
+
+    # -- Twilio's callbacks on the dial ---------------------------------------------------------
+    async def whisper(self, leg_id: int) -> str:
+        """The agent answered: mark the leg connected and give the brief Twilio plays before the bridge."""
+        leg = await self.storage.run(ag.get_leg, self.storage.sync, leg_id)
+        if leg is None:
+            raise EscalationNotFound(leg_id)
+        record = await self.storage.get_escalation(leg["escalation_id"])
+        await self.storage.run(ag.update_leg, self.storage.sync, leg_id, status="answered", answered_at=self.clock())
+        await self.storage.audit(
+            actor=leg["agent"], action="whisper", subject=f"escalation:{leg['escalation_id']}", details={"leg": leg_id}
+        )
+        await self.notify()
+        return whisper_twiml(self.brief(record))
+
+    def brief(self, record: EscalationRow | None) -> str:
+        """Name, reason in words, tier, what the caller wants: a few seconds, spoken to the agent alone."""
+        if record is None:
+            return "Connecting a caller."
+        payload = record.get("payload") or {}
+        name = payload.get("customer_name") or "an unidentified caller"
+        tier = payload.get("customer_tier")
+        wants = payload.get("intent_guess")
+        parts = [f"{self.config.company_name} caller: {name}"]
+        if tier:
+            parts.append(f"{tier} tier")
+        parts.append(TRIGGER_WORDS.get(record["trigger"], record["trigger"].replace("_", " ")))
+        text = ". ".join(parts) + f". {record['reason'].rstrip('.')}."
+        if wants:
+            text += f" They want help with {str(wants).replace('_', ' ')}."
+        return mask_card_numbers(text + " Connecting you now.")
+
+    async def dial_ended(self, leg_id: int, form: dict[str, str]) -> str:
+        """Twilio's `<Dial action>`: completed -> wrap-up; no-answer, busy, failed -> the caller back at the head."""
+        leg = await self.storage.run(ag.get_leg, self.storage.sync, leg_id)
+        if leg is None:
+            raise EscalationNotFound(leg_id)
+        dial_status = form.get("DialCallStatus", "failed")
+        caller_gone = form.get("CallStatus") in ("completed", "canceled", "no-answer", "busy", "failed")
+        if leg["status"] not in ("ringing", "answered"):
+            log.info("call %s: dial status for leg %d repeated (%s)", leg["call_sid"], leg_id, dial_status)
+            return goodbye_twiml(GOODBYE_LINE) if leg["status"] == "completed" else self._requeue_twiml(form)
+        now = self.clock()
+        sync = self.storage.sync
+        if dial_status in ("completed", "answered"):
+            talk = _float(form.get("DialCallDuration"))
+            await self.storage.run(
+                ag.update_leg,
+                sync,
+                leg_id,
+                status="completed",
+                ended_at=now,
+                talk_s=talk,
+                answered_at=_parse_time(leg["answered_at"]) or now,
+            )
+            await self.storage.run(ag.set_status, sync, leg["agent"], "wrap_up", now=now, only_from="busy")
+            await self.storage.audit(
+                actor=leg["agent"],
+                action="call_handled",
+                subject=f"escalation:{leg['escalation_id']}",
+                details={"call_sid": leg["call_sid"], "talk_s": talk, "leg": leg_id},
+            )
+            log.info("call %s: agent %s finished the call (%.0f s)", leg["call_sid"], leg["agent"], talk or 0)
+            await self.notify()
+            return goodbye_twiml(GOODBYE_LINE)
+        status = dial_status if dial_status in ag.MISSED else "failed"
+        await self.storage.run(ag.update_leg, sync, leg_id, status=status, ended_at=now)
+        agent = await self.storage.run(ag.get_agent, sync, leg["agent"])
+        who = agent["display_name"] if agent else leg["agent"]
+        if caller_gone:
+            # The caller hung up while it rang: not the agent's fault, and nobody to requeue.
+            await self.storage.update_escalation(leg["escalation_id"], status="abandoned", agent=None)
+            await self.storage.run(ag.set_status, sync, leg["agent"], "available", now=now, only_from="busy")
+            text = "The caller hung up while the agent's phone rang."
+        else:
+            await self.storage.update_escalation(leg["escalation_id"], status="waiting", agent=None)
+            why = {"no-answer": "did not answer", "busy": "was busy", "canceled": "was cancelled"}.get(
+                status, "could not be reached"
+            )
+            await self.storage.run(
+                ag.set_status,
+                sync,
+                leg["agent"],
+                "away",
+                now=now,
+                reason=f"paused: your phone {why} at {now.strftime('%H:%M')} UTC; set yourself available when ready",
+            )
+            record = await self.storage.get_escalation(leg["escalation_id"])
+            caller = _caller_words(record)
+            text = f"{who} {why}: {caller} is back at the head of the {record['queue'] if record else ''} queue."
+        if self.metrics is not None:
+            self.metrics.errors.labels(kind="agent_transfer_" + status.replace("-", "_")).inc()
+        await self.storage.audit(
+            actor=leg["agent"],
+            action="transfer_missed",
+            subject=f"escalation:{leg['escalation_id']}",
+            details={"call_sid": leg["call_sid"], "dial_status": status, "leg": leg_id, "caller_gone": caller_gone},
+        )
+        log.warning("call %s: transfer to agent %s ended %s; %s", leg["call_sid"], leg["agent"], status, text)
+        await self.alert("requeued" if not caller_gone else "abandoned", text)
+        await self.notify()
+        return goodbye_twiml(GOODBYE_LINE) if caller_gone else self._requeue_twiml(form)
+
+    def _requeue_twiml(self, form: dict[str, str]) -> str:
+        call_sid = form.get("CallSid", "")
+        keys = ("CallSid", "From", "To", "Caller", "Called", "Direction")
+        params: dict[str, str] = {k: form[k] for k in keys if k in form}
+        if self.webhook_token and call_sid:
+            params["token"] = stream_token(self.webhook_token, call_sid)
+        return back_to_stream_twiml(REQUEUE_LINE, stream_url(self.public_url), params)
+
+    # -- wrap-up --------------------------------------------------------------------------------
+    async def wrap_up(self, leg_id: int, agent: str, disposition: str, notes: str) -> LegRow:
+        """Disposition and notes, stored with the leg and written to the CRM; the agent is available again.
+
+        A CRM that fails leaves the wrap-up stored (crm_status "failed"); sending the wrap-up again retries it."""
+        leg = await self.storage.run(ag.get_leg, self.storage.sync, leg_id)
+        if leg is None or leg["agent"] != agent:
+            raise EscalationNotFound(leg_id)
+        if leg["status"] != "completed":
+            raise AlreadyTaken("This call is not finished yet; wrap it up when it ends.")
+        if leg["wrapped_at"] is not None and leg["crm_status"] != "failed":
+            raise AlreadyTaken("This call is already wrapped up.")
+        if disposition not in DISPOSITIONS:
+            raise ValueError(f"disposition must be one of: {', '.join(DISPOSITIONS)}")
+        notes = mask_card_numbers(notes.strip())[:4000]
+        record = await self.storage.get_escalation(leg["escalation_id"])
+        customer_id = ((record or {}).get("payload") or {}).get("customer_id") if record else None
+        crm_status, crm_error = "skipped", None
+        if self.crm is not None and customer_id:
+            try:
+                await self.crm.call(
+                    "crm",
+                    "log_interaction",
+                    {
+                        "customer_id": customer_id,
+                        "call_sid": leg["call_sid"],
+                        "agent": agent,
+                        "disposition": disposition,
+                        "notes": notes,
+                        "handle_s": float(leg["talk_s"] or 0.0),
+                        "idempotency_key": f"wrapup:{leg['call_sid']}:{leg_id}",
+                    },
+                    call_sid=leg["call_sid"],
+                )
+                crm_status = "written"
+            except BackendError as exc:
+                crm_status, crm_error = "failed", str(exc)
+                log.error("call %s: wrap-up not written to the CRM: %s", leg["call_sid"], exc)
+        now = self.clock()
+        await self.storage.run(
+            ag.update_leg,
+            self.storage.sync,
+            leg_id,
+            disposition=disposition,
+            notes=notes,
+            wrapped_at=now,
+            crm_status=crm_status,
+        )
+        await self.storage.run(ag.set_status, self.storage.sync, agent, "available", now=now, only_from="wrap_up")
+        await self.storage.audit(
+            actor=agent,
+            action="wrap_up",
+            subject=f"escalation:{leg['escalation_id']}",
+            details={"call_sid": leg["call_sid"], "disposition": disposition, "crm": crm_status},
+        )
+        await self.notify()
+        result = await self.storage.run(ag.get_leg, self.storage.sync, leg_id)
+        assert result is not None
+        if crm_error:
+            raise CrmNotWritten(
+                "Saved here, but the CRM did not take it (it may be down). Retry to send it again.", result
+            )
+        return result
 
     async def accept_callback(self, callback_id: int, agent: str) -> CallbackRow:
         """The agent takes a due callback (and phones the customer); 409 if another agent has it."""
@@ -266,27 +580,34 @@ class AgentDesk:
             await self.storage.audit(
                 actor=agent, action="accept_conflict", subject=subject, details={"status": current["status"]}
             )
-            raise AlreadyTaken(f"callback {callback_id} is {current['status']}", current)
+            raise AlreadyTaken(f"This callback is already {current['status']}.", current)
         await self.storage.audit(
             actor=agent, action="accept_callback", subject=subject, details={"call_sid": record.get("call_sid")}
         )
         await self.notify()
         return await self.storage.get_callback(callback_id=callback_id) or record
 
-    async def snapshot(self, skill: str | None = None) -> Queue:
-        """Waiting escalations plus due callbacks, highest priority first, oldest first within one."""
+    # -- what the pages show ---------------------------------------------------------------------
+    async def snapshot(self, skill: str | None = None, agent: str | None = None) -> Queue:
+        """Waiting escalations plus due callbacks: callers a missed transfer put back first, then highest
+        priority, oldest first; per-queue counts, longest wait and SLA level; the agents; the agent's own call."""
         now = self.clock()
         items: list[dict[str, Any]] = []
+        agents_now: list[AgentRow] = []
+        legs: dict[int, list[LegRow]] = {}
         try:
             self._last_waiting = await self.storage.list_escalations(status="waiting")
             scheduled = await self.storage.list_callbacks(status="scheduled")
+            agents_now = await self.storage.run(ag.list_agents, self.storage.sync)
+            legs = await self.storage.run(ag.legs_of, self.storage.sync, [e["id"] for e in self._last_waiting])
         except StorageUnavailable as exc:
             log.warning("agent queue from memory: %s", exc)  # the last known queue, plus callers since
             scheduled = []
+        names = {a["name"]: a["display_name"] for a in agents_now}
         for escalation in self._last_waiting:
             if skill and escalation["queue"] != skill:
                 continue
-            items.append(_escalation_item(escalation, now))
+            items.append(_escalation_item(escalation, now, legs.get(escalation["id"], []), names))
         stored_sids = {e["call_sid"] for e in self._last_waiting}
         for unstored in self._unstored.values():
             if unstored["call_sid"] not in stored_sids and not (skill and unstored["queue"] != skill):
@@ -297,22 +618,72 @@ class AgentDesk:
             if due is None or due > now or (skill and item["queue"] != skill):
                 continue
             items.append(item)
-        items.sort(key=lambda i: (-i["priority"], _parse_time(i["since"]) or now, i["kind"], i["id"] or 0))
+        items.sort(
+            key=lambda i: (
+                not i.get("requeued"),
+                -i["priority"],
+                _parse_time(i["since"]) or now,
+                i["kind"],
+                i["id"] or 0,
+            )
+        )
         queues: dict[str, int] = {}
+        stats: dict[str, dict[str, Any]] = {}
         for item in items:
             queues[item["queue"]] = queues.get(item["queue"], 0) + 1
-        return {"type": "queue", "skill": skill, "now": now.isoformat(), "queues": queues, "items": items}
+            sla = self.config.sla_for(item["queue"])
+            item["sla_s"] = sla
+            item["sla_level"] = _sla_level(item["waiting_s"], sla)
+            st = stats.setdefault(item["queue"], {"waiting": 0, "longest_wait_s": 0.0, "sla_s": sla, "level": "ok"})
+            st["waiting"] += 1
+            st["longest_wait_s"] = max(st["longest_wait_s"], item["waiting_s"])
+            st["level"] = _sla_level(st["longest_wait_s"], sla)
+        me = await self._me(agent, now) if agent else None
+        return {
+            "type": "queue",
+            "skill": skill,
+            "now": now.isoformat(),
+            "queues": queues,
+            "queue_stats": stats,
+            "agents": [
+                {"name": a["name"], "display_name": a["display_name"], "status": a["status"]} for a in agents_now
+            ],
+            "items": items,
+            "me": me,
+        }
+
+    async def _me(self, name: str, now: datetime) -> dict[str, Any] | None:
+        """The agent's own state and current call: the context stays on the page while it rings and after."""
+        try:
+            agent = await self.storage.run(ag.get_agent, self.storage.sync, name)
+            leg = await self.storage.run(ag.open_leg_of, self.storage.sync, name)
+            record = await self.storage.get_escalation(leg["escalation_id"]) if leg else None
+        except StorageUnavailable:
+            return None
+        if agent is None:
+            return None
+        call = _escalation_item(record, now, [], {}) if record else None
+        return {"agent": agent, "leg": leg, "call": call}
+
+    async def alert(self, kind: str, text: str) -> None:
+        """A line every page shows at once (a caller requeued, a caller gone)."""
+        message = {"type": "alert", "kind": kind, "text": text, "at": self.clock().isoformat()}
+        for ws in list(self._sockets):
+            try:
+                await ws.send_json(message)
+            except (ConnectionError, RuntimeError):
+                self._sockets.pop(ws, None)
 
     async def notify(self) -> None:
-        """Pushes a fresh snapshot to every connected agent (each with its own skill filter)."""
-        for ws, skill in list(self._sockets.items()):
-            await self._push(ws, skill)
+        """Pushes a fresh snapshot to every connected page (each with its own skill filter and agent)."""
+        for ws, (skill, agent) in list(self._sockets.items()):
+            await self._push(ws, skill, agent)
 
-    async def _push(self, ws: web.WebSocketResponse, skill: str | None) -> str | None:
+    async def _push(self, ws: web.WebSocketResponse, skill: str | None, agent: str | None) -> str | None:
         if ws.closed:
             self._sockets.pop(ws, None)
             return None
-        snap = await self.snapshot(skill)
+        snap = await self.snapshot(skill, agent)
         try:
             await ws.send_json(snap)
         except (ConnectionError, RuntimeError) as exc:
@@ -325,13 +696,53 @@ class AgentDesk:
         return [
             web.get("/agent", self._page),
             web.get("/agent/agent.js", self._script),
+            web.post("/api/agent/login", self._login),
+            web.post("/api/agent/logout", self._logout),
+            web.get("/api/agent/me", self._get_me),
+            web.post("/api/agent/status", self._set_status),
             web.get("/api/agent/queue", self._queue),
             web.get("/api/agent/escalations/{id}", self._get_escalation),
             web.post("/api/agent/escalations/{id}/accept", self._accept),
+            web.post("/api/agent/escalations/{id}/decline", self._decline),
+            web.post("/api/agent/legs/{id}/wrapup", self._wrapup),
             web.post("/api/agent/callbacks/{id}/accept", self._accept_callback),
             web.post("/api/agent/ws-ticket", self._ws_ticket),
             web.get("/api/agent/ws", self._ws),
+            web.post("/twilio/desk/whisper", self._whisper),
+            web.post("/twilio/desk/dial-status", self._dial_status),
         ]
+
+    async def _viewer(self, request: web.Request) -> AgentRow | None:
+        """The admin API token (None) or a logged-in agent; 401 for anything else. Header only, never a URL."""
+        supplied = _bearer(request)
+        if self.api_token and supplied and hmac.compare_digest(supplied.encode(), self.api_token.encode()):
+            return None
+        if supplied:
+            agent = await self.storage.run(ag.agent_for_token, self.storage.sync, supplied, now=self.clock())
+            if agent is not None:
+                return agent
+        raise web.HTTPUnauthorized(
+            text="log in on the desk (or use the API token)", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    async def _agent(self, request: web.Request) -> AgentRow:
+        """Agent actions need a logged-in agent: the admin token is for the API, not for taking calls."""
+        agent = await self._viewer(request)
+        if agent is None:
+            raise web.HTTPForbidden(text="log in as an agent to take calls (the API token is not an agent)")
+        return agent
+
+    def _check_twilio(self, request: web.Request, params: dict[str, str]) -> None:
+        if not self.webhook_token:
+            if self.insecure_dev:
+                return
+            raise web.HTTPForbidden(text="no Twilio auth token configured")
+        url = self.public_url + request.path_qs
+        if not is_valid_signature(self.webhook_token, url, params, request.headers.get("X-Twilio-Signature", "")):
+            if self.metrics is not None:
+                self.metrics.errors.labels("bad_signature").inc()
+            log.warning("desk webhook %s with a bad signature", request.path)
+            raise web.HTTPForbidden(text="invalid Twilio signature")
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return _static("agent.html", "text/html")
@@ -339,65 +750,166 @@ class AgentDesk:
     async def _script(self, request: web.Request) -> web.StreamResponse:
         return _static("agent.js", "application/javascript")
 
+    async def _login(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        name, password = body.get("name"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str) or len(name) > 64 or len(password) > 256:
+            raise web.HTTPBadRequest(text='body must be {"name": "...", "password": "..."}')
+        name = name.strip().lower()
+        result = await self.storage.run(
+            ag.login, self.storage.sync, name, password, now=self.clock(), ttl_s=self.config.session_ttl_s
+        )
+        if result is None:
+            await self.storage.audit(actor=name[:64] or "-", action="login_failed", subject=f"agent:{name[:64]}")
+            log.warning("desk login failed for %r", name[:64])
+            await asyncio.sleep(0.2)  # slows guessing without holding anything
+            raise web.HTTPUnauthorized(text="wrong name or password")
+        token, agent = result
+        await self.storage.audit(actor=name, action="login", subject=f"agent:{name}")
+        return web.json_response(
+            {"token": token, "agent": agent, "expires_in": int(self.config.session_ttl_s)},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request)
+        await self.storage.run(ag.logout, self.storage.sync, _bearer(request))
+        await self.storage.run(ag.set_status, self.storage.sync, agent["name"], "away", now=self.clock(), reason=None)
+        await self.storage.audit(actor=agent["name"], action="logout", subject=f"agent:{agent['name']}")
+        await self.notify()
+        return web.json_response({"ok": True})
+
+    async def _get_me(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request)
+        return web.json_response(await self._me(agent["name"], self.clock()))
+
+    async def _set_status(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request)
+        status = (await _json(request)).get("status")
+        if status not in ("available", "away"):
+            raise web.HTTPBadRequest(text="status must be available or away (busy and wrap-up follow your calls)")
+        if agent["status"] in ("busy", "wrap_up"):
+            words = "on a call" if agent["status"] == "busy" else "in wrap-up: save the wrap-up first"
+            return web.json_response({"error": f"You are {words}."}, status=409)
+        await self.storage.run(ag.set_status, self.storage.sync, agent["name"], status, now=self.clock())
+        await self.storage.audit(
+            actor=agent["name"], action="status", subject=f"agent:{agent['name']}", details={"status": status}
+        )
+        await self.notify()
+        return web.json_response(await self._me(agent["name"], self.clock()))
+
     async def _queue(self, request: web.Request) -> web.Response:
-        require_token(request, self.api_token)
-        return web.json_response(await self.snapshot(request.query.get("skill") or None))
+        viewer = await self._viewer(request)
+        skill = request.query.get("skill") or None
+        return web.json_response(await self.snapshot(skill, viewer["name"] if viewer else None))
 
     async def _get_escalation(self, request: web.Request) -> web.Response:
-        require_token(request, self.api_token)
+        await self._viewer(request)
         record = await self.storage.get_escalation(_int_id(request))
         if record is None:
             raise web.HTTPNotFound(text="no such escalation")
         return web.json_response({**record, "waiting_s": _waiting(record["at"], self.clock())})
 
     async def _accept(self, request: web.Request) -> web.Response:
-        require_token(request, self.api_token)
+        agent = await self._agent(request)
         escalation_id = _int_id(request)
-        agent = await _agent_name(request)
         try:
-            return web.json_response(await self.accept(escalation_id, agent))
+            return web.json_response(await self.accept(escalation_id, agent["name"]))
+        except EscalationNotFound:
+            return web.json_response({"error": "This caller is no longer waiting."}, status=404)
+        except AgentNotAvailable as exc:
+            return web.json_response({"error": str(exc), "retry": False}, status=409)
+        except AlreadyTaken as exc:
+            return web.json_response({"error": str(exc), "escalation": exc.record, "retry": False}, status=409)
+        except TransferFailed as exc:
+            return web.json_response({"error": str(exc), "escalation": exc.record, "retry": exc.retry}, status=502)
+
+    async def _decline(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request)
+        try:
+            await self.decline(_int_id(request), agent["name"])
         except EscalationNotFound:
             raise web.HTTPNotFound(text="no such escalation") from None
+        return web.json_response({"ok": True})
+
+    async def _wrapup(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request)
+        body = await _json(request)
+        disposition, notes = body.get("disposition"), body.get("notes", "")
+        if not isinstance(disposition, str) or not isinstance(notes, str):
+            raise web.HTTPBadRequest(text='body must be {"disposition": "...", "notes": "..."}')
+        try:
+            return web.json_response(await self.wrap_up(_int_id(request), agent["name"], disposition, notes))
+        except EscalationNotFound:
+            return web.json_response({"error": "No such call of yours to wrap up."}, status=404)
         except AlreadyTaken as exc:
-            return web.json_response({"error": str(exc), "escalation": exc.record}, status=409)
-        except TransferFailed as exc:
-            return web.json_response({"error": f"transfer failed: {exc}", "escalation": exc.record}, status=502)
+            return web.json_response({"error": str(exc)}, status=409)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except CrmNotWritten as exc:
+            return web.json_response({"error": str(exc), "leg": exc.leg, "retry": True}, status=502)
 
     async def _accept_callback(self, request: web.Request) -> web.Response:
-        require_token(request, self.api_token)
-        callback_id = _int_id(request)
-        agent = await _agent_name(request)
+        agent = await self._agent(request)
         try:
-            return web.json_response(await self.accept_callback(callback_id, agent))
+            return web.json_response(await self.accept_callback(_int_id(request), agent["name"]))
         except EscalationNotFound:
             raise web.HTTPNotFound(text="no such callback") from None
         except AlreadyTaken as exc:
             return web.json_response({"error": str(exc), "callback": exc.record}, status=409)
 
+    async def _whisper(self, request: web.Request) -> web.Response:
+        params = {k: str(v) for k, v in (await request.post()).items()}
+        self._check_twilio(request, params)
+        try:
+            twiml = await self.whisper(_leg_id(request))
+        except EscalationNotFound:
+            twiml = whisper_twiml("Connecting a caller.")
+        return web.Response(text=twiml, content_type="application/xml")
+
+    async def _dial_status(self, request: web.Request) -> web.Response:
+        params = {k: str(v) for k, v in (await request.post()).items()}
+        self._check_twilio(request, params)
+        try:
+            twiml = await self.dial_ended(_leg_id(request), params)
+        except EscalationNotFound:
+            log.error("call %s: dial status for an unknown leg", params.get("CallSid", "-"))
+            twiml = self._requeue_twiml(params)
+        return web.Response(text=twiml, content_type="application/xml")
+
     async def _ws_ticket(self, request: web.Request) -> web.Response:
-        require_token(request, self.api_token)
+        viewer = await self._viewer(request)
+        ticket = self.tickets.issue()
+        if len(self._ticket_agents) > 2 * self.tickets.max_outstanding:
+            self._ticket_agents.clear()  # tickets already expired or dropped by the book
+        self._ticket_agents[ticket] = viewer["name"] if viewer else None
         return web.json_response(
-            {"ticket": self.tickets.issue(), "expires_in": int(self.tickets.ttl_s)},
-            headers={"Cache-Control": "no-store"},
+            {"ticket": ticket, "expires_in": int(self.tickets.ttl_s)}, headers={"Cache-Control": "no-store"}
         )
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
-        if "Authorization" in request.headers or not self.api_token:
-            require_token(request, self.api_token)
-        elif not self.tickets.redeem(request.query.get("ticket")):
-            raise web.HTTPUnauthorized(text="missing, used or expired WebSocket ticket (POST /api/agent/ws-ticket)")
+        agent: str | None
+        if "Authorization" in request.headers:
+            viewer = await self._viewer(request)
+            agent = viewer["name"] if viewer else None
+        else:
+            ticket = request.query.get("ticket")
+            owner = self._ticket_agents.pop(ticket or "", None)
+            if not self.tickets.redeem(ticket):
+                raise web.HTTPUnauthorized(text="missing, used or expired WebSocket ticket (POST /api/agent/ws-ticket)")
+            agent = owner
         skill = request.query.get("skill") or None
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)
-        self._sockets[ws] = skill
+        self._sockets[ws] = (skill, agent)
         try:
-            last = await self._push(ws, skill)
+            last = await self._push(ws, skill, agent)
             while not ws.closed:
                 try:
                     msg = await ws.receive(timeout=self.refresh_s)
                 except TimeoutError:
                     # Nothing changes in storage when a scheduled callback falls due, so look again.
-                    snap = await self.snapshot(skill)
+                    snap = await self.snapshot(skill, agent)
                     if _signature(snap) != last:
                         await ws.send_json(snap)
                         last = _signature(snap)
@@ -405,10 +917,16 @@ class AgentDesk:
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
                 if msg.type == WSMsgType.TEXT and msg.data == "refresh":
-                    last = await self._push(ws, skill)
+                    last = await self._push(ws, skill, agent)
         finally:
             self._sockets.pop(ws, None)
         return ws
+
+
+class CrmNotWritten(Exception):
+    def __init__(self, message: str, leg: LegRow) -> None:
+        super().__init__(message)
+        self.leg = leg
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -431,8 +949,9 @@ def _claim_callback(storage: Storage, callback_id: int) -> bool:
         return (result.rowcount or 0) == 1
 
 
-def _escalation_item(row: EscalationRow, now: datetime) -> dict[str, Any]:
+def _escalation_item(row: EscalationRow, now: datetime, legs: list[LegRow], names: dict[str, str]) -> dict[str, Any]:
     payload = row.get("payload") or {}
+    missed = [leg for leg in legs if leg["status"] in ag.MISSED or leg["status"] == "failed"]
     item: dict[str, Any] = {
         "kind": "escalation",
         "id": row["id"],
@@ -441,9 +960,13 @@ def _escalation_item(row: EscalationRow, now: datetime) -> dict[str, Any]:
         "priority": int(row["priority"] or 0),
         "status": row["status"],
         "trigger": row["trigger"],
+        "trigger_words": TRIGGER_WORDS.get(row["trigger"], row["trigger"].replace("_", " ")),
         "reason": row["reason"],
         "since": row["at"],
         "waiting_s": _waiting(row["at"], now),
+        # Put back by a transfer nobody answered: served before anyone newer, whatever their priority.
+        "requeued": bool(missed) and row["status"] == "waiting",
+        "missed_by": [names.get(leg["agent"], leg["agent"]) for leg in missed],
     }
     item.update({k: payload.get(k) for k in CONTEXT_FIELDS})
     return item
@@ -451,6 +974,7 @@ def _escalation_item(row: EscalationRow, now: datetime) -> dict[str, Any]:
 
 def _callback_item(row: CallbackRow, now: datetime) -> dict[str, Any]:
     payload = row.get("payload") or {}
+    trigger = payload.get("trigger") or "callback"
     item: dict[str, Any] = {
         "kind": "callback",
         "id": row["id"],
@@ -458,15 +982,59 @@ def _callback_item(row: CallbackRow, now: datetime) -> dict[str, Any]:
         "queue": payload.get("queue") or "general",
         "priority": int(payload.get("priority") or 0),
         "status": row["status"],
-        "trigger": payload.get("trigger") or "callback",
+        "trigger": trigger,
+        "trigger_words": TRIGGER_WORDS.get(trigger, str(trigger).replace("_", " ")),
         "reason": payload.get("reason") or "customer asked to be called back",
         "since": row["scheduled_for"],
         "waiting_s": _waiting(row["scheduled_for"], now),
         "phone": row["phone"],
+        "requeued": False,
+        "missed_by": [],
     }
     item.update({k: payload.get(k) for k in CONTEXT_FIELDS})
     item["customer_id"] = item["customer_id"] or row.get("customer_id")
     return item
+
+
+def _sla_level(waiting_s: float, sla_s: float) -> str:
+    """ok (green) under half the SLA, warn (amber) up to it, breach (red) past it."""
+    if waiting_s >= sla_s:
+        return "breach"
+    return "warn" if waiting_s >= sla_s / 2 else "ok"
+
+
+def _unavailable_words(agent: AgentRow) -> str:
+    if agent["status"] == "busy":
+        return "You are on a call: finish it before taking another."
+    if agent["status"] == "wrap_up":
+        return "Save the wrap-up of your last call first."
+    reason = agent.get("status_reason")
+    return f"You are away ({reason})." if reason else "You are away: set yourself available to take callers."
+
+
+def _taken_words(record: EscalationRow) -> str:
+    if record["status"] == "abandoned":
+        return "The caller hung up before the call was taken."
+    if record.get("agent"):
+        return f"{record['agent']} already took this caller."
+    return f"This caller is no longer waiting ({record['status']})."
+
+
+def _twilio_words(exc: TwilioApiError) -> str:
+    if exc.code == 21220:
+        return "The caller hung up before the call reached you."
+    if exc.code in (21211, 21214, 13223, 13224):
+        return "Your phone could not be dialled (its number looks wrong); the caller is back in the queue."
+    if exc.transient:
+        return "The phone network did not answer; the caller is back in the queue. Try again."
+    return "The call could not be moved to you; the caller is back in the queue. Try again."
+
+
+def _caller_words(record: EscalationRow | None) -> str:
+    payload: dict[str, Any] = (record.get("payload") or {}) if record else {}
+    name = payload.get("customer_name") or "the caller"
+    tier = payload.get("customer_tier")
+    return f"{name} ({tier})" if tier else str(name)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -481,8 +1049,20 @@ def _waiting(since: Any, now: datetime) -> float:
     return round(max(0.0, (now - start).total_seconds()), 1) if start else 0.0
 
 
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
 def _signature(snap: Queue) -> str:
-    return json.dumps([(i["kind"], i["id"], i["status"]) for i in snap["items"]])
+    return json.dumps([(i["kind"], i["id"], i["status"], i.get("requeued")) for i in snap["items"]])
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") else ""
 
 
 def _int_id(request: web.Request) -> int:
@@ -492,15 +1072,21 @@ def _int_id(request: web.Request) -> int:
         raise web.HTTPBadRequest(text="id must be an integer") from None
 
 
-async def _agent_name(request: web.Request) -> str:
+def _leg_id(request: web.Request) -> int:
+    try:
+        return int(request.query.get("leg", ""))
+    except ValueError:
+        raise web.HTTPBadRequest(text="leg must be an integer") from None
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text='body must be JSON: {"agent": "name"}') from None
-    agent = body.get("agent") if isinstance(body, dict) else None
-    if not isinstance(agent, str) or not agent.strip() or len(agent) > 128:
-        raise web.HTTPBadRequest(text='"agent" must be a non-empty name (at most 128 characters)')
-    return agent.strip()
+        raise web.HTTPBadRequest(text="body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object")
+    return body
 
 
 def _static(name: str, content_type: str) -> web.Response:

@@ -101,7 +101,9 @@ class Reach:
         try:
             number = phonenumbers.parse(value, None)
         except phonenumbers.NumberParseException:
-            raise ValueError(f"not a phone number in +E.164 form, sip:user@host or client:identity: {value!r}") from None
+            raise ValueError(
+                f"not a phone number in +E.164 form, sip:user@host or client:identity: {value!r}"
+            ) from None
         if not phonenumbers.is_possible_number(number):
             raise ValueError(f"not a possible phone number: {value!r}")
         return cls("number", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
@@ -257,7 +259,12 @@ def add_leg(storage: Storage, escalation_id: int, call_sid: str, agent: str, rea
     with storage.engine.begin() as conn:
         result = conn.execute(
             insert(agent_legs).values(
-                escalation_id=escalation_id, call_sid=call_sid, agent=agent, reach=reach, status="ringing", dialled_at=now
+                escalation_id=escalation_id,
+                call_sid=call_sid,
+                agent=agent,
+                reach=reach,
+                status="ringing",
+                dialled_at=now,
             )
         )
         key = result.inserted_primary_key

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", help="check the audit log's hash chain; exit 1 at the first broken row")
 
+    from ivr import agents_cli
+
+    agents_cli.add_parser(sub)
+
     p_db = sub.add_parser("db", help="database schema")
     db_sub = p_db.add_subparsers(dest="db_command", required=True)
     p_init = db_sub.add_parser(
@@ -169,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_audit_verify(settings)
     if args.command == "db":
         return run_db_init(settings, args.grant_to)
+    if args.command == "agents":
+        from ivr import agents_cli
+
+        return agents_cli.run(args, settings)
     return 2
 
 

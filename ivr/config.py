@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Each component's configuration lives beside it; Settings nests them.
 from audio.caller import AudioConfig
 from flows.backends import BackendConfig
+from ivr.agents import DeskConfig
 from ivr.call_limits import CallLimitsConfig
 from ivr.callbacks import CallbackConfig
 from ivr.escalation import EscalationConfig
@@ -34,6 +35,7 @@ __all__ = [
     "CallLimitsConfig",
     "CallbackConfig",
     "CostConfig",
+    "DeskConfig",
     "EscalationConfig",
     "Industry",
     "PrivacyConfig",
@@ -56,7 +58,6 @@ class Settings(BaseSettings):
     twilio_account_sid: str = "ACtest"
     twilio_api_base_url: str | None = Field(None, description="override for Twilio's REST API (tests: a local server)")
     twilio_from_number: str = "+15550000000"
-    agent_number: str = Field("+15550000001", description="where <Dial> sends an accepted transfer")
     api_token: str | None = Field(None, description="bearer token for /api and the agent desk")
     insecure_dev: bool = False
     data_dir: Path = Path("./data")
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     storage: StorageConfig = StorageConfig()
     calls: CallLimitsConfig = CallLimitsConfig()
     callbacks: CallbackConfig = CallbackConfig()
+    desk: DeskConfig = DeskConfig()
     privacy: PrivacyConfig = PrivacyConfig()
 
     @model_validator(mode="after")

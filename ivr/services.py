@@ -249,8 +249,11 @@ async def build_all(
         db,
         twilio,
         api_token=settings.api_token,
-        agent_number=settings.agent_number,
         public_url=settings.public_url,
+        config=settings.desk,
+        webhook_token=settings.twilio_auth_token,
+        insecure_dev=settings.insecure_dev,
+        crm=services.gateway,
         metrics=metrics,
         on_transfer=services.mark_transferring,
     )

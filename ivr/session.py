@@ -265,6 +265,8 @@ class CallSession:
         services.metrics.calls_ended.labels(final).inc()
         services.metrics.active_calls.dec()
         services.sessions.pop(call_id, None)
+        if services.desk is not None and not self.transferring:
+            services.desk.caller_left(call_id)  # out of the agents' queue at once, every page told
         self.call.log.info("call ended: %s (%s)", reason, final)
 
 
