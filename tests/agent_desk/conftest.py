@@ -24,10 +24,10 @@ from ivr.storage import AsyncStorage, Storage  # noqa: E402
 from telephony.twilio_rest import TwilioRest  # noqa: E402
 from tests.agent_desk.desk_fixtures import (  # noqa: E402
     ACCOUNT_SID,
-    AGENT_NUMBER,
     API_TOKEN,
     FROM_NUMBER,
     PUBLIC_URL,
+    TWILIO_AUTH_TOKEN,
     FakeClock,
 )
 from tests.helpers.twilio_recorder import TwilioRecorder, twilio_recorder  # noqa: E402,F401
@@ -49,7 +49,7 @@ def storage(tmp_path: Path) -> Iterator[AsyncStorage]:
 
 @pytest.fixture
 def twilio(twilio_recorder: TwilioRecorder) -> TwilioRest:  # noqa: F811 (the fixture imported above)
-    return TwilioRest(ACCOUNT_SID, "auth-token", api_base_url=twilio_recorder.url, backoff_s=0.01)
+    return TwilioRest(ACCOUNT_SID, TWILIO_AUTH_TOKEN, api_base_url=twilio_recorder.url, backoff_s=0.01)
 
 
 @pytest.fixture
@@ -58,8 +58,8 @@ def desk(storage: AsyncStorage, twilio: TwilioRest, clock: FakeClock) -> AgentDe
         storage,
         twilio,
         api_token=API_TOKEN,
-        agent_number=AGENT_NUMBER,
         public_url=PUBLIC_URL,
+        webhook_token=TWILIO_AUTH_TOKEN,
         metrics=Metrics(),
         clock=clock,
         refresh_s=0.2,

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ivr.storage import AsyncStorage
+from aiohttp.test_utils import TestClient
+from twilio.request_validator import RequestValidator
+
+from ivr import agents as ag
+from ivr.storage import AsyncStorage, utcnow
 
 API_TOKEN = "desk-secret-token"
-AGENT_NUMBER = "+14155550199"
+AGENT_NUMBER = "+14155550199"  # alice's reach in the tests that need one agent
+TWILIO_AUTH_TOKEN = "twilio-auth-token"
+PASSWORD = "correct horse battery"
 FROM_NUMBER = "+14155550100"
 ACCOUNT_SID = "AC" + "0" * 32
 PUBLIC_URL = "https://ivr.example.test"
@@ -58,3 +64,40 @@ def handoff_payload(call_sid: str, **overrides: object) -> dict:
 
 async def start_call(storage: AsyncStorage, call_sid: str) -> None:
     await storage.start_call(call_sid, stream_sid="MZ" + call_sid[2:], caller="+14155550123", params={})
+
+
+async def add_agent(storage: AsyncStorage, name: str, reach: str, *, display_name: str = "") -> None:
+    """An account as `ivr agents add` makes it."""
+    await storage.run(
+        ag.add_agent,
+        storage.sync,
+        name,
+        display_name=display_name or name.title(),
+        reach=ag.Reach.parse(reach),
+        password=PASSWORD,
+        now=utcnow(),
+    )
+
+
+async def login(client: TestClient, name: str, *, available: bool = True) -> dict[str, str]:
+    """Logs the agent in on the desk (and makes them available); returns their Authorization header."""
+    resp = await client.post("/api/agent/login", json={"name": name, "password": PASSWORD})
+    assert resp.status == 200, await resp.text()
+    headers = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+    if available:
+        resp = await client.post("/api/agent/status", json={"status": "available"}, headers=headers)
+        assert resp.status == 200, await resp.text()
+    return headers
+
+
+async def agent_alice(client: TestClient, storage: AsyncStorage) -> dict[str, str]:
+    await add_agent(storage, "alice", AGENT_NUMBER)
+    return await login(client, "alice")
+
+
+async def twilio_posts(client: TestClient, path_qs: str, params: dict[str, str]) -> str:
+    """Posts a webhook the way Twilio does: form-encoded and signed over the public URL."""
+    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(PUBLIC_URL + path_qs, params)
+    resp = await client.post(path_qs, data=params, headers={"X-Twilio-Signature": signature})
+    assert resp.status == 200, await resp.text()
+    return await resp.text()

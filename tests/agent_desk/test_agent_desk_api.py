@@ -1,4 +1,4 @@
-"""Agent desk REST + WebSocket: queues by skill and priority, accept transfers the call exactly once."""
+"""Agent desk REST + WebSocket: queues by skill and priority, a logged-in agent's accept transfers the call once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from aiohttp.test_utils import TestClient
 
 from ivr.agent_desk import AgentDesk
 from ivr.storage import AsyncStorage
-from tests.agent_desk.desk_fixtures import ACCOUNT_SID, AGENT_NUMBER, auth, handoff_payload, start_call
+from tests.agent_desk.desk_fixtures import (
+    ACCOUNT_SID,
+    AGENT_NUMBER,
+    add_agent,
+    agent_alice,
+    auth,
+    handoff_payload,
+    login,
+    start_call,
+)
 from tests.helpers.twilio_recorder import TwilioRecorder
 
 
@@ -87,8 +96,9 @@ async def test_accept_transfers_the_live_call_to_the_agent_number(
 ):
     call_sid = "CA" + "b" * 32
     eid = await escalate(desk, storage, call_sid)
+    alice = await agent_alice(client, storage)
 
-    resp = await client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "alice"}, headers=auth())
+    resp = await client.post(f"/api/agent/escalations/{eid}/accept", headers=alice)
     assert resp.status == 200
     body = await resp.json()
     assert body["status"] == "transferred" and body["agent"] == "alice"
@@ -111,12 +121,15 @@ async def test_second_agent_gets_409_and_the_call_is_transferred_once(
     client: TestClient, desk: AgentDesk, storage: AsyncStorage, twilio_recorder: TwilioRecorder
 ):
     eid = await escalate(desk, storage, "CA" + "c" * 32)
+    for name, reach in (("alice", AGENT_NUMBER), ("bob", "sip:bob@pbx.example.test"), ("carol", "client:carol")):
+        await add_agent(storage, name, reach)
+    alice, bob, carol = [await login(client, name) for name in ("alice", "bob", "carol")]
     first, second = await asyncio.gather(
-        client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "alice"}, headers=auth()),
-        client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "bob"}, headers=auth()),
+        client.post(f"/api/agent/escalations/{eid}/accept", headers=alice),
+        client.post(f"/api/agent/escalations/{eid}/accept", headers=bob),
     )
     assert sorted([first.status, second.status]) == [200, 409]
-    late = await client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "carol"}, headers=auth())
+    late = await client.post(f"/api/agent/escalations/{eid}/accept", headers=carol)
     assert late.status == 409
     assert len(twilio_recorder.find(".json")) == 1
     audit = await storage.list_audit()
@@ -124,20 +137,32 @@ async def test_second_agent_gets_409_and_the_call_is_transferred_once(
     assert {a["actor"] for a in audit if a["action"] == "accept_conflict"} >= {"carol"}
 
 
-async def test_accept_needs_an_agent_name_and_an_existing_escalation(client: TestClient):
-    assert (await client.post("/api/agent/escalations/999/accept", json={"agent": "a"}, headers=auth())).status == 404
-    assert (await client.post("/api/agent/escalations/1/accept", json={}, headers=auth())).status == 400
-    assert (await client.post("/api/agent/escalations/x/accept", json={"agent": "a"}, headers=auth())).status == 400
+async def test_accept_needs_a_logged_in_agent_and_an_existing_escalation(
+    client: TestClient, desk: AgentDesk, storage: AsyncStorage
+):
+    eid = await escalate(desk, storage, "CA" + "f" * 32)
+    # The admin API token is for the API: it is nobody, so it cannot take a caller; a typed name counts for nothing.
+    refused = await client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "alice"}, headers=auth())
+    assert refused.status == 403
+    alice = await agent_alice(client, storage)
+    assert (await client.post("/api/agent/escalations/999/accept", headers=alice)).status == 404
+    assert (await client.post("/api/agent/escalations/x/accept", headers=alice)).status == 400
+    wrong = await client.post("/api/agent/login", json={"name": "alice", "password": "not her password"})
+    assert wrong.status == 401
+    assert [a["action"] for a in await storage.list_audit()].count("login_failed") == 1
 
 
 async def test_failed_transfer_returns_502_and_puts_the_caller_back_in_the_queue(
     client: TestClient, desk: AgentDesk, storage: AsyncStorage, twilio_recorder: TwilioRecorder
 ):
     eid = await escalate(desk, storage, "CA" + "d" * 32)
+    alice = await agent_alice(client, storage)
     twilio_recorder.fail_next(500, times=desk.twilio.retries + 1)
-    resp = await client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "alice"}, headers=auth())
+    resp = await client.post(f"/api/agent/escalations/{eid}/accept", headers=alice)
     assert resp.status == 502
-    assert "500" in (await resp.json())["error"]
+    body = await resp.json()
+    # In words, with a retry: never a raw exception.
+    assert body["retry"] is True and "back in the queue" in body["error"] and "Error" not in body["error"]
     queue = await (await client.get("/api/agent/queue", headers=auth())).json()
     assert [i["id"] for i in queue["items"]] == [eid]
     assert any(a["action"] == "transfer_failed" for a in await storage.list_audit())
@@ -153,8 +178,8 @@ async def test_websocket_pushes_the_queue_when_it_changes(client: TestClient, de
     pushed = await ws.receive_json(timeout=5)
     assert [(i["id"], i["reason"]) for i in pushed["items"]] == [(eid, "wants a supervisor")]
 
-    await client.post(f"/api/agent/escalations/{eid}/accept", json={"agent": "alice"}, headers=auth())
-    for _ in range(5):  # accepted, then transferred: the item leaves the queue
+    await client.post(f"/api/agent/escalations/{eid}/accept", headers=await agent_alice(client, storage))
+    for _ in range(8):  # accepted, then transferred: the item leaves the queue
         snap = await ws.receive_json(timeout=5)
         if not snap["items"]:
             break
