@@ -10,7 +10,16 @@ from aiohttp.test_utils import TestClient
 from ivr.agent_desk import AgentDesk
 from ivr.callbacks import CallbackService
 from ivr.storage import AsyncStorage
-from tests.agent_desk.desk_fixtures import FROM_NUMBER, PUBLIC_URL, auth, handoff_payload, start_call
+from tests.agent_desk.desk_fixtures import (
+    FROM_NUMBER,
+    PUBLIC_URL,
+    add_agent,
+    agent_alice,
+    auth,
+    handoff_payload,
+    login,
+    start_call,
+)
 from tests.helpers.twilio_recorder import TwilioRecorder
 
 CALL_SID = "CA" + "f" * 32
@@ -126,9 +135,10 @@ async def test_picked_slot_is_stored_and_reaches_the_agent_queue_at_its_time(
     assert item["kind"] == "callback" and item["id"] == row["id"] and item["phone"] == "+14155552671"
     assert item["customer_tier"] == "gold" and item["waiting_s"] == 120.0
 
-    taken = await client.post(f"/api/agent/callbacks/{row['id']}/accept", json={"agent": "alice"}, headers=auth())
+    taken = await client.post(f"/api/agent/callbacks/{row['id']}/accept", headers=await agent_alice(client, storage))
     assert taken.status == 200
-    again = await client.post(f"/api/agent/callbacks/{row['id']}/accept", json={"agent": "bob"}, headers=auth())
+    await add_agent(storage, "bob", "client:bob")
+    again = await client.post(f"/api/agent/callbacks/{row['id']}/accept", headers=await login(client, "bob"))
     assert again.status == 409
     assert await queue() == []
     assert len(twilio_recorder.find("/Messages.json")) == 1

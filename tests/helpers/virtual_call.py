@@ -411,6 +411,15 @@ class FakeTwilioRest:
         self.transfers.append({"call_sid": call_sid, "to": to_number, "queue": queue})
         return {"call_sid": call_sid, "status": "in-progress", "twiml": f"<Dial>{to_number}</Dial>", "attempts": 1}
 
+    async def redirect(self, call_sid: str, twiml: str, *, what: str = "redirect") -> dict:
+        """A live call's new TwiML (the desk's `<Dial>` to an agent); `to` is the dialled agent's reach."""
+        import xml.etree.ElementTree as ET
+
+        dial = ET.fromstring(twiml).find("Dial")
+        target = next(iter(dial), None) if dial is not None else None
+        self.transfers.append({"call_sid": call_sid, "to": None if target is None else target.text, "twiml": twiml})
+        return {"call_sid": call_sid, "status": "in-progress", "twiml": twiml, "attempts": 1}
+
 
 # ================================================================================================ services
 @cache

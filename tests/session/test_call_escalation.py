@@ -7,18 +7,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ivr import agents as ag
 from ivr.dialogue import HOLD_REMINDER_EVERY_S
 from ivr.prompts import HOLD_LINE, HOLD_REMINDER
 from tests.helpers.virtual_call import JAMES, MARIA, PRIYA, UNKNOWN, Harness, VirtualCall
 
 pytestmark = pytest.mark.looptime
 
+BOB = "+14155550142"  # the agent's own phone
+NOW = datetime(2025, 11, 24, 12, 0, tzinfo=UTC)
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "handoff.schema.json"
 
 
@@ -67,7 +71,8 @@ def check_common(escalation: dict, record: dict, from_number: str) -> dict:
     assert payload["call_sid"] == escalation["call_sid"] == record["call_sid"]
     for key in ("trigger", "reason", "queue", "priority"):
         assert payload[key] == escalation[key]
-    assert escalation["status"] == "waiting"
+    # The caller hung up while on hold: out of the agents' queue at once, counted as abandoned.
+    assert escalation["status"] == "abandoned"
     assert record["outcome"] == "escalated" and record["caller"] == from_number
     assert payload["transcript_url"].endswith(f"/api/calls/{record['call_sid']}")
     assert [e["data"]["trigger"] for e in record["events"] if e["kind"] == "escalation"] == [escalation["trigger"]]
@@ -282,10 +287,14 @@ async def test_stop_after_a_transfer_ends_the_stream_as_a_transfer_not_a_hang_up
     await until_on_hold(h, call)
     (row,) = escalations_of(h, call)
     assert h.services.desk is not None
+    db = h.services.db
+    await db.run(ag.add_agent, db.sync, "bob", display_name="Bob", reach=ag.Reach.parse(BOB), password="x" * 12, now=NOW)
+    await db.run(ag.set_status, db.sync, "bob", "available", now=NOW)
     await h.services.desk.accept(row["id"], "bob")
     record = await call.finish()  # Twilio ends the media stream with `stop` once the call is redirected
 
-    assert h.twilio.transfers == [{"call_sid": call.call_sid, "to": h.settings.agent_number, "queue": None}]
+    [transfer] = h.twilio.transfers
+    assert transfer["call_sid"] == call.call_sid and transfer["to"] == BOB  # bob's own phone, not a shared line
     assert record["end_reason"] == "transferred_to_agent" and record["outcome"] == "escalated"
     assert [e["status"] for e in record["escalations"]] == ["transferred"]
     assert call.call_sid in h.services.contexts  # kept for a transfer back
