@@ -8,11 +8,15 @@ Honest means:
 
 Cost model (per ended call):
 - AI minutes: from the call's start to its first escalation, or to its end when never escalated;
-- agent minutes: from the first escalation to the call's end (queue wait included: the line is
-  held and the agent desk is staffed for it). When that cannot be measured (no end time, an end
-  before the escalation, or a callback that happens on a later call) the fixed estimate
-  ``AGENT_MINUTES_ESTIMATE`` is used instead.
-``cost_per_resolution = cost_total / resolved`` (None when nothing was resolved).
+- agent minutes: real handle time from the desk's call legs: talk time (Twilio's DialCallDuration)
+  plus wrap-up (from the call's end to the saved disposition). Time on hold is not agent time.
+  A caller who hung up while waiting (escalation ``abandoned``, no agent ever connected) costs no
+  agent minutes and counts as **abandoned**, not escalated. Only for an escalation with no leg at
+  all (records from before the desk kept legs) is the escalation-to-end time used, and when that
+  cannot be measured (no end time, an end before the escalation, or a callback that happens on a
+  later call) the fixed estimate ``AGENT_MINUTES_ESTIMATE``.
+``cost_per_resolution = cost_total / (resolved + resolved_by_agent)`` (None when nothing was resolved);
+``resolved_by_agent`` counts escalated calls whose wrap-up disposition is ``resolved``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from flows.pci import mask_card_numbers
-from ivr.storage import Storage, calls, escalations, turns
+from ivr.storage import Storage, agent_legs, calls, escalations, turns
 
 log = logging.getLogger("ivr.report")
 
@@ -73,6 +77,8 @@ class Report:
     retraining: list[dict[str, Any]] = field(default_factory=list)
     unclear_escalations_7d: int = 0
     retraining_due: bool = False  # unclear_escalations_7d reached the weekly threshold
+    abandoned_in_queue: int = 0  # of `abandoned`: escalated callers who hung up before an agent answered
+    resolved_by_agent: int = 0  # escalated calls an agent wrapped up as resolved
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +115,26 @@ def _first_escalations(storage: Storage, sids: set[str]) -> dict[str, dict[str, 
     return first
 
 
+def _agent_handling(storage: Storage) -> dict[str, dict[str, Any]]:
+    """call_sid -> its agent legs summed: handle minutes (talk + wrap-up), answered, resolved by the agent."""
+    out: dict[str, dict[str, Any]] = {}
+    with storage.engine.connect() as conn:
+        for leg in conn.execute(select(agent_legs)).mappings():
+            entry = out.setdefault(leg["call_sid"], {"minutes": 0.0, "answered": False, "resolved": False})
+            entry["minutes"] += (leg["talk_s"] or 0.0) / 60.0
+            ended, wrapped = _aware(leg["ended_at"]), _aware(leg["wrapped_at"])
+            if ended is not None and wrapped is not None:
+                entry["minutes"] += _minutes(ended, wrapped)
+            entry["answered"] = entry["answered"] or leg["answered_at"] is not None or leg["status"] == "completed"
+            entry["resolved"] = entry["resolved"] or leg["disposition"] == "resolved"
+    return out
+
+
+def _abandoned_in_queue(storage: Storage) -> set[str]:
+    with storage.engine.connect() as conn:
+        return {r[0] for r in conn.execute(select(escalations.c.call_sid).where(escalations.c.status == "abandoned"))}
+
+
 def _unclear_escalations(storage: Storage, since: datetime) -> list[dict[str, Any]]:
     """low_confidence escalations since `since`, the first per call, with their handoff payloads."""
     query = (
@@ -138,8 +164,19 @@ def build_report(
     now = _aware(now) or datetime.now(UTC)
     records = storage.list_calls(since=_aware(since))
     ended = [c for c in records if c["outcome"] != "in_progress"]
-    outcomes = Counter(c["outcome"] for c in ended)
     first = _first_escalations(storage, {c["call_sid"] for c in records})
+    handling = _agent_handling(storage)
+    gone = _abandoned_in_queue(storage)
+
+    def outcome(c: Any) -> str:
+        sid = c["call_sid"]
+        if c["outcome"] == "escalated" and sid in gone and not handling.get(sid, {}).get("answered"):
+            return "abandoned"  # hung up waiting for an agent: the desk never handled it
+        return str(c["outcome"])
+
+    outcomes = Counter(outcome(c) for c in ended)
+    abandoned_in_queue = sum(1 for c in ended if outcome(c) == "abandoned" and c["outcome"] == "escalated")
+    resolved_by_agent = sum(1 for c in ended if handling.get(c["call_sid"], {}).get("resolved"))
 
     by_reason = Counter(first[c["call_sid"]]["trigger"] for c in ended if c["call_sid"] in first)
     ai_minutes = agent_minutes = 0.0
@@ -152,7 +189,12 @@ def build_report(
             ai_minutes += _minutes(start, end) if end else 0.0
             continue
         ai_minutes += _minutes(start, esc["at"])
-        if end is not None and end > esc["at"] and esc["status"] != "callback":
+        legs = handling.get(c["call_sid"])
+        if legs is not None:
+            agent_minutes += legs["minutes"]
+        elif c["call_sid"] in gone:
+            pass  # hung up on hold: no agent time
+        elif end is not None and end > esc["at"] and esc["status"] != "callback":
             agent_minutes += _minutes(esc["at"], end)
         else:
             agent_minutes += AGENT_MINUTES_ESTIMATE
@@ -177,6 +219,7 @@ def build_report(
         for g, n in sorted(guesses.items(), key=lambda kv: (-kv[1], str(kv[0])))
     ]
     resolved = outcomes["resolved"]
+    resolutions = resolved + resolved_by_agent
     return Report(
         calls=len(records),
         ended=len(ended),
@@ -188,16 +231,19 @@ def build_report(
         abandoned=outcomes["abandoned"],
         silent=outcomes["silent"],
         errors=outcomes["error"],
-        escalation_rate=_rate(outcomes["escalated"], len(ended)),
+        # Every call handed to the desk, including those who hung up before an agent answered.
+        escalation_rate=_rate(outcomes["escalated"] + abandoned_in_queue, len(ended)),
         escalations_by_reason=dict(by_reason),
         escalation_rate_by_reason={t: n / len(ended) for t, n in by_reason.items()},
         ai_minutes=ai_minutes,
         agent_minutes=agent_minutes,
         cost_total=cost_total,
-        cost_per_resolution=cost_total / resolved if resolved else None,
+        cost_per_resolution=cost_total / resolutions if resolutions else None,
         retraining=retraining,
         unclear_escalations_7d=len(unclear),
         retraining_due=len(unclear) >= unclear_intent_threshold,
+        abandoned_in_queue=abandoned_in_queue,
+        resolved_by_agent=resolved_by_agent,
     )
 
 

@@ -141,3 +141,32 @@ def test_retraining_signal_fires_at_threshold_and_export_holds_those_calls(stora
     assert by_sid["U2"]["intent_guess"] == "billing_problem"
     assert "4111" not in out.read_text(encoding="utf-8")
     assert by_sid["U4"]["turns"][0]["text"] == "my card is [card number removed] the charge on it"
+
+
+def test_hold_time_is_not_agent_time_and_callers_who_hang_up_on_hold_are_abandoned(storage):
+    """Two escalated callers: one held 10 minutes then hung up (never reached an agent); one held 7 minutes,
+    then an agent talked 2 minutes and wrapped up in 30 s as resolved."""
+    from ivr import agents as ag
+
+    record_call(storage, "GONE", start=T0, outcome="escalated", minutes=11, escalation=("caller_request", 1, "waiting"))
+    assert ag.abandon_waiting(storage, "GONE")
+    record_call(storage, "HELD", start=T0, outcome="escalated", minutes=10, escalation=("legal", 1, "transferred"))
+    [esc] = [e for e in storage.list_escalations() if e["call_sid"] == "HELD"]
+    leg = ag.add_leg(storage, esc["id"], "HELD", "alice", "+14155550111", now=T0 + timedelta(minutes=8))
+    ag.update_leg(
+        storage,
+        leg,
+        status="completed",
+        answered_at=T0 + timedelta(minutes=8),
+        ended_at=T0 + timedelta(minutes=10),
+        talk_s=120.0,
+        wrapped_at=T0 + timedelta(minutes=10, seconds=30),
+        disposition="resolved",
+    )
+
+    report = build_report(storage, COSTS, now=T0 + timedelta(hours=1))
+    assert (report.abandoned, report.abandoned_in_queue, report.escalated) == (1, 1, 1)
+    assert report.agent_minutes == pytest.approx(2.5)  # talk + wrap-up; 7 + 10 minutes on hold are not in it
+    assert report.escalation_rate == pytest.approx(1.0)  # both were handed to the desk
+    assert report.resolved_by_agent == 1
+    assert report.cost_per_resolution == pytest.approx(report.cost_total / 1)
