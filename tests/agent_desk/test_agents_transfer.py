@@ -200,7 +200,12 @@ async def test_wrap_up_writes_the_disposition_to_the_demo_crm(
     alice = await login(client, "alice")
     accepted = await (await client.post(f"/api/agent/escalations/{eid}/accept", headers=alice)).json()
     leg_id = accepted["leg_id"]
-    params = {"CallSid": call_sid, "CallStatus": "in-progress", "DialCallStatus": "completed", "DialCallDuration": "212"}
+    params = {
+        "CallSid": call_sid,
+        "CallStatus": "in-progress",
+        "DialCallStatus": "completed",
+        "DialCallDuration": "212",
+    }
     await twilio_posts(client, f"/twilio/desk/dial-status?leg={leg_id}", params)
 
     # Not finished agents cannot invent a disposition; a known one is required.

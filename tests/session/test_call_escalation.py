@@ -288,7 +288,9 @@ async def test_stop_after_a_transfer_ends_the_stream_as_a_transfer_not_a_hang_up
     (row,) = escalations_of(h, call)
     assert h.services.desk is not None
     db = h.services.db
-    await db.run(ag.add_agent, db.sync, "bob", display_name="Bob", reach=ag.Reach.parse(BOB), password="x" * 12, now=NOW)
+    await db.run(
+        ag.add_agent, db.sync, "bob", display_name="Bob", reach=ag.Reach.parse(BOB), password="x" * 12, now=NOW
+    )
     await db.run(ag.set_status, db.sync, "bob", "available", now=NOW)
     await h.services.desk.accept(row["id"], "bob")
     record = await call.finish()  # Twilio ends the media stream with `stop` once the call is redirected
