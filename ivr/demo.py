@@ -3,8 +3,12 @@
 Everything is real and local: the demo CRM is an HTTP service, the server is `ivr serve` with a
 Twilio auth token (so the webhook signature and the per-call stream token are checked), the caller
 fetches TwiML from the signed webhook like Twilio does, then speaks (Piper voice) over the Media
-Streams protocol in real time. The call record is read back from the records API at the end, and
-the server is stopped with SIGTERM, which drains it.
+Streams protocol in real time. The caller asks for a person: an agent account made with
+`ivr agents add` logs in on the desk API, accepts the call, and the demo plays Twilio's part of the
+transfer (a local stand-in for Twilio's REST API takes the `<Dial>`, fetches the signed whisper the
+agent hears, reports the bridged call's end); the agent wraps up and the disposition lands in the CRM.
+The call record is read back from the records API at the end, and the server is stopped with
+SIGTERM, which drains it.
 """
 
 from __future__ import annotations
@@ -17,18 +21,88 @@ import socket
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
+from twilio.request_validator import RequestValidator
 
 from audio import mulaw
 from audio.files import write_wav
 from ivr.config import Settings
-from telephony.simcaller import PressDigits, SayText, SimulatedCaller, WaitForBot, fetch_twiml
+from telephony.simcaller import Pause, PressDigits, SayText, SimulatedCaller, WaitForBot, fetch_twiml
 
 AUTH_TOKEN = "demo-auth-token-not-a-real-secret"
 API_TOKEN = "demo-api-token"
 CALLER = "+14155550100"  # Maria in the demo CRM: a VIP with an order in transit
+AGENT, AGENT_PASSWORD, AGENT_REACH = "demo-agent", "demo-agent-password", "+14155550142"
+
+
+class TwilioStandIn:
+    """Twilio's REST API for the demo: takes the desk's call update (the `<Dial>` to the agent) and answers
+    as Twilio does, so the demo can then play the carrier's side of the transfer."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, str]] = []  # (call sid, TwiML)
+        self.updated = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+
+    async def start(self, port: int) -> None:
+        app = web.Application()
+        app.router.add_post("/2010-04-01/Accounts/{account}/Calls/{sid}.json", self._update)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+
+    async def _update(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        sid = request.match_info["sid"]
+        self.updates.append((sid, str(form.get("Twiml", ""))))
+        self.updated.set()
+        return web.json_response({"sid": sid, "status": "in-progress"})
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def twilio_webhook(http: aiohttp.ClientSession, url: str, params: dict[str, str]) -> str:
+    """POSTs a webhook as Twilio does: form-encoded, signed with the account's auth token."""
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    async with http.post(url, data=params, headers={"X-Twilio-Signature": signature}) as resp:
+        resp.raise_for_status()
+        return await resp.text()
+
+
+async def agent_takes_the_call(base: str) -> dict[str, str]:
+    """The agent logs in, sets themselves available and accepts the first caller who reaches the desk."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/agent/login", json={"name": AGENT, "password": AGENT_PASSWORD}) as resp:
+            resp.raise_for_status()
+            headers = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+        async with http.post(f"{base}/api/agent/status", json={"status": "available"}, headers=headers) as resp:
+            resp.raise_for_status()
+        print(f"== agent {AGENT} logged in on the desk and is available", flush=True)
+        while True:
+            async with http.get(f"{base}/api/agent/queue", headers=headers) as resp:
+                items = (await resp.json())["items"]
+            if items:
+                break
+            await asyncio.sleep(0.3)
+        item = items[0]
+        print(
+            f"   the desk shows: {item['trigger_words']} - {item['reason']!r}; "
+            f"{item.get('customer_name') or 'unidentified'} {item.get('caller_masked') or ''}, "
+            f"{item.get('customer_tier') or '-'} tier, queue {item['queue']}",
+            flush=True,
+        )
+        async with http.post(f"{base}/api/agent/escalations/{item['id']}/accept", headers=headers) as resp:
+            accepted = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"accept failed: {accepted.get('error')}")
+        print(f"   Accept: the server dials {AGENT_REACH} into the call (leg {accepted['leg_id']})", flush=True)
+        return headers
 
 
 def free_port() -> int:
@@ -54,10 +128,46 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError("the server did not become healthy in time")
 
 
+async def bridge_and_wrap_up(
+    base: str, call_sid: str, twilio: TwilioStandIn, agent: dict[str, str], crm_port: int
+) -> None:
+    """Twilio's side of the transfer, then the agent's wrap-up, then what the CRM holds."""
+    sid, twiml = twilio.updates[-1]
+    dial = ET.fromstring(twiml).find("Dial")
+    assert dial is not None and sid == call_sid
+    number = next(iter(dial))
+    print(f"== Twilio got <Dial action=...><{number.tag} url=whisper>{number.text}</{number.tag}> for the call")
+    async with aiohttp.ClientSession() as http:
+        brief = await twilio_webhook(
+            http, number.get("url", ""), {"CallSid": "CA" + "0" * 32, "CallStatus": "in-progress"}
+        )
+        print(f"   the agent answers and hears, before the bridge: {ET.fromstring(brief).findtext('Say')!r}")
+        print("   then the caller is bridged to the agent; they talk for 95 s; the agent hangs up")
+        done = await twilio_webhook(
+            http,
+            dial.get("action", ""),
+            {"CallSid": call_sid, "CallStatus": "in-progress", "DialCallStatus": "completed", "DialCallDuration": "95"},
+        )
+        print(f"   the caller hears: {ET.fromstring(done).findtext('Say')!r}")
+        async with http.get(f"{base}/api/agent/me", headers=agent) as resp:
+            me = await resp.json()
+        print(f"== the agent is in {me['agent']['status']}; the wrap-up form is on the desk")
+        wrap = {"disposition": "resolved", "notes": "Parcel ORD-1001 rerouted; courier calls before delivery."}
+        async with http.post(f"{base}/api/agent/legs/{me['leg']['id']}/wrapup", json=wrap, headers=agent) as resp:
+            leg = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"wrap-up failed: {leg.get('error')}")
+        print(f"   wrap-up saved: {leg['disposition']!r}, CRM write {leg['crm_status']!r}")
+        customer = ((me.get("call") or {}).get("customer_id")) or "C1001"
+        async with http.get(f"http://127.0.0.1:{crm_port}/customers/{customer}/interactions") as resp:
+            for interaction in await resp.json():
+                print(f"   in the CRM for {customer}: {interaction}")
+
+
 async def main() -> int:
     data_dir = Path("data/demo").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    crm_port, port = free_port(), free_port()
+    crm_port, port, twilio_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -67,9 +177,34 @@ async def main() -> int:
         "IVR_DATA_DIR": str(data_dir),
         "IVR_FLOW": "ecommerce_delivery",
         "IVR_BACKENDS__CRM__BASE_URL": f"http://127.0.0.1:{crm_port}",
-        "IVR_TWILIO_API_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nothing leaves this machine
+        "IVR_TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",  # nothing leaves this machine
         "IVR_DRAIN_DEADLINE_S": "5",
     }
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ivr.cli",
+            "agents",
+            "add",
+            AGENT,
+            "--display-name",
+            "Demo Agent",
+            "--reach",
+            AGENT_REACH,
+            "--password-stdin",
+        ],
+        input=AGENT_PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0 and "already exists" not in made.stderr:
+        raise RuntimeError(f"ivr agents add failed: {made.stderr.strip()}")
+    print(f"== agent account {AGENT} (reach {AGENT_REACH}) made with `ivr agents add`", flush=True)
+    twilio = TwilioStandIn()
+    await twilio.start(twilio_port)
     print(f"== starting the demo CRM on :{crm_port} and the IVR server on :{port}", flush=True)
     crm = subprocess.Popen([sys.executable, "-m", "ivr.demo_crm", "--host", "127.0.0.1", "--port", str(crm_port)])
     server = subprocess.Popen(
@@ -108,16 +243,21 @@ async def main() -> int:
             synthesize=voice.synthesize_phone,
             log=lambda line: print(line, flush=True),
         )
+        agent = asyncio.create_task(agent_takes_the_call(base))
         result = await caller.run(
             [
                 # The menu is long; a caller who knows what they want presses 1 during it (barge-in).
                 WaitForBot(timeout_s=4.0),
                 PressDigits("1"),
                 WaitForBot(timeout_s=25.0),
-                SayText("No, that's all, thanks."),
+                SayText("I want to speak to a real person."),
                 WaitForBot(timeout_s=15.0),
+                Pause(2.0),
             ]
         )
+        agent_headers = await asyncio.wait_for(agent, timeout=30.0)
+        await asyncio.wait_for(twilio.updated.wait(), timeout=10.0)
+        await bridge_and_wrap_up(base, call_sid, twilio, agent_headers, crm_port)
         wav = Path("demo-call.wav")
         write_wav(wav, mulaw.decode(result.received), 8000)
 
@@ -163,7 +303,7 @@ async def main() -> int:
                 )
             ):
                 print("   " + line)
-        ok = record["ended_at"] is not None and bool(record["turns"])
+        ok = record["ended_at"] is not None and bool(record["turns"]) and record["end_reason"] == "transferred_to_agent"
         print("\n== stopping the server with SIGTERM (it drains, then exits)")
         return 0 if ok else 1
     finally:
@@ -174,6 +314,7 @@ async def main() -> int:
             server.kill()
         crm.terminate()
         crm.wait(timeout=10)
+        await twilio.stop()
         print(f"   server exited with {server.returncode}")
 
 

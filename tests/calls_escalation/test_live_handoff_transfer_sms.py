@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET
 import aiohttp
 import pytest
 
+from ivr import agents as ag
+from ivr.storage import utcnow
 from telephony.simcaller import Pause, PlayAudio
 from tests.calls_escalation.call_driver import (
     JAMES,
@@ -26,7 +28,21 @@ from tests.calls_escalation.call_driver import (
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-API_TOKEN = "test-api-token"  # what tests/conftest.py configures
+ALICE_REACH, PASSWORD = "+14155550111", "alice-desk-password"
+
+
+async def agent_alice(server) -> None:
+    """An agent account, as `ivr agents add` makes it."""
+    db = server.services.db
+    await db.run(
+        ag.add_agent,
+        db.sync,
+        "alice",
+        display_name="Alice",
+        reach=ag.Reach.parse(ALICE_REACH),
+        password=PASSWORD,
+        now=utcnow(),
+    )
 
 
 def _transferred(server, call_sid: str) -> Until:
@@ -40,7 +56,7 @@ def _check_transfer(server, call_sid: str) -> None:
     [req] = server.recorder.find(f"Calls/{call_sid}.json")
     assert req.method == "POST" and req.status == 200
     dial = ET.fromstring(req.form["Twiml"]).find("Dial/Number")
-    assert dial is not None and dial.text == server.settings.agent_number
+    assert dial is not None and dial.text == ALICE_REACH  # the accepting agent's own phone
 
 
 @pytest.mark.browser
@@ -50,6 +66,7 @@ async def test_agent_page_shows_the_live_escalation_and_accept_transfers_the_cal
 
     playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
     server = await start_server()
+    await agent_alice(server)
     caller = Caller(server.ws_url, from_number=JAMES)
     call = asyncio.create_task(
         caller.run(
@@ -76,17 +93,21 @@ async def test_agent_page_shows_the_live_escalation_and_accept_transfers_the_cal
             )
             try:
                 page = await browser.new_page()
-                await page.goto(f"{server.base_url}/agent?token={API_TOKEN}")
+                await page.goto(f"{server.base_url}/agent")
+                await page.fill("#login-name", "alice")
+                await page.fill("#login-password", PASSWORD)
+                await page.click("#login-form button")
+                await page.locator("#conn.live").wait_for(timeout=10_000)
+                await page.select_option("#status", "available")
                 card = page.locator("#queue article.card", has_text="person")
                 await card.wait_for(timeout=20_000)  # pushed over the WebSocket when the call escalates
                 [escalation] = await escalations_of(server, caller.call_sid)
                 text = await card.inner_text()
-                assert escalation["reason"] in text and "C1002" in text
-                await page.fill("#agent", "alice")
-                await card.get_by_role("button", name="Accept").click()
-                done = page.locator("#handled article.card", has_text=escalation["reason"])
-                await done.wait_for(timeout=10_000)
-                assert "Transferred to alice" in await done.inner_text()
+                assert escalation["reason"] in text and escalation["payload"]["customer_name"] in text
+                await card.get_by_role("button", name="Accept").click(timeout=10_000)
+                mine = page.locator("#mycall")
+                await mine.get_by_text("Ringing your phone").wait_for(timeout=10_000)
+                assert escalation["payload"]["customer_name"] in await mine.inner_text()
             finally:
                 await browser.close()
         await asyncio.wait_for(call, 45)
@@ -102,15 +123,23 @@ async def test_agent_page_shows_the_live_escalation_and_accept_transfers_the_cal
 
 async def test_stop_after_a_transfer_is_not_recorded_as_the_caller_hanging_up(start_server, synth_phone):
     server = await start_server()
+    await agent_alice(server)
     caller = Caller(server.ws_url, from_number=JAMES)
     accepted: list[dict] = []
 
     async def accept_when_escalated() -> bool:
         rows = await escalations_of(server, caller.call_sid)
         if rows and not accepted:
-            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_TOKEN}"}) as http:
+            async with aiohttp.ClientSession() as http:
+                login = {"name": "alice", "password": PASSWORD}
+                async with http.post(f"{server.base_url}/api/agent/login", json=login) as resp:
+                    alice = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+                async with http.post(
+                    f"{server.base_url}/api/agent/status", json={"status": "available"}, headers=alice
+                ):
+                    pass
                 url = f"{server.base_url}/api/agent/escalations/{rows[0]['id']}/accept"
-                async with http.post(url, json={"agent": "bob"}) as resp:
+                async with http.post(url, headers=alice) as resp:
                     assert resp.status == 200, await resp.text()
                     accepted.append(await resp.json())
         return bool(accepted)

@@ -13,6 +13,8 @@ import re
 import aiohttp
 import pytest
 
+from ivr import agents as ag
+from ivr.storage import utcnow
 from telephony.simcaller import Pause, SimulatedCaller, fetch_twiml
 from tests.conftest import API_TOKEN, AUTH_TOKEN
 
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 CALL_SID = "CA" + "5e" * 16
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
+AGENT_PASSWORD = "alice-desk-password"
 
 
 async def test_after_the_desk_is_used_the_server_log_holds_no_token(start_server, caplog):
@@ -56,9 +59,23 @@ async def test_after_the_desk_is_used_the_server_log_holds_no_token(start_server
         await ws.close()
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await http.ws_connect(f"{ws_base}/api/agent/ws?ticket={ticket}")
-        async with http.post(
-            f"{base}/api/agent/escalations/{escalation_id}/accept", json={"agent": "alice"}, headers=BEARER
-        ) as resp:
+        # An agent logs in (an account made as `ivr agents add` makes it); their session token stays out of logs too.
+        await db.run(
+            ag.add_agent,
+            db.sync,
+            "alice",
+            display_name="Alice",
+            reach=ag.Reach.parse("+14155550111"),
+            password=AGENT_PASSWORD,
+            now=utcnow(),
+        )
+        async with http.post(f"{base}/api/agent/login", json={"name": "alice", "password": AGENT_PASSWORD}) as resp:
+            session = (await resp.json())["token"]
+        secrets |= {session, AGENT_PASSWORD}
+        alice = {"Authorization": f"Bearer {session}"}
+        async with http.post(f"{base}/api/agent/status", json={"status": "available"}, headers=alice) as resp:
+            assert resp.status == 200
+        async with http.post(f"{base}/api/agent/escalations/{escalation_id}/accept", headers=alice) as resp:
             assert resp.status == 200
 
         # The caller's callback link: the page and a booking.
