@@ -416,12 +416,10 @@ class AgentDesk:
         name = payload.get("customer_name") or "an unidentified caller"
         tier = payload.get("customer_tier")
         wants = payload.get("intent_guess")
-        parts = [f"{self.config.company_name} caller: {name}"]
-        if tier:
-            parts.append(f"{tier} tier")
-        parts.append(TRIGGER_WORDS.get(record["trigger"], record["trigger"].replace("_", " ")))
-        text = ". ".join(parts) + f". {record['reason'].rstrip('.')}."
-        if wants:
+        who = f"{name}, {tier} tier" if tier else name
+        reason = str(record["reason"]).strip().rstrip(".") or TRIGGER_WORDS.get(record["trigger"], record["trigger"])
+        text = f"{self.config.company_name} caller: {who}. {reason[:1].upper()}{reason[1:]}."
+        if wants and wants not in ("speak_to_agent", "unknown"):
             text += f" They want help with {str(wants).replace('_', ' ')}."
         return mask_card_numbers(text + " Connecting you now.")
 

@@ -51,6 +51,7 @@ class TwilioStandIn:
     async def start(self, port: int) -> None:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account}/Calls/{sid}.json", self._update)
+        app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self._sms)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", port).start()
@@ -61,6 +62,11 @@ class TwilioStandIn:
         self.updates.append((sid, str(form.get("Twiml", ""))))
         self.updated.set()
         return web.json_response({"sid": sid, "status": "in-progress"})
+
+    async def _sms(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        print(f"   Twilio stand-in: SMS to {str(form.get('To', ''))[:-4]}****: {form.get('Body')!r}", flush=True)
+        return web.json_response({"sid": "SM" + secrets.token_hex(16), "status": "queued"}, status=201)
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -164,7 +164,7 @@ async def test_warm_transfer_whispers_the_brief_to_the_agent_before_the_bridge(
     path = whisper_url.removeprefix("https://ivr.example.test")
     brief = ET.fromstring(await twilio_posts(client, path, {"CallSid": "CA" + "9" * 32, "AnsweredBy": "human"}))
     text = (brief.find("Say").text or "") if brief.find("Say") is not None else ""
-    for words in ("Maria Garcia", "gold tier", "the caller is frustrated", "failed lookups", "refund request"):
+    for words in ("Maria Garcia, gold tier", "Caller frustrated after two failed lookups", "refund request"):
         assert words in text
     connected = await (await client.get("/api/agent/me", headers=alice)).json()
     assert connected["leg"]["status"] == "answered" and connected["leg"]["answered_at"] is not None
