@@ -201,6 +201,7 @@ async def test_a_caller_who_hangs_up_is_gone_from_the_desk_within_a_second(
     desk.caller_left(call_sid)  # what the session does when the caller's stream ends
     await card.wait_for(state="detached", timeout=1_000)
     gone_after = loop.time() - hung_up
+    print(f"hung-up caller gone from the desk after {1000 * gone_after:.0f} ms")  # shown with -s (README)
     assert gone_after < 1.0
     assert await page.locator("#empty").is_visible()
     record = await storage.get_escalation(1)
