@@ -91,7 +91,7 @@ async def test_queue_per_skill_highest_priority_then_oldest_first(
     assert everything["items"][0]["id"] == other and everything["queues"] == {"tech": 1, "billing": 3}
 
 
-async def test_accept_transfers_the_live_call_to_the_agent_number(
+async def test_accept_transfers_the_live_call_to_the_accepting_agents_own_number(
     client: TestClient, desk: AgentDesk, storage: AsyncStorage, twilio_recorder: TwilioRecorder
 ):
     call_sid = "CA" + "b" * 32

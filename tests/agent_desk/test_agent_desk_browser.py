@@ -185,6 +185,13 @@ async def test_agent_reads_the_caller_at_a_glance_accepts_and_a_missed_transfer_
     if os.environ.get("IVR_DESK_SCREENSHOT"):
         await bob.screenshot(path=os.environ["IVR_DESK_SCREENSHOT"], full_page=True)
 
+    # A new caller: every page says so at once.
+    await escalate(desk, storage, "CA" + "6" * 32, "Wants to cancel an order", customer_name="Priya Patel")
+    for page in (alice, bob):
+        await page.locator("#alerts li.new-caller", has_text="New caller in delivery: Priya Patel").wait_for(
+            timeout=10_000
+        )
+
 
 async def test_a_caller_who_hangs_up_is_gone_from_the_desk_within_a_second(
     client: TestClient, desk: AgentDesk, storage: AsyncStorage, browser: Any

@@ -347,7 +347,9 @@ async def test_report_and_metrics_count_hand_counted_calls_honestly(make_harness
     report = json.loads(capsys.readouterr().out)
     assert report["calls"] == report["ended"] == 4
     counts = (report["resolved"], report["escalated"], report["silent"], report["abandoned"], report["errors"])
-    assert counts == (1, 1, 1, 1, 0)
+    # James hung up on hold before any agent answered: abandoned (in the queue), not handled by the desk.
+    assert counts == (1, 0, 1, 2, 0) and report["abandoned_in_queue"] == 1
+    assert report["agent_minutes"] == 0.0  # his time on hold is not agent time
     assert report["containment_rate"] == pytest.approx(0.25)
     assert report["escalation_rate"] == pytest.approx(0.25)
     assert report["escalations_by_reason"] == {"caller_request": 1}
