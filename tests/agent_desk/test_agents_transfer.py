@@ -15,9 +15,11 @@ from flows.backends import BackendConfig, HttpBackendGateway
 from ivr.agent_desk import REQUEUE_LINE, AgentDesk
 from ivr.demo_crm import start_demo_crm
 from ivr.storage import AsyncStorage
+from telephony.twiml import is_valid_stream_token
 from tests.agent_desk.desk_fixtures import (
     ACCOUNT_SID,
     AGENT_NUMBER,
+    TWILIO_AUTH_TOKEN,
     add_agent,
     handoff_payload,
     login,
@@ -120,6 +122,9 @@ async def test_no_answer_puts_the_caller_back_at_the_head_pauses_the_agent_and_t
     said = ET.fromstring(twiml)
     say, stream = said.find("Say"), said.find("Connect/Stream")
     assert say is not None and say.text == REQUEUE_LINE and stream is not None  # back to our hold, with a line
+    back = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    assert stream.get("url") == "wss://ivr.example.test/twilio/media" and back["CallSid"] == missed_sid
+    assert is_valid_stream_token(TWILIO_AUTH_TOKEN, missed_sid, back["token"])  # the new stream is let in
 
     for ws in (alice_page, bob_page):
         alert = await next_matching(ws, lambda m: m["type"] == "alert")
