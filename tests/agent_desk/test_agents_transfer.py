@@ -249,3 +249,47 @@ async def test_a_caller_who_hangs_up_leaves_the_queue_at_once_as_abandoned(
     record = await storage.get_escalation(eid)
     assert record is not None and record["status"] == "abandoned"
     await ws.close()
+
+
+async def test_a_crm_that_is_down_keeps_the_wrap_up_and_the_retry_writes_it_once(
+    client: TestClient, desk: AgentDesk, storage: AsyncStorage, twilio_recorder: TwilioRecorder, crm: str
+):
+    gateway = HttpBackendGateway({"crm": BackendConfig(base_url=crm, retries=0, breaker_failures=50)})
+    desk.crm = gateway
+    call_sid = "CA" + "a" * 32
+    eid = await escalate(desk, storage, call_sid, customer_id="C1002")
+    await add_agent(storage, "alice", AGENT_NUMBER)
+    alice = await login(client, "alice")
+    leg_id = (await (await client.post(f"/api/agent/escalations/{eid}/accept", headers=alice)).json())["leg_id"]
+    params = {"CallSid": call_sid, "CallStatus": "in-progress", "DialCallStatus": "completed", "DialCallDuration": "40"}
+    await twilio_posts(client, f"/twilio/desk/dial-status?leg={leg_id}", params)
+    wrap = {"disposition": "follow_up", "notes": "Send the replacement label."}
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{crm}/_control", json={"fail_rate": 1.0})
+        down = await client.post(f"/api/agent/legs/{leg_id}/wrapup", json=wrap, headers=alice)
+        body = await down.json()
+        assert down.status == 502 and body["retry"] is True and "Retry" in body["error"]
+        assert body["leg"]["disposition"] == "follow_up" and body["leg"]["crm_status"] == "failed"  # kept here
+        await http.post(f"{crm}/_control", json={"fail_rate": 0.0})
+        again = await client.post(f"/api/agent/legs/{leg_id}/wrapup", json=wrap, headers=alice)
+        assert again.status == 200 and (await again.json())["crm_status"] == "written"
+        done = await client.post(f"/api/agent/legs/{leg_id}/wrapup", json=wrap, headers=alice)
+        assert done.status == 409  # written: nothing to retry
+        async with http.get(f"{crm}/customers/C1002/interactions") as got:
+            assert [i["disposition"] for i in await got.json()] == ["follow_up"]
+    await gateway.close()
+
+
+async def test_desk_sessions_expire_end_at_logout_and_declines_are_audited(
+    client: TestClient, desk: AgentDesk, storage: AsyncStorage, clock: Any
+):
+    eid = await escalate(desk, storage, "CA" + "b" * 32)
+    await add_agent(storage, "alice", AGENT_NUMBER)
+    alice = await login(client, "alice")
+    assert (await client.post(f"/api/agent/escalations/{eid}/decline", headers=alice)).status == 200
+    assert ("alice", "decline") in [(a["actor"], a["action"]) for a in await storage.list_audit()]
+    assert (await client.post("/api/agent/logout", headers=alice)).status == 200
+    assert (await client.get("/api/agent/me", headers=alice)).status == 401  # the token died with the logout
+    later = await login(client, "alice")
+    clock.advance(hours=12, seconds=1)
+    assert (await client.get("/api/agent/me", headers=later)).status == 401  # a 12 h desk login
