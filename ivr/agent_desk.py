@@ -262,19 +262,21 @@ class AgentDesk:
         )
 
     def caller_left(self, call_sid: str) -> None:
-        """The caller hung up: out of the queue now (abandoned), every page told. Never blocks the caller's close."""
-        self._unstored.pop(call_sid, None)
-        self._spawn(self._abandon(call_sid))
+        """The caller hung up: out of the queue now (abandoned), every page told. Never blocks the caller's close;
+        called for every call that ends other than by a transfer (most were never queued: no page is pushed)."""
+        was_unstored = self._unstored.pop(call_sid, None) is not None
+        self._spawn(self._abandon(call_sid, was_unstored))
 
-    async def _abandon(self, call_sid: str) -> None:
+    async def _abandon(self, call_sid: str, changed: bool) -> None:
         try:
             ids = await self.storage.run(ag.abandon_waiting, self.storage.sync, call_sid)
-        except Exception as exc:  # noqa: BLE001 - the page still drops the caller below; the row stays waiting
+        except Exception as exc:  # noqa: BLE001 - the row stays waiting; logged with the call id
             log.error("call %s: cannot mark the escalation abandoned: %s", call_sid, type(exc).__name__)
             ids = []
         if ids:
             log.info("call %s: caller hung up while waiting; escalation(s) %s abandoned", call_sid, ids)
-        await self.notify()
+        if ids or changed:
+            await self.notify()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
