@@ -213,3 +213,33 @@ async def test_a_caller_who_hangs_up_is_gone_from_the_desk_within_a_second(
     assert await page.locator("#empty").is_visible()
     record = await storage.get_escalation(1)
     assert record is not None and record["status"] == "abandoned"
+
+
+async def test_the_agent_keeps_the_context_through_the_call_and_wraps_up_on_the_page(
+    client: TestClient, desk: AgentDesk, storage: AsyncStorage, twilio_recorder: TwilioRecorder, browser: Any
+):
+    call_sid = "CA" + "5" * 32
+    eid = await escalate(desk, storage, call_sid, "Caller asked for a person", **MARIA)
+    await add_agent(storage, "alice", AGENT_NUMBER)
+    page = await logged_in_page(browser, client, "alice")
+    await page.locator("#queue article.card", has_text="Maria Garcia").get_by_role("button", name="Accept").click()
+    mine = page.locator("#mycall")
+    await mine.get_by_text("Ringing your phone").wait_for(timeout=10_000)
+    await twilio_recorder.wait_for(lambda reqs: any(r.path.endswith(f"Calls/{call_sid}.json") for r in reqs))
+    [req] = twilio_recorder.find(f"Calls/{call_sid}.json")
+    leg = (ET.fromstring(req.form["Twiml"]).find("Dial").get("action") or "").split("?", 1)[1]
+    await twilio_posts(client, f"/twilio/desk/whisper?{leg}", {"CallSid": "CA" + "4" * 32})
+    await mine.get_by_text("Connected").wait_for(timeout=10_000)
+    assert "Maria Garcia" in await mine.inner_text() and await page.locator("#status").input_value() == "busy"
+    params = {"CallSid": call_sid, "CallStatus": "in-progress", "DialCallStatus": "completed", "DialCallDuration": "61"}
+    await twilio_posts(client, f"/twilio/desk/dial-status?{leg}", params)
+    await mine.get_by_text("Call ended: wrap up").wait_for(timeout=10_000)
+
+    await page.select_option("#disposition", "resolved")
+    await page.fill("#notes", "Refund approved for the late parcel.")
+    await page.get_by_role("button", name="Save wrap-up").click()
+    await mine.wait_for(state="hidden", timeout=10_000)  # saved: the call is off the agent's hands
+    assert await page.locator("#status").input_value() == "available"
+    [wrapped] = [a for a in await storage.list_audit() if a["action"] == "wrap_up"]
+    assert wrapped["actor"] == "alice" and wrapped["details"]["disposition"] == "resolved"
+    assert wrapped["subject"] == f"escalation:{eid}"
