@@ -120,7 +120,8 @@ class Dialogue:
     # -- the conversation --------------------------------------------------------------------------
     async def run(self) -> None:
         engine = self.services.new_engine(self.nlu, self.log)
-        await self._act(engine.start(self.ctx), None)
+        if not self.ctx.escalated:  # back from a transfer nobody answered: still on hold, not greeted again
+            await self._act(engine.start(self.ctx), None)
         while True:
             item = await self._next_input()
             understood = await self._understand(item)
