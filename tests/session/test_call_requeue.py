@@ -27,7 +27,9 @@ async def test_a_missed_transfer_brings_the_caller_back_on_hold_at_the_head_not_
     desk = h.services.desk
     assert desk is not None
     db = h.services.db
-    await db.run(ag.add_agent, db.sync, "bob", display_name="Bob", reach=ag.Reach.parse(BOB), password="x" * 12, now=NOW)
+    await db.run(
+        ag.add_agent, db.sync, "bob", display_name="Bob", reach=ag.Reach.parse(BOB), password="x" * 12, now=NOW
+    )
     await db.run(ag.set_status, db.sync, "bob", "available", now=NOW)
 
     first: VirtualCall = await h.call(JAMES).start()
