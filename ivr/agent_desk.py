@@ -596,6 +596,13 @@ class AgentDesk:
         agents_now: list[AgentRow] = []
         legs: dict[int, list[LegRow]] = {}
         try:
+            if self.config.wrap_up_limit_s is not None:
+                overdue = await self.storage.run(
+                    ag.end_overdue_wrap_ups, self.storage.sync, now=now, limit_s=self.config.wrap_up_limit_s
+                )
+                for name in overdue:
+                    log.info("agent %s: wrap-up time is over; available again", name)
+                    await self.storage.audit(actor=name, action="wrap_up_timeout", subject=f"agent:{name}")
             self._last_waiting = await self.storage.list_escalations(status="waiting")
             scheduled = await self.storage.list_callbacks(status="scheduled")
             agents_now = await self.storage.run(ag.list_agents, self.storage.sync)

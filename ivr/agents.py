@@ -44,6 +44,9 @@ class DeskConfig(BaseModel):
         description="per queue: answer within this many seconds (the wait turns amber at half, red past it)",
     )
     company_name: str = Field("Open IVR", description="named in the brief an agent hears before the bridge")
+    wrap_up_limit_s: float | None = Field(
+        300.0, gt=0, description="an agent still in wrap-up after this long is made available again (None: never)"
+    )
 
     def sla_for(self, queue: str) -> float:
         return self.sla_s.get(queue, self.sla_s.get("default", 60.0))
@@ -195,6 +198,25 @@ def set_status(
             update(agents).where(and_(*where)).values(status=status, status_reason=reason, status_since=now)
         )
     return (result.rowcount or 0) == 1
+
+
+def end_overdue_wrap_ups(storage: Storage, *, now: datetime, limit_s: float) -> list[str]:
+    """Agents in wrap-up for longer than the limit become available (Asterisk's wrapuptime); returns their names."""
+    cutoff = now - timedelta(seconds=limit_s)
+    with storage.engine.begin() as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                select(agents.c.name).where(agents.c.status == "wrap_up", agents.c.status_since < cutoff)
+            )
+        ]
+        if names:
+            conn.execute(
+                update(agents)
+                .where(agents.c.name.in_(names), agents.c.status == "wrap_up")
+                .values(status="available", status_reason="wrap-up time is over", status_since=now)
+            )
+    return names
 
 
 def login(storage: Storage, name: str, password: str, *, now: datetime, ttl_s: float) -> tuple[str, AgentRow] | None:

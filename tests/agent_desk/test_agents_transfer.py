@@ -293,3 +293,21 @@ async def test_desk_sessions_expire_end_at_logout_and_declines_are_audited(
     later = await login(client, "alice")
     clock.advance(hours=12, seconds=1)
     assert (await client.get("/api/agent/me", headers=later)).status == 401  # a 12 h desk login
+
+
+async def test_an_agent_left_in_wrap_up_is_available_again_after_the_wrap_up_limit(
+    client: TestClient, desk: AgentDesk, storage: AsyncStorage, twilio_recorder: TwilioRecorder, clock: Any
+):
+    call_sid = "CA" + "c" * 32
+    eid = await escalate(desk, storage, call_sid)
+    await add_agent(storage, "alice", AGENT_NUMBER)
+    alice = await login(client, "alice")
+    leg_id = (await (await client.post(f"/api/agent/escalations/{eid}/accept", headers=alice)).json())["leg_id"]
+    params = {"CallSid": call_sid, "CallStatus": "in-progress", "DialCallStatus": "completed", "DialCallDuration": "30"}
+    await twilio_posts(client, f"/twilio/desk/dial-status?leg={leg_id}", params)
+    clock.advance(seconds=299)
+    assert (await (await client.get("/api/agent/me", headers=alice)).json())["agent"]["status"] == "wrap_up"
+    clock.advance(seconds=2)
+    queue = await (await client.get("/api/agent/queue", headers=alice)).json()
+    assert [a["status"] for a in queue["agents"]] == ["available"]
+    assert queue["me"]["agent"]["status_reason"] == "wrap-up time is over"
