@@ -1,15 +1,15 @@
 """The agent desk: escalated calls wait in per-skill queues until a contact-centre agent accepts one.
 
 An agent sees the whole context the bot gathered (the handoff payload) before taking the call;
-accepting transfers the live call to the agent's number through Twilio. Scheduled SMS callbacks
-join the same queue once their time has come, as items of kind "callback".
+accepting transfers the live call to the agent's number through Twilio. A booked callback joins the
+same queue when the customer answers the call the dialler placed (`ivr.callback_dialler`): an ordinary
+escalation of trigger "callback", so the agent who accepts it is bridged the same way.
 
 Routes (all behind the bearer token except the page itself, which asks for the token):
   GET  /agent                                  the desk page (static HTML + JS)
   GET  /api/agent/queue?skill=billing          snapshot {"type": "queue", "items": [...]}
   GET  /api/agent/escalations/{id}             one escalation with its payload
   POST /api/agent/escalations/{id}/accept      {"agent": "alice"} -> transfer; 409 if already taken
-  POST /api/agent/callbacks/{id}/accept        {"agent": "alice"} -> the agent owns the callback
   POST /api/agent/ws-ticket                    -> {"ticket": ..., "expires_in": 30}: opens one WebSocket
   GET  /api/agent/ws?ticket=...&skill=...      pushes queue snapshots whenever something changes
                                                (or with the Authorization header, for non-browser clients)
@@ -34,7 +34,7 @@ from sqlalchemy import update
 
 from ivr.auth import TicketBook, require_token
 from ivr.metrics import Metrics
-from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, callbacks, escalations, utcnow
+from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, escalations, utcnow
 from ivr.storage_queue import StorageUnavailable
 from telephony.twilio_rest import Transfer, TwilioApiError, TwilioRest
 
@@ -254,35 +254,14 @@ class AgentDesk:
         result = await self.storage.get_escalation(escalation_id) or record
         return {**result, "transfer": transfer}
 
-    async def accept_callback(self, callback_id: int, agent: str) -> CallbackRow:
-        """The agent takes a due callback (and phones the customer); 409 if another agent has it."""
-        record = await self.storage.get_callback(callback_id=callback_id)
-        if record is None:
-            raise EscalationNotFound(callback_id)
-        subject = f"callback:{callback_id}"
-        claimed = await self.storage.run(_claim_callback, self.storage.sync, callback_id)
-        if not claimed:
-            current = await self.storage.get_callback(callback_id=callback_id) or record
-            await self.storage.audit(
-                actor=agent, action="accept_conflict", subject=subject, details={"status": current["status"]}
-            )
-            raise AlreadyTaken(f"callback {callback_id} is {current['status']}", current)
-        await self.storage.audit(
-            actor=agent, action="accept_callback", subject=subject, details={"call_sid": record.get("call_sid")}
-        )
-        await self.notify()
-        return await self.storage.get_callback(callback_id=callback_id) or record
-
     async def snapshot(self, skill: str | None = None) -> Queue:
-        """Waiting escalations plus due callbacks, highest priority first, oldest first within one."""
+        """Waiting escalations, highest priority first, oldest first within one."""
         now = self.clock()
         items: list[dict[str, Any]] = []
         try:
             self._last_waiting = await self.storage.list_escalations(status="waiting")
-            scheduled = await self.storage.list_callbacks(status="scheduled")
         except StorageUnavailable as exc:
             log.warning("agent queue from memory: %s", exc)  # the last known queue, plus callers since
-            scheduled = []
         for escalation in self._last_waiting:
             if skill and escalation["queue"] != skill:
                 continue
@@ -291,12 +270,6 @@ class AgentDesk:
         for unstored in self._unstored.values():
             if unstored["call_sid"] not in stored_sids and not (skill and unstored["queue"] != skill):
                 items.append({**unstored, "waiting_s": _waiting(unstored["since"], now)})
-        for callback in scheduled:
-            due = _parse_time(callback["scheduled_for"])
-            item = _callback_item(callback, now)
-            if due is None or due > now or (skill and item["queue"] != skill):
-                continue
-            items.append(item)
         items.sort(key=lambda i: (-i["priority"], _parse_time(i["since"]) or now, i["kind"], i["id"] or 0))
         queues: dict[str, int] = {}
         for item in items:
@@ -328,7 +301,6 @@ class AgentDesk:
             web.get("/api/agent/queue", self._queue),
             web.get("/api/agent/escalations/{id}", self._get_escalation),
             web.post("/api/agent/escalations/{id}/accept", self._accept),
-            web.post("/api/agent/callbacks/{id}/accept", self._accept_callback),
             web.post("/api/agent/ws-ticket", self._ws_ticket),
             web.get("/api/agent/ws", self._ws),
         ]
@@ -362,17 +334,6 @@ class AgentDesk:
             return web.json_response({"error": str(exc), "escalation": exc.record}, status=409)
         except TransferFailed as exc:
             return web.json_response({"error": f"transfer failed: {exc}", "escalation": exc.record}, status=502)
-
-    async def _accept_callback(self, request: web.Request) -> web.Response:
-        require_token(request, self.api_token)
-        callback_id = _int_id(request)
-        agent = await _agent_name(request)
-        try:
-            return web.json_response(await self.accept_callback(callback_id, agent))
-        except EscalationNotFound:
-            raise web.HTTPNotFound(text="no such callback") from None
-        except AlreadyTaken as exc:
-            return web.json_response({"error": str(exc), "callback": exc.record}, status=409)
 
     async def _ws_ticket(self, request: web.Request) -> web.Response:
         require_token(request, self.api_token)
@@ -421,16 +382,6 @@ def _claim(storage: Storage, table: Any, row_id: int, agent: str, status: str) -
         return (result.rowcount or 0) == 1
 
 
-def _claim_callback(storage: Storage, callback_id: int) -> bool:
-    with storage.engine.begin() as conn:
-        result = conn.execute(
-            update(callbacks)
-            .where(callbacks.c.id == callback_id, callbacks.c.status == "scheduled")
-            .values(status="done")
-        )
-        return (result.rowcount or 0) == 1
-
-
 def _escalation_item(row: EscalationRow, now: datetime) -> dict[str, Any]:
     payload = row.get("payload") or {}
     item: dict[str, Any] = {
@@ -446,26 +397,6 @@ def _escalation_item(row: EscalationRow, now: datetime) -> dict[str, Any]:
         "waiting_s": _waiting(row["at"], now),
     }
     item.update({k: payload.get(k) for k in CONTEXT_FIELDS})
-    return item
-
-
-def _callback_item(row: CallbackRow, now: datetime) -> dict[str, Any]:
-    payload = row.get("payload") or {}
-    item: dict[str, Any] = {
-        "kind": "callback",
-        "id": row["id"],
-        "call_sid": row.get("call_sid"),
-        "queue": payload.get("queue") or "general",
-        "priority": int(payload.get("priority") or 0),
-        "status": row["status"],
-        "trigger": payload.get("trigger") or "callback",
-        "reason": payload.get("reason") or "customer asked to be called back",
-        "since": row["scheduled_for"],
-        "waiting_s": _waiting(row["scheduled_for"], now),
-        "phone": row["phone"],
-    }
-    item.update({k: payload.get(k) for k in CONTEXT_FIELDS})
-    item["customer_id"] = item["customer_id"] or row.get("customer_id")
     return item
 
 

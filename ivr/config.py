@@ -21,6 +21,7 @@ from ivr.call_limits import CallLimitsConfig
 from ivr.callbacks import CallbackConfig
 from ivr.escalation import EscalationConfig
 from ivr.privacy import PrivacyConfig
+from ivr.queue_hours import QueueHoursConfig
 from ivr.report import CostConfig
 from ivr.storage_queue import StorageConfig
 from models.asr import AsrConfig
@@ -37,6 +38,7 @@ __all__ = [
     "EscalationConfig",
     "Industry",
     "PrivacyConfig",
+    "QueueHoursConfig",
     "Settings",
     "StorageConfig",
     "TtsConfig",
@@ -76,6 +78,7 @@ class Settings(BaseSettings):
     calls: CallLimitsConfig = CallLimitsConfig()
     callbacks: CallbackConfig = CallbackConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    queue_hours: QueueHoursConfig = QueueHoursConfig()  # each queue's hours, hold announcements, overflow
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:
