@@ -223,7 +223,8 @@ class CallbackDialler:
         except ValueError:
             raise web.HTTPNotFound(text="no such callback") from None
         row = await self.storage.get_callback(callback_id=callback_id)
-        if row is None or (params.get("CallSid") and params["CallSid"] != row.get("outbound_call_sid")):
+        sid = params.get("CallSid")
+        if row is None or (sid and sid != row.get("outbound_call_sid")):
             raise web.HTTPNotFound(text="no such callback call")
         return row
 
@@ -369,7 +370,9 @@ def _claim(storage: Storage, callback_id: int, status: str, attempt: int, now: d
         result = conn.execute(
             update(callbacks)
             .where(callbacks.c.id == callback_id, callbacks.c.status == status)
-            .values(status="dialling", call_attempts=attempt, last_attempt_at=now, answered_by=None)
+            .values(
+                status="dialling", call_attempts=attempt, last_attempt_at=now, answered_by=None, outbound_call_sid=None
+            )
         )
         return (result.rowcount or 0) == 1
 
