@@ -60,8 +60,7 @@ class Rig:
 
     async def placed_call(self, callback_id: int, n: int) -> str:
         """Waits (virtual time) for the n-th call placed for the callback; its SID once the dialler stored it."""
-        while len(self.placed()) < n:
-            await asyncio.sleep(1.0)
+        await self.recorder.wait_for(lambda _: len(self.placed()) >= n, timeout=3 * 86400)
         sid = self.placed()[n - 1].sid
         while (await self.storage.get_callback(callback_id=callback_id))["outbound_call_sid"] != sid:
             await asyncio.sleep(0.01)
