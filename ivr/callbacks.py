@@ -141,6 +141,7 @@ class CallbackService:
         escalation_payload: dict[str, Any],
         *,
         escalation_id: int | None = None,
+        leave_queue: bool = False,
         why: str = "offer",
     ) -> CallbackLink:
         """Records the callback request and texts the link once. Returns the callback row (+ "link").
@@ -153,7 +154,7 @@ class CallbackService:
         key = f"{call_sid}:callback"
         token = secrets.token_urlsafe(24)
         e164, error = self.normalise(phone)
-        if e164 is not None and await self.storage.run(self.storage.sync.opted_out, e164):
+        if e164 is not None and await self.opted_out(e164):
             error = "the number opted out of texts (STOP)"
         row_values: dict[str, Any] = {
             "call_sid": call_sid,
@@ -169,6 +170,8 @@ class CallbackService:
             "error": error,
         }
         written = self.storage.submit(self.storage.sync.add_callback, **row_values)
+        if leave_queue or escalation_id is not None:
+            self.storage.submit(_escalations_to_callback, self.storage.sync, call_sid)
         try:
             callback_id = await self.storage.stored(written)
         except Exception as exc:
@@ -208,11 +211,10 @@ class CallbackService:
                 callback_id,
                 row["status"],
             )
-            if escalation_id is not None:
-                await self._leave_queue(call_sid)
+            if leave_queue or escalation_id is not None:
+                await self.changed()
             return self._with_link(row)
-        if escalation_id is not None:
-            await self.storage.update_escalation(escalation_id, status="callback")
+        if leave_queue or escalation_id is not None:
             await self.changed()
         if error:
             log.error("call %s: callback not sent: %s", call_sid, error)
@@ -225,6 +227,15 @@ class CallbackService:
         except StorageUnavailable:
             stored = None
         return self._with_link({**row, **sent} if stored is None else stored)  # type: ignore[typeddict-item]
+
+    async def opted_out(self, e164: str) -> bool:
+        """Whether the number sent STOP. With the database unreachable we cannot tell: the text goes, and
+        Twilio, which keeps its own STOP list, refuses it (21610) if the number did opt out."""
+        try:
+            return bool(await self.storage.run(self.storage.sync.opted_out, e164))
+        except StorageUnavailable:
+            log.warning("opt-out list unavailable; relying on Twilio's for %s", mask_phone(e164))
+            return False
 
     def _link_text(self, token: str, why: str) -> str:
         company = self.config.company_name
@@ -248,8 +259,8 @@ class CallbackService:
             )
         except TwilioApiError as exc:
             log.error("call %s: SMS failed after %d attempt(s): %s", call_sid, attempts, exc)
-            if exc.code == 21610:  # Twilio knows of a STOP we missed: remember it
-                await self.storage.run(self.storage.sync.opt_out, e164, "STOP", self.clock())
+            if exc.code == 21610:  # Twilio knows of a STOP we missed: remember it (spooled if the database is down)
+                self.storage.submit(self.storage.sync.opt_out, e164, "STOP", self.clock())
             return {"status": "failed", "attempts": attempts, "error": str(exc)}
         return {"status": "sent", "attempts": attempts, "message_sid": sid, "error": None}
 
@@ -326,7 +337,7 @@ class CallbackService:
 
     async def _confirm(self, row: CallbackRow, booking: int) -> None:
         """The booking in words, by SMS (one per booking, never to a number that sent STOP)."""
-        if await self.storage.run(self.storage.sync.opted_out, row["phone"]):
+        if await self.opted_out(row["phone"]):
             return
         body = (
             f"{self.config.company_name}: we will call you on {self.when_words(row)}. "

@@ -108,9 +108,8 @@ class Escalator:
         call.log.info("escalating (%s): %s", decision.trigger, decision.reason)
         call.say(HOLD_LINE)
         d = decision
-        escalation_id: int | None = None
         if self.desk is not None:
-            escalation_id = await self.desk.enqueue(
+            await self.desk.enqueue(
                 call_id, trigger=d.trigger, reason=d.reason, queue=d.queue, priority=d.priority, payload=payload
             )
         else:
@@ -130,7 +129,6 @@ class Escalator:
             queue=d.queue,
             hours=self.hours.for_queue(d.queue),
             payload=payload,
-            escalation_id=escalation_id,
             desk=self.desk,
             callbacks=self.callbacks,
         )

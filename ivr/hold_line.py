@@ -56,7 +56,6 @@ class HoldLine:
     queue: str
     hours: QueueHours
     payload: dict[str, Any]
-    escalation_id: int | None = None
     desk: AgentDesk | None = None
     callbacks: CallbackService | None = None
     texted: bool = False
@@ -125,7 +124,7 @@ class HoldLine:
                 self.ctx.caller or "",
                 customer_id,
                 self.payload,
-                escalation_id=self.escalation_id if leave_queue else None,
+                leave_queue=leave_queue,
                 why=why,
             )
         except Exception as exc:  # noqa: BLE001 - the caller is still on hold for an agent

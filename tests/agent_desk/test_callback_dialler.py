@@ -78,7 +78,12 @@ class Rig:
     async def book(self, phone: str = LA_CALLER, index: int = 2) -> tuple[dict, datetime]:
         await start_call(self.storage, CALL_SID)
         escalation = await self.desk.enqueue(
-            CALL_SID, trigger="vip", reason="VIP caller", queue="billing", priority=90, payload=handoff_payload(CALL_SID)
+            CALL_SID,
+            trigger="vip",
+            reason="VIP caller",
+            queue="billing",
+            priority=90,
+            payload=handoff_payload(CALL_SID),
         )
         row = await self.service.request(CALL_SID, phone, "cust-42", handoff_payload(CALL_SID))
         assert (await self.storage.get_escalation(escalation))["status"] == "waiting"  # texting is no booking
@@ -111,9 +116,7 @@ async def rig(tmp_path: Path, *, hours: QueueHoursConfig | None = None) -> Async
         clock=now,
     )
     service = CallbackService(storage, twilio, PUBLIC, "+14155550100", now, on_change=desk.notify, hours=hours)
-    dialler = CallbackDialler(
-        service, clock=LoopClock(), now=now, desk=desk, auth_token=AUTH_TOKEN, poll_s=3600.0
-    )
+    dialler = CallbackDialler(service, clock=LoopClock(), now=now, desk=desk, auth_token=AUTH_TOKEN, poll_s=3600.0)
     app = web.Application()
     app.add_routes(service.routes() + dialler.routes())
     client = TestClient(TestServer(app, host="127.0.0.1"))
