@@ -17,6 +17,7 @@ Routes (no bearer token: the unguessable token in the link is the credential):
   POST /callback/{token}          form field `slot` (ISO 8601) -> booked
   POST /callback/{token}/cancel   -> cancelled
   GET  /api/callbacks             (bearer token) the desk's callback list with states
+  GET  /agent/callbacks.js        the desk page's callback panel
 
 A link expires `CallbackConfig.link_ttl_days` after it was texted (410 and a page saying so), books or
 moves its slot at most `max_reschedules` times, and answers at most `max_requests_per_minute` requests
@@ -358,6 +359,7 @@ class CallbackService:
             web.post("/callback/{token}", self._pick),
             web.post("/callback/{token}/cancel", self._cancel),
             web.get("/api/callbacks", self._list),
+            web.get("/agent/callbacks.js", self._panel_script),
         ]
 
     def expired(self, row: CallbackRow) -> bool:
@@ -399,7 +401,8 @@ class CallbackService:
             return self._render(200, "Callback", f"<p>{html.escape(FAILED_TEXT)}</p>")
         if self.expired(row):
             return self._render(410, "Link expired", f"<p>{html.escape(EXPIRED_TEXT)}</p>")
-        return self._render(200, "Pick a callback time", self._booking_html(row, when))
+        title = "Your callback" if status == "booked" else "Pick a callback time"
+        return self._render(200, title, self._booking_html(row, when))
 
     def _booking_html(self, row: CallbackRow, when: str | None) -> str:
         zone = self.zone_of(row)
@@ -419,13 +422,16 @@ class CallbackService:
                 + (f"We will try again on <strong>{html.escape(when)}</strong>." if left > 0 else "")
                 + "</p><h2>Pick another time</h2>"
             )
+        booked = _parse(row.get("scheduled_for")) if row["status"] == "booked" else None
         days: dict[str, list[datetime]] = {}
         for slot in self.slots(row):
             days.setdefault(day_words(slot.astimezone(zone)), []).append(slot)
         sections = []
         for i, (day, day_slots) in enumerate(days.items()):
             buttons = "".join(
-                f'<button type="submit" name="slot" value="{s.isoformat()}">{clock_words(s.astimezone(zone))}</button>'
+                f'<button type="submit" name="slot" value="{s.isoformat()}"'
+                + (' class="picked" aria-current="true"' if s == booked else "")
+                + f">{clock_words(s.astimezone(zone))}</button>"
                 for s in day_slots
             )
             sections.append(
@@ -472,6 +478,13 @@ class CallbackService:
         except web.HTTPException as exc:
             return self._render(exc.status, "Callback", f"<p>{html.escape(exc.text or exc.reason)}</p>")
         return self._render(200, "Callback cancelled", f"<p>{html.escape(CANCELLED_TEXT)}</p>")
+
+    async def _panel_script(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=(STATIC_DIR / "callbacks_panel.js").read_bytes(),
+            content_type="application/javascript",
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def _list(self, request: web.Request) -> web.Response:
         require_token(request, self.api_token)

@@ -264,7 +264,7 @@ async def test_the_page_shows_los_angeles_times_for_a_213_number(tmp_path: Path)
         days = re.findall(r"<summary>([^<]+)</summary>", text)
         # Monday 12:07 pm Eastern: today's slots from 12:30 pm Eastern, which is 9:30 am in Los Angeles.
         assert days[:2] == ["Monday 24 November", "Tuesday 25 November"] and "Saturday 29 November" not in days
-        buttons = re.findall(r'name="slot" value="([^"]+)">([^<]+)</button>', text)
+        buttons = re.findall(r'name="slot" value="([^"]+)"[^>]*>([^<]+)</button>', text)
         assert buttons[0][1] == "9:30 am" and buttons[7][1] == "1:00 pm".replace(":00", "")  # 4:30 pm Eastern
         la = ZoneInfo("America/Los_Angeles")
         for value, label in buttons:
