@@ -17,10 +17,12 @@ Routes (agent session token or the admin API token in the Authorization header; 
   POST /api/agent/escalations/{id}/accept       agent only -> dial the agent; 409 taken / agent not available
   POST /api/agent/escalations/{id}/decline      agent only -> audited; the page stops offering it to them
   POST /api/agent/legs/{id}/wrapup              agent only {"disposition", "notes"} -> stored + CRM
-  POST /api/agent/callbacks/{id}/accept         agent only -> the agent owns the callback
   POST /api/agent/ws-ticket, GET /api/agent/ws?ticket=...   live snapshots and alerts
   POST /twilio/desk/whisper?leg=N               Twilio (signed): the brief the agent hears on answer
   POST /twilio/desk/dial-status?leg=N           Twilio (signed): how the dial ended (DialCallStatus)
+
+A booked callback joins the queue when the customer answers the call the dialler placed
+(`ivr.callback_dialler`): an ordinary escalation of trigger "callback", accepted and bridged like any other.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from ivr import agents as ag
 from ivr.agents import AgentRow, DeskConfig, LegRow, Reach
 from ivr.auth import TicketBook
 from ivr.metrics import Metrics
-from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, callbacks, escalations, utcnow
+from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, escalations, utcnow
 from ivr.storage_queue import StorageUnavailable
 from telephony.twilio_rest import Transfer, TwilioApiError, TwilioRest
 from telephony.twiml import (
@@ -568,28 +570,9 @@ class AgentDesk:
             )
         return result
 
-    async def accept_callback(self, callback_id: int, agent: str) -> CallbackRow:
-        """The agent takes a due callback (and phones the customer); 409 if another agent has it."""
-        record = await self.storage.get_callback(callback_id=callback_id)
-        if record is None:
-            raise EscalationNotFound(callback_id)
-        subject = f"callback:{callback_id}"
-        claimed = await self.storage.run(_claim_callback, self.storage.sync, callback_id)
-        if not claimed:
-            current = await self.storage.get_callback(callback_id=callback_id) or record
-            await self.storage.audit(
-                actor=agent, action="accept_conflict", subject=subject, details={"status": current["status"]}
-            )
-            raise AlreadyTaken(f"This callback is already {current['status']}.", current)
-        await self.storage.audit(
-            actor=agent, action="accept_callback", subject=subject, details={"call_sid": record.get("call_sid")}
-        )
-        await self.notify()
-        return await self.storage.get_callback(callback_id=callback_id) or record
-
     # -- what the pages show ---------------------------------------------------------------------
     async def snapshot(self, skill: str | None = None, agent: str | None = None) -> Queue:
-        """Waiting escalations plus due callbacks: callers a missed transfer put back first, then highest
+        """Waiting escalations (answered callbacks among them): callers a missed transfer put back first, then highest
         priority, oldest first; per-queue counts, longest wait and SLA level; the agents; the agent's own call."""
         now = self.clock()
         items: list[dict[str, Any]] = []
@@ -604,12 +587,10 @@ class AgentDesk:
                     log.info("agent %s: wrap-up time is over; available again", name)
                     await self.storage.audit(actor=name, action="wrap_up_timeout", subject=f"agent:{name}")
             self._last_waiting = await self.storage.list_escalations(status="waiting")
-            scheduled = await self.storage.list_callbacks(status="scheduled")
             agents_now = await self.storage.run(ag.list_agents, self.storage.sync)
             legs = await self.storage.run(ag.legs_of, self.storage.sync, [e["id"] for e in self._last_waiting])
         except StorageUnavailable as exc:
             log.warning("agent queue from memory: %s", exc)  # the last known queue, plus callers since
-            scheduled = []
         names = {a["name"]: a["display_name"] for a in agents_now}
         for escalation in self._last_waiting:
             if skill and escalation["queue"] != skill:
@@ -619,12 +600,6 @@ class AgentDesk:
         for unstored in self._unstored.values():
             if unstored["call_sid"] not in stored_sids and not (skill and unstored["queue"] != skill):
                 items.append({**unstored, "waiting_s": _waiting(unstored["since"], now)})
-        for callback in scheduled:
-            due = _parse_time(callback["scheduled_for"])
-            item = _callback_item(callback, now)
-            if due is None or due > now or (skill and item["queue"] != skill):
-                continue
-            items.append(item)
         items.sort(
             key=lambda i: (
                 not i.get("requeued"),
@@ -712,14 +687,13 @@ class AgentDesk:
             web.post("/api/agent/escalations/{id}/accept", self._accept),
             web.post("/api/agent/escalations/{id}/decline", self._decline),
             web.post("/api/agent/legs/{id}/wrapup", self._wrapup),
-            web.post("/api/agent/callbacks/{id}/accept", self._accept_callback),
             web.post("/api/agent/ws-ticket", self._ws_ticket),
             web.get("/api/agent/ws", self._ws),
             web.post("/twilio/desk/whisper", self._whisper),
             web.post("/twilio/desk/dial-status", self._dial_status),
         ]
 
-    async def _viewer(self, request: web.Request) -> AgentRow | None:
+    async def viewer(self, request: web.Request) -> AgentRow | None:
         """The admin API token (None) or a logged-in agent; 401 for anything else. Header only, never a URL."""
         supplied = _bearer(request)
         if self.api_token and supplied and hmac.compare_digest(supplied.encode(), self.api_token.encode()):
@@ -734,7 +708,7 @@ class AgentDesk:
 
     async def _agent(self, request: web.Request) -> AgentRow:
         """Agent actions need a logged-in agent: the admin token is for the API, not for taking calls."""
-        agent = await self._viewer(request)
+        agent = await self.viewer(request)
         if agent is None:
             raise web.HTTPForbidden(text="log in as an agent to take calls (the API token is not an agent)")
         return agent
@@ -806,12 +780,12 @@ class AgentDesk:
         return web.json_response(await self._me(agent["name"], self.clock()))
 
     async def _queue(self, request: web.Request) -> web.Response:
-        viewer = await self._viewer(request)
+        viewer = await self.viewer(request)
         skill = request.query.get("skill") or None
         return web.json_response(await self.snapshot(skill, viewer["name"] if viewer else None))
 
     async def _get_escalation(self, request: web.Request) -> web.Response:
-        await self._viewer(request)
+        await self.viewer(request)
         record = await self.storage.get_escalation(_int_id(request))
         if record is None:
             raise web.HTTPNotFound(text="no such escalation")
@@ -856,15 +830,6 @@ class AgentDesk:
         except CrmNotWritten as exc:
             return web.json_response({"error": str(exc), "leg": exc.leg, "retry": True}, status=502)
 
-    async def _accept_callback(self, request: web.Request) -> web.Response:
-        agent = await self._agent(request)
-        try:
-            return web.json_response(await self.accept_callback(_int_id(request), agent["name"]))
-        except EscalationNotFound:
-            raise web.HTTPNotFound(text="no such callback") from None
-        except AlreadyTaken as exc:
-            return web.json_response({"error": str(exc), "callback": exc.record}, status=409)
-
     async def _whisper(self, request: web.Request) -> web.Response:
         params = {k: str(v) for k, v in (await request.post()).items()}
         self._check_twilio(request, params)
@@ -885,7 +850,7 @@ class AgentDesk:
         return web.Response(text=twiml, content_type="application/xml")
 
     async def _ws_ticket(self, request: web.Request) -> web.Response:
-        viewer = await self._viewer(request)
+        viewer = await self.viewer(request)
         ticket = self.tickets.issue()
         if len(self._ticket_agents) > 2 * self.tickets.max_outstanding:
             self._ticket_agents.clear()  # tickets already expired or dropped by the book
@@ -897,7 +862,7 @@ class AgentDesk:
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         agent: str | None
         if "Authorization" in request.headers:
-            viewer = await self._viewer(request)
+            viewer = await self.viewer(request)
             agent = viewer["name"] if viewer else None
         else:
             ticket = request.query.get("ticket")
@@ -946,16 +911,6 @@ def _claim(storage: Storage, table: Any, row_id: int, agent: str, status: str) -
         return (result.rowcount or 0) == 1
 
 
-def _claim_callback(storage: Storage, callback_id: int) -> bool:
-    with storage.engine.begin() as conn:
-        result = conn.execute(
-            update(callbacks)
-            .where(callbacks.c.id == callback_id, callbacks.c.status == "scheduled")
-            .values(status="done")
-        )
-        return (result.rowcount or 0) == 1
-
-
 def _escalation_item(row: EscalationRow, now: datetime, legs: list[LegRow], names: dict[str, str]) -> dict[str, Any]:
     payload = row.get("payload") or {}
     missed = [leg for leg in legs if leg["status"] in ag.MISSED or leg["status"] == "failed"]
@@ -976,30 +931,6 @@ def _escalation_item(row: EscalationRow, now: datetime, legs: list[LegRow], name
         "missed_by": [names.get(leg["agent"], leg["agent"]) for leg in missed],
     }
     item.update({k: payload.get(k) for k in CONTEXT_FIELDS})
-    return item
-
-
-def _callback_item(row: CallbackRow, now: datetime) -> dict[str, Any]:
-    payload = row.get("payload") or {}
-    trigger = payload.get("trigger") or "callback"
-    item: dict[str, Any] = {
-        "kind": "callback",
-        "id": row["id"],
-        "call_sid": row.get("call_sid"),
-        "queue": payload.get("queue") or "general",
-        "priority": int(payload.get("priority") or 0),
-        "status": row["status"],
-        "trigger": trigger,
-        "trigger_words": TRIGGER_WORDS.get(trigger, str(trigger).replace("_", " ")),
-        "reason": payload.get("reason") or "customer asked to be called back",
-        "since": row["scheduled_for"],
-        "waiting_s": _waiting(row["scheduled_for"], now),
-        "phone": row["phone"],
-        "requeued": False,
-        "missed_by": [],
-    }
-    item.update({k: payload.get(k) for k in CONTEXT_FIELDS})
-    item["customer_id"] = item["customer_id"] or row.get("customer_id")
     return item
 
 

@@ -66,6 +66,9 @@ def build_app(services: Services) -> web.Application:
         app.router.add_routes(services.desk.routes())
     if services.callbacks is not None:
         app.router.add_routes(services.callbacks.routes())
+    if services.dialler is not None:
+        app.router.add_routes(services.dialler.routes())
+        app.cleanup_ctx.append(services.dialler.lifecycle)
     app.on_shutdown.append(_close_live_calls)
     return app
 

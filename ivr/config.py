@@ -22,6 +22,7 @@ from ivr.call_limits import CallLimitsConfig
 from ivr.callbacks import CallbackConfig
 from ivr.escalation import EscalationConfig
 from ivr.privacy import PrivacyConfig
+from ivr.queue_hours import QueueHoursConfig
 from ivr.report import CostConfig
 from ivr.storage_queue import StorageConfig
 from models.asr import AsrConfig
@@ -39,6 +40,7 @@ __all__ = [
     "EscalationConfig",
     "Industry",
     "PrivacyConfig",
+    "QueueHoursConfig",
     "Settings",
     "StorageConfig",
     "TtsConfig",
@@ -78,6 +80,7 @@ class Settings(BaseSettings):
     callbacks: CallbackConfig = CallbackConfig()
     desk: DeskConfig = DeskConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    queue_hours: QueueHoursConfig = QueueHoursConfig()  # each queue's hours, hold announcements, overflow
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:

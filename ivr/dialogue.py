@@ -24,16 +24,15 @@ from flows.pci import mask_card_numbers
 from ivr.call_log import CallLog
 from ivr.clock import Clock
 from ivr.escalation import EscalationDecision
+from ivr.hold_line import HoldLine
 from ivr.keypad import Digits
 from ivr.listening import BargeIn, Heard, Listening, LongSilence, Utterance
-from ivr.prompts import ASR_RETRY, HOLD_REMINDER
+from ivr.prompts import ASR_RETRY
 from ivr.services import Services
 from ivr.speech import Interruption, Speech
 from ivr.turns import HowSaid, TurnLedger, TurnTiming
 from models.asr import AsrOverloaded, Transcript
 from models.intent import IntentResult
-
-HOLD_REMINDER_EVERY_S = 15.0
 
 # Words of an acknowledgement that does not take the turn ("uh-huh", "okay", "right", "I see", "got it").
 BACKCHANNEL_WORDS = frozenset(
@@ -76,7 +75,7 @@ class Dialogue:
         self._inputs: asyncio.Queue[Utterance | Digits | LongSilence] = asyncio.Queue()
         self._cutting: asyncio.Task[None] | None = None
         self._interrupted: Interruption | None = None
-        self._last_hold_reminder = float("-inf")
+        self._hold: HoldLine | None = None
         self._asr_failures = 0  # in a row
         speech.on_tts_failure = self._tts_failed
         self._customer_recorded: str | None = None
@@ -94,6 +93,12 @@ class Dialogue:
 
     def error(self, kind: str, message: str) -> None:
         self._call.error(kind, message)
+
+    async def leave(self, reason: str) -> None:
+        """The caller on hold chose a callback: let the goodbye play out, then hang up."""
+        self.outcome = "callback"
+        await self._speech.finished()
+        await self._hang_up(reason)
 
     # -- what listening heard ----------------------------------------------------------------------
     def hear(self, item: Heard) -> None:
@@ -131,7 +136,7 @@ class Dialogue:
             if timing is not None:
                 self._ledger.understanding(timing)
             if self.ctx.escalated:
-                self._keep_company()
+                await self._on_hold(inp)
                 continue
             guess = self.nlu.classify(inp.text) if inp.kind == "speech" else None
             decision = self.services.escalator.check(self.ctx, last_intent=guess.intent if guess else None)
@@ -206,13 +211,11 @@ class Dialogue:
         self.record("resumed_after_backchannel", {"heard": text})
         return True
 
-    def _keep_company(self) -> None:
-        """On hold for a person: the flow is done; keep the caller company without repeating ourselves."""
-        if self._clock.now() - self._last_hold_reminder > HOLD_REMINDER_EVERY_S:
-            self._last_hold_reminder = self._clock.now()
-            self.say(HOLD_REMINDER, prompt_id="hold_reminder")
+    async def _on_hold(self, inp: CallerInput) -> None:
+        """On hold for a person the flow is done; the hold line speaks on its own clock, keys go to it."""
+        if inp.kind == "dtmf" and self._hold is not None and inp.digits:
+            await self._hold.pressed(inp.digits)
         else:
-            # Too soon for another reminder: count the silence afresh, so a later one still comes.
             self._listening.restart_silence_timer()
 
     def _record_unanswered_turn(self, text: str, guess: IntentResult) -> None:
@@ -273,7 +276,8 @@ class Dialogue:
             return
         self.ctx.escalated = True
         self.outcome = "escalated"
-        await self.services.escalator.escalate(self, self.ctx, decision)
+        self._hold = await self.services.escalator.escalate(self, self.ctx, decision)
+        self._spawn(self._hold.run(self._clock), "hold-line")
 
     async def _finish(self, reason: str) -> None:
         """The flow ended the call: let the goodbye play out, then hang up."""

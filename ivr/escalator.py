@@ -1,21 +1,25 @@
 """Escalation behaviour: when a call goes to a person, which queue and why, and what the caller hears.
 
 The policy (`ivr.escalation`) decides from signals; this module acts on a decision: a structured handoff
-to the agent desk (the whole context, `ivr.handoff`), a hold line that says what happens next, and an SMS
-callback link when we can reach the caller. It talks to the call only through `EscalatingCall`.
+to the agent desk (the whole context, `ivr.handoff`), a line that says what happens next, and the hold
+line (`ivr.hold_line`: place in the queue at an interval, the callback offer, overflow to a texted link).
+No SMS goes unasked: only when the caller takes the offer or waits past the queue's threshold. It talks to
+the call only through `EscalatingCall`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from flows.actions import Escalate
 from flows.context import CallContext
 from ivr.escalation import TRIGGERS, EscalationDecision, EscalationPolicy, priority_for, queue_for_intent, topic_intent
 from ivr.handoff import build_handoff
-from ivr.prompts import HOLD_LINE, HOLD_LINE_NO_SMS
+from ivr.hold_line import HoldLine
+from ivr.prompts import HOLD_LINE
+from ivr.queue_hours import QueueHoursConfig
 from ivr.storage import AsyncStorage
 
 if TYPE_CHECKING:
@@ -42,6 +46,8 @@ class EscalatingCall(Protocol):
 
     def error(self, kind: str, message: str) -> None: ...
 
+    async def leave(self, reason: str) -> None: ...
+
 
 @dataclass
 class Escalator:
@@ -51,6 +57,7 @@ class Escalator:
     line_queue: str | None = None  # the line's own queue, for a request with no topic yet
     desk: AgentDesk | None = None
     callbacks: CallbackService | None = None
+    hours: QueueHoursConfig = field(default_factory=QueueHoursConfig)  # per queue: hold announcements, overflow
 
     def check(self, ctx: CallContext, last_intent: str | None = None) -> EscalationDecision | None:
         """Signals in how the caller speaks (legal words, shouting, anger, a frustrated VIP), before the flow."""
@@ -91,15 +98,15 @@ class Escalator:
             trigger=trigger, reason=reason, queue=queue, priority=priority_for(ctx.customer, ctx.frustration)
         )
 
-    async def escalate(self, call: EscalatingCall, ctx: CallContext, decision: EscalationDecision) -> None:
-        """Structured handoff: the agent desk gets the whole context; the caller hears why and what next."""
+    async def escalate(self, call: EscalatingCall, ctx: CallContext, decision: EscalationDecision) -> HoldLine:
+        """Structured handoff: the agent desk gets the whole context; the caller hears what happens next.
+        Returns the call's hold line, for the caller's session to run while they wait."""
         call_id = ctx.call_sid
         handoff = build_handoff(ctx, decision, transcript_url=f"{self.public_url.rstrip('/')}/api/calls/{call_id}")
         payload = handoff.model_dump(mode="json")
         call.record("escalation", {"trigger": decision.trigger, "reason": decision.reason, "queue": decision.queue})
         call.log.info("escalating (%s): %s", decision.trigger, decision.reason)
-        sms = self.callbacks is not None and bool(ctx.caller)
-        call.say(HOLD_LINE if sms else HOLD_LINE_NO_SMS)
+        call.say(HOLD_LINE)
         d = decision
         if self.desk is not None:
             await self.desk.enqueue(
@@ -116,9 +123,14 @@ class Escalator:
                 priority=d.priority,
                 payload=payload,
             )
-        if sms and self.callbacks is not None:
-            try:
-                customer_id = ctx.customer.customer_id if ctx.customer else None
-                await self.callbacks.request(call_id, ctx.caller or "", customer_id, payload)
-            except Exception as exc:  # noqa: BLE001 - the caller is still on hold for an agent
-                call.error("callback_sms_failed", f"{type(exc).__name__}: {exc}")
+        hold = HoldLine(
+            call,
+            ctx,
+            queue=d.queue,
+            hours=self.hours.for_queue(d.queue),
+            payload=payload,
+            desk=self.desk,
+            callbacks=self.callbacks,
+        )
+        hold.greet()
+        return hold

@@ -35,6 +35,7 @@ from telephony.twilio_rest import TwilioRest
 
 if TYPE_CHECKING:
     from ivr.agent_desk import AgentDesk
+    from ivr.callback_dialler import CallbackDialler
     from ivr.callbacks import CallbackService
 
 log = logging.getLogger("ivr.services")
@@ -109,6 +110,7 @@ class Services:
     frustration: FrustrationTracker
     desk: AgentDesk | None = None
     callbacks: CallbackService | None = None
+    dialler: CallbackDialler | None = None  # places booked callbacks (runs while the app does)
     sessions: dict[str, LiveCall] = field(default_factory=dict)
     # Context of calls handed to an agent, kept so a transfer back resumes with everything known; bounded
     # by age and count (`Settings.privacy`) so no caller's transcript or CRM data stays in memory for good.
@@ -211,7 +213,9 @@ async def build_all(
     from flows.backends import BackendMetrics, HttpBackendGateway
     from flows.cli import load_flow
     from ivr.agent_desk import AgentDesk
+    from ivr.callback_dialler import CallbackDialler
     from ivr.callbacks import CallbackService
+    from ivr.clock import LoopClock
 
     if models is None:
         models = await asyncio.to_thread(Models.load, settings)
@@ -264,8 +268,19 @@ async def build_all(
         settings.twilio_from_number,
         on_change=services.desk.notify,
         config=settings.callbacks,
+        hours=settings.queue_hours,
+        api_token=settings.api_token,
+        authorize=services.desk.viewer,
+    )
+    services.dialler = CallbackDialler(
+        services.callbacks,
+        clock=LoopClock(),
+        desk=services.desk,
+        auth_token=settings.twilio_auth_token,
+        insecure_dev=settings.insecure_dev,
     )
     services.escalator.desk, services.escalator.callbacks = services.desk, services.callbacks
+    services.escalator.hours = settings.queue_hours
     await models.tts.warm(services.fixed_prompts())
     # Models and tables live for the whole process: keep them out of the collector's full sweeps, which
     # otherwise stall the event loop (and so outbound audio) for tens of milliseconds under load.

@@ -127,6 +127,14 @@ escalations = Table(
     Column("payload", JSON, nullable=False, default=dict),
 )
 
+# Placing the call back (ivr/callback_dialler.py); added to an older table by `create_all`.
+CALLBACK_DIAL_COLUMNS: dict[str, Any] = {
+    "call_attempts": Integer(),  # calls placed so far
+    "outbound_call_sid": String(64),  # the call being placed or last placed
+    "answered_by": String(32),  # Twilio's answering-machine detection: human, machine_end_beep, ...
+    "last_attempt_at": DateTime(timezone=True),
+}
+
 callbacks = Table(
     "callbacks",
     metadata,
@@ -136,13 +144,24 @@ callbacks = Table(
     Column("phone", String(32), nullable=False),
     Column("token", String(64), nullable=False, unique=True),
     Column("idempotency_key", String(128), nullable=False, unique=True),
-    Column("status", String(32), nullable=False, default="pending"),  # pending, sent, failed, scheduled, done
+    # pending, sent, failed (the link SMS); booked, dialling, no_answer, done, cancelled (the call back)
+    Column("status", String(32), nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("message_sid", String(64)),
     Column("error", Text),
     Column("scheduled_for", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("payload", JSON, nullable=False, default=dict),
+    *(Column(name, type_) for name, type_ in CALLBACK_DIAL_COLUMNS.items()),
+)
+
+# Opted out of our texts (an inbound STOP): no SMS goes to these numbers until they send START.
+sms_opt_outs = Table(
+    "sms_opt_outs",
+    metadata,
+    Column("phone", String(32), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("keyword", String(16), nullable=False),
 )
 
 # Agents of the desk (issue 9): who they are, how they are reached, how they log in, their status.
@@ -308,6 +327,10 @@ class CallbackRow(TypedDict):
     scheduled_for: str | None
     created_at: str
     payload: dict[str, Any]
+    call_attempts: int | None
+    outbound_call_sid: str | None
+    answered_by: str | None
+    last_attempt_at: str | None
 
 
 class AuditRow(TypedDict):
@@ -363,6 +386,11 @@ class Storage:
             for name in ("prev_hash", "hash"):
                 if name not in columns:
                     conn.execute(text(f"ALTER TABLE audit_log ADD COLUMN {name} VARCHAR(64)"))
+            have = {c["name"] for c in inspect(conn).get_columns("callbacks")}
+            for name, type_ in CALLBACK_DIAL_COLUMNS.items():
+                if name not in have:
+                    ddl = type_.compile(dialect=conn.dialect)
+                    conn.execute(text(f"ALTER TABLE callbacks ADD COLUMN {name} {ddl}"))
             if self.engine.dialect.name == "sqlite":
                 for stmt in _APPEND_ONLY_SQLITE:
                     conn.execute(text(stmt))
@@ -580,6 +608,20 @@ class Storage:
             query = query.where(callbacks.c.status == status)
         with self.engine.connect() as conn:
             return [cast(CallbackRow, _jsonable(r)) for r in conn.execute(query).mappings()]
+
+    def opt_out(self, phone: str, keyword: str, at: datetime) -> None:
+        """Records an inbound STOP (idempotent); `opt_in` removes it (START)."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone == phone)).first() is None:
+                conn.execute(insert(sms_opt_outs).values(phone=phone, keyword=keyword[:16], at=at))
+
+    def opt_in(self, phone: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(sms_opt_outs).where(sms_opt_outs.c.phone == phone))
+
+    def opted_out(self, phone: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone == phone)).first() is not None
 
     # -- audit and erasure ------------------------------------------------------------------
     def audit(self, *, actor: str, action: str, subject: str, details: dict[str, Any] | None = None) -> None:

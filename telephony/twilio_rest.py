@@ -1,4 +1,5 @@
-"""Twilio REST calls the server makes: redirect a live call (transfer to an agent) and send an SMS.
+"""Twilio REST calls the server makes: redirect a live call (transfer to an agent), place a call (a booked
+callback, with answering-machine detection) and send an SMS.
 
 The official `twilio` library does the wire format; this module adds what a phone server needs
 around it: the blocking client runs in a worker thread, transient failures (5xx, connection
@@ -51,6 +52,25 @@ class Transfer(TypedDict):
     status: str | None
     twiml: str
     attempts: int
+
+
+class PlacedCall(TypedDict):
+    """Twilio's answer to `calls.create`: the new call and its first status."""
+
+    call_sid: str
+    status: str | None
+    attempts: int
+
+
+# Twilio's STOP keywords (and the ones that undo them): an inbound SMS with one of these as its whole body.
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
+OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES", "OPTIN"})
+
+
+def sms_keyword(body: str) -> str | None:
+    """'stop', ' Stop. ' -> 'STOP'; None when the message is not a keyword on its own."""
+    word = "".join(ch for ch in body.strip().upper() if ch.isalpha())
+    return word if word in OPT_OUT_KEYWORDS | OPT_IN_KEYWORDS and len(body.split()) == 1 else None
 
 
 class TwilioApiError(Exception):
@@ -171,6 +191,45 @@ class TwilioRest:
         (sid, status), attempts = await self._with_retries(do, what="transfer", call_sid=call_sid)
         self.log.info("call %s: transferred (%s) after %d attempt(s)", call_sid, to_number or queue, attempts)
         return {"call_sid": sid, "status": status, "twiml": twiml, "attempts": attempts}
+
+    async def place_call(
+        self,
+        to: str,
+        *,
+        from_: str,
+        url: str,
+        status_callback: str,
+        amd_callback: str,
+        idempotency_key: str,
+        call_sid: str | None = None,
+    ) -> PlacedCall:
+        """Places an outbound call with asynchronous answering-machine detection.
+
+        `url` is fetched for TwiML once the call is answered (it plays at once, detection runs beside it);
+        `amd_callback` gets `AnsweredBy` (human, machine_end_beep, ...) once detection is done: with
+        DetectMessageEnd a machine is reported after its greeting, so a voicemail starts after the beep.
+        `status_callback` gets the call's end (completed, busy, no-answer, failed, canceled)."""
+
+        def do() -> tuple[str, str | None]:
+            _IDEMPOTENCY_TOKEN.set(idempotency_key)
+            call = self._get_client().calls.create(
+                to=to,
+                from_=from_,
+                url=url,
+                method="POST",
+                status_callback=status_callback,
+                status_callback_method="POST",
+                status_callback_event=["completed"],
+                machine_detection="DetectMessageEnd",
+                async_amd="true",
+                async_amd_status_callback=amd_callback,
+                async_amd_status_callback_method="POST",
+            )
+            return str(call.sid), None if call.status is None else str(call.status)
+
+        (sid, status), attempts = await self._with_retries(do, what="place_call", call_sid=call_sid)
+        self.log.info("call %s: placed (%s) after %d attempt(s)", sid, status, attempts)
+        return {"call_sid": sid, "status": status, "attempts": attempts}
 
     async def redirect(self, call_sid: str, twiml: str, *, what: str = "redirect") -> Transfer:
         """Replaces the TwiML a live call runs (a `<Dial>` to an agent, for one): the call moves at once."""

@@ -68,7 +68,16 @@ def desk(storage: AsyncStorage, twilio: TwilioRest, clock: FakeClock) -> AgentDe
 
 @pytest.fixture
 def callback_service(storage: AsyncStorage, twilio: TwilioRest, desk: AgentDesk, clock: FakeClock) -> CallbackService:
-    return CallbackService(storage, twilio, PUBLIC_URL, FROM_NUMBER, clock, on_change=desk.notify)
+    return CallbackService(
+        storage,
+        twilio,
+        PUBLIC_URL,
+        FROM_NUMBER,
+        clock,
+        on_change=desk.notify,
+        api_token=API_TOKEN,
+        authorize=desk.viewer,
+    )
 
 
 @pytest.fixture

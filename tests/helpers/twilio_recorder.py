@@ -1,7 +1,7 @@
 """A local stand-in for Twilio's REST API that records every request the real `twilio` library sends.
 
 Point `TwilioRest(api_base_url=recorder.url)` at it. It answers like Twilio for the two resources
-the server uses (Calls/{sid}.json update, Messages.json create) and can be told to fail:
+the server uses (Calls/{sid}.json update, Calls.json create, Messages.json create) and can be told to fail:
 `fail_next(500)` answers the next request(s) with a server error; numbers in `invalid_numbers`
 get Twilio's 400 / 21211 "not a valid phone number".
 
@@ -28,6 +28,8 @@ class RecordedRequest:
     form: dict[str, str]
     headers: dict[str, str]
     status: int = 0  # what the recorder answered
+    at: float = 0.0  # loop time it arrived
+    sid: str | None = None  # the SID the recorder gave what it created
 
     @property
     def resource(self) -> str:
@@ -78,7 +80,9 @@ class TwilioRecorder:
 
     async def _handle(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
-        rec = RecordedRequest(request.method, request.path, form, dict(request.headers))
+        rec = RecordedRequest(
+            request.method, request.path, form, dict(request.headers), at=asyncio.get_running_loop().time()
+        )
         self.requests.append(rec)
         try:
             response = self._answer(rec)
@@ -105,7 +109,18 @@ class TwilioRecorder:
                 return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
             if not rec.form.get("Body") or not rec.form.get("From"):
                 return _error(400, 21602, "Message body is required.")
-            return web.json_response(_message(account, rec.form), status=201)
+            message = _message(account, rec.form)
+            rec.sid = message["sid"]
+            return web.json_response(message, status=201)
+        if rec.method == "POST" and resource == "Calls.json":
+            to = rec.form.get("To", "")
+            if to in self.invalid_numbers:
+                return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+            if not rec.form.get("Url") and not rec.form.get("Twiml"):
+                return _error(400, 21205, "Url parameter is required.")
+            call = {**_call(account, "CA" + secrets.token_hex(16)), "status": "queued", "direction": "outbound-api"}
+            rec.sid = call["sid"]
+            return web.json_response({**call, "to": to, "from": rec.form.get("From")}, status=201)
         if rec.method == "POST" and resource.startswith("Calls/") and resource.endswith(".json"):
             call_sid = resource[len("Calls/") : -len(".json")]
             if not call_sid.startswith("CA"):

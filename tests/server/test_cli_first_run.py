@@ -55,7 +55,9 @@ async def test_serve_on_another_port_names_that_port_in_the_stream_url(monkeypat
 
     from ivr.app import build_app
 
-    services = SimpleNamespace(settings=settings, metrics=Metrics(), desk=None, callbacks=None, sessions={})
+    services = SimpleNamespace(
+        settings=settings, metrics=Metrics(), desk=None, callbacks=None, dialler=None, sessions={}
+    )
     async with TestClient(TestServer(build_app(services))) as client:  # type: ignore[arg-type]
         resp = await client.post("/twilio/voice", data={"CallSid": "CA" + "1" * 32, "From": "+14155550100"})
         assert resp.status == 200

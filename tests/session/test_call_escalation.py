@@ -1,5 +1,6 @@
 """Whole calls on virtual time until each escalation trigger fires: what is stored for the agent, what the
-caller hears (the hold line, then reminders while on hold), the SMS callback link, a transfer, and the report
+caller hears (the hold line, then where they stand and the callback offer at the queue's interval, whether or
+not they speak), the SMS callback link only when taken or after the overflow wait, a transfer, and the report
 and metrics over calls whose outcomes we know."""
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Any
 import pytest
 
 from ivr import agents as ag
-from ivr.dialogue import HOLD_REMINDER_EVERY_S
-from ivr.prompts import HOLD_LINE, HOLD_REMINDER
+from ivr.prompts import CALLBACK_OFFER, CALLBACK_OVERFLOW, CALLBACK_TAKEN, HOLD_LINE, NEXT_IN_LINE, queue_position
 from tests.helpers.virtual_call import JAMES, MARIA, PRIYA, UNKNOWN, Harness, VirtualCall
 
 pytestmark = pytest.mark.looptime
@@ -79,7 +79,7 @@ def check_common(escalation: dict, record: dict, from_number: str) -> dict:
     return payload
 
 
-async def test_caller_asking_for_a_person_is_escalated_hears_the_hold_line_and_is_texted(make_harness, db_url):
+async def test_caller_asking_for_a_person_is_escalated_hears_the_offer_and_is_not_texted_unasked(make_harness, db_url):
     h = await make_harness(database_url=db_url)
     escalation, record, call = await escalate(h, JAMES, "I want to speak to a real person.")
     payload = check_common(escalation, record, JAMES)
@@ -90,17 +90,7 @@ async def test_caller_asking_for_a_person_is_escalated_hears_the_hold_line_and_i
     assert payload["customer_id"] == "C1002"
     assert any("person" in m.lower() for m in payload["last_3_messages"])
     assert h.metric("ivr_escalations_total", {"trigger": "caller_request"}) == 1
-    # One SMS with a callback link, stored as sent; asking again sends nothing new and gives the same link.
-    (sms,) = h.twilio.sms
-    (stored,) = await h.services.db.list_callbacks()
-    assert sms["to"] == JAMES and sms["from"] == h.settings.twilio_from_number
-    assert stored["call_sid"] == call.call_sid and stored["status"] == "sent"
-    link = f"{h.settings.public_url}/callback/{stored['token']}"
-    assert link in sms["body"]
-    assert h.services.callbacks is not None
-    again = await h.services.callbacks.request(call.call_sid, JAMES, "C1002", escalation["payload"])
-    assert again["link"] == link and len(h.twilio.sms) == 1
-    assert len(await h.services.db.list_callbacks()) == 1
+    assert h.twilio.sms == [] and await h.services.db.list_callbacks() == []  # nobody asked for a text
 
 
 async def test_legal_words_escalate_at_once_naming_the_words_and_reach_the_agent(make_harness, db_url):
@@ -245,38 +235,85 @@ async def test_a_verified_caller_hears_the_balance_and_the_agent_is_told_how_the
     assert "2580" not in json.dumps([record, escalation, list(h.crm.journal)])
 
 
-async def _on_hold_for(h: Harness, seconds: float) -> tuple[VirtualCall, dict, float]:
-    call = await h.call(JAMES).start()
+async def _on_hold(h: Harness, caller: str = JAMES) -> tuple[VirtualCall, float]:
+    """A caller asks for a person; returns once they are on hold, with the loop time the escalation happened."""
+    call = await h.call(caller).start()
     await call.wait(1.0)
     await call.say("I want to speak to a real person.")
     await until_on_hold(h, call)
-    await call.wait_for(lambda: not call.bot_is_talking(), what="the hold line to end")
-    hold_end = call.speech()[-1].end_t
-    await call.wait(seconds)
-    return call, await call.finish(), hold_end
+    on_hold_at = next(s.start_t for s in call.speech() if s.text == HOLD_LINE)
+    return call, on_hold_at
 
 
-def _reminders(call: VirtualCall) -> list:
-    return [s for s in call.speech() if s.text == HOLD_REMINDER and s.first_index == 0]
+def _said(call: VirtualCall, text: str) -> list[float]:
+    """When each saying of `text` started (loop time)."""
+    return [s.start_t for s in call.speech() if s.text == text and s.first_index == 0]
 
 
-async def test_on_hold_a_long_silence_gets_a_reminder_never_more_often_than_every_15_s(make_harness):
+async def test_on_hold_a_silent_caller_hears_their_place_and_the_offer_every_interval(make_harness):
     h = await make_harness()
-    call, record, hold_end = await _on_hold_for(h, 30.0)
+    every = h.settings.queue_hours.default.hold_announce_every_s
+    call, on_hold_at = await _on_hold(h)
+    await call.wait(3.2 * every)  # the caller says nothing at all
+    record = await call.finish()
 
-    reminders = _reminders(call)
-    assert reminders, call.describe()
-    assert reminders[0].start_t - hold_end == pytest.approx(h.settings.audio.long_silence_s, abs=0.03)
-    gaps = [b.start_t - a.start_t for a, b in pairwise(reminders)]
-    assert all(g > HOLD_REMINDER_EVERY_S for g in gaps), gaps
-    assert record["outcome"] == "escalated" and len(record["escalations"]) == 1
-    assert [t["text"] for t in record["turns"]] == ["I want to speak to a real person."]  # silences are no turns
+    positions = _said(call, NEXT_IN_LINE)
+    assert len(positions) == 3, call.describe()
+    assert [round(b - a, 1) for a, b in pairwise(positions)] == [every, every]
+    assert positions[0] - on_hold_at == pytest.approx(every, abs=0.5)
+    offers = _said(call, CALLBACK_OFFER)
+    assert len(offers) == 4  # once with the hold line, then after every announcement
+    assert all(any(0 < o - p < 5 for o in offers) for p in positions)
+    assert [e["position"] for e in call.events(record, "hold_announcement")] == [1, 1, 1]
+    assert h.twilio.sms == []  # not past the overflow wait yet
 
 
-async def test_on_hold_for_a_minute_the_caller_is_reminded_more_than_once(make_harness):
+async def test_the_second_caller_in_a_queue_hears_they_are_number_two(make_harness):
     h = await make_harness()
-    call, _, _ = await _on_hold_for(h, 60.0)
-    assert len(_reminders(call)) >= 2
+    first, _ = await _on_hold(h, MARIA)
+    second, _ = await _on_hold(h, JAMES)
+    await second.wait(h.settings.queue_hours.default.hold_announce_every_s + 5)
+    assert _said(second, queue_position(2)), second.describe()
+    assert _said(first, NEXT_IN_LINE) and not _said(first, queue_position(2))
+
+
+async def test_a_caller_who_waits_past_the_overflow_wait_is_texted_once_and_stays_in_the_queue(make_harness):
+    h = await make_harness()
+    hours = h.settings.queue_hours.default
+    call, on_hold_at = await _on_hold(h)
+    await call.wait(hours.offer_callback_after_s - 5)
+    assert h.twilio.sms == []
+    await call.wait(3 * hours.hold_announce_every_s)
+
+    (sms,) = h.twilio.sms  # once, however long they wait
+    assert sms["to"] == JAMES and sms["body"].startswith(f"{h.settings.callbacks.company_name}:")
+    assert "sorry for the wait" in sms["body"].lower() and "Reply STOP" in sms["body"]
+    (overflow,) = _said(call, CALLBACK_OVERFLOW)
+    assert overflow - on_hold_at >= hours.offer_callback_after_s
+    (escalation,) = escalations_of(h, call)
+    assert escalation["status"] == "waiting"  # texted, not booked: they keep their place
+    record = await call.finish()
+    assert record["outcome"] == "escalated"
+
+
+async def test_pressing_1_on_hold_texts_the_link_takes_the_caller_out_of_the_queue_and_says_goodbye(make_harness):
+    h = await make_harness()
+    call, _ = await _on_hold(h)
+    await call.wait_for(lambda: bool(_said(call, CALLBACK_OFFER)), what="the offer")
+    await call.press("1")
+    await call.wait_for(lambda: call.session.ended.is_set(), what="the goodbye and hang-up")
+
+    (sms,) = h.twilio.sms
+    (callback,) = await h.services.db.list_callbacks()
+    assert sms["to"] == JAMES and callback["token"] in sms["body"] and callback["status"] == "sent"
+    assert "you asked us to call you back" in sms["body"]
+    assert CALLBACK_TAKEN in call.heard_text()
+    (escalation,) = escalations_of(h, call)
+    assert escalation["status"] == "callback"
+    assert h.services.desk is not None
+    assert [i for i in (await h.services.desk.snapshot())["items"] if i["call_sid"] == call.call_sid] == []
+    record = await call.finish()
+    assert record["outcome"] == "callback" and record["end_reason"] == "callback_requested"
 
 
 async def test_stop_after_a_transfer_ends_the_stream_as_a_transfer_not_a_hang_up(make_harness):

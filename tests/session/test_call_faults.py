@@ -37,7 +37,7 @@ def errors_recorded(record: dict[str, Any]) -> list[str]:
 
 
 # ================================================================================================ database outage
-async def test_with_the_database_down_the_caller_still_reaches_the_desk_and_gets_the_sms_and_nothing_is_lost(
+async def test_with_the_database_down_the_caller_still_reaches_the_desk_takes_the_callback_and_nothing_is_lost(
     make_harness,
 ):
     h = await make_harness()
@@ -49,27 +49,29 @@ async def test_with_the_database_down_the_caller_still_reaches_the_desk_and_gets
     await call.wait_for(lambda: HOLD_LINE in call.heard_text(), what="the hold line")
     await call.wait(1.0)
 
-    # The caller is on hold, texted, and waiting at the desk although nothing could be written.
-    assert [m["to"] for m in h.twilio.sms] == [JAMES]
+    # The caller is on hold and waiting at the desk although nothing could be written.
     assert escalations_of(h, call) == [] and callbacks_of(h, call) == []
     desk = h.services.desk
     assert desk is not None
     waiting = [i for i in (await desk.snapshot())["items"] if i["call_sid"] == call.call_sid]
     assert len(waiting) == 1 and waiting[0]["trigger"] == "caller_request" and waiting[0]["stored"] is False
     assert h.metric("ivr_escalations_total", {"trigger": "caller_request"}) == 1
+    # They take the callback offer: the text goes now.
+    await call.press("1")
+    await call.wait_for(lambda: call.session.ended.is_set(), what="the goodbye")
+    assert [m["to"] for m in h.twilio.sms] == [JAMES]
 
     back()
     await call.wait(h.settings.storage.retry_s + 1.0)
 
     # Everything the outage held back is written, in order, with the link the caller was sent.
     (escalation,) = escalations_of(h, call)
-    assert escalation["trigger"] == "caller_request" and escalation["status"] == "waiting"
+    assert escalation["trigger"] == "caller_request" and escalation["status"] == "callback"
     (callback,) = callbacks_of(h, call)
     assert callback["status"] == "sent" and callback["token"] in h.twilio.sms[0]["body"]
-    waiting = [i for i in (await desk.snapshot())["items"] if i["call_sid"] == call.call_sid]
-    assert [i["id"] for i in waiting] == [escalation["id"]]
+    assert [i for i in (await desk.snapshot())["items"] if i["call_sid"] == call.call_sid] == []
     record = await call.finish()
-    assert record["outcome"] == "escalated" and record["end_reason"] == "caller_hung_up"
+    assert record["outcome"] == "callback" and record["end_reason"] == "callback_requested"
     kinds = [e["kind"] for e in record["events"]]
     assert kinds.index("start") < kinds.index("escalation") < kinds.index("end")
     assert h.error_count("storage") == 1  # the outage, counted once, not once per write
