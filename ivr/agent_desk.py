@@ -658,14 +658,21 @@ class AgentDesk:
 
     async def notify(self) -> None:
         """Pushes a fresh snapshot to every connected page (each with its own skill filter and agent)."""
+        # The queue is read once per skill, not once per page; each page then gets its agent's own call.
+        shared: dict[str | None, Queue] = {}
         for ws, (skill, agent) in list(self._sockets.items()):
-            await self._push(ws, skill, agent)
+            if skill not in shared:
+                shared[skill] = await self.snapshot(skill)
+            me = await self._me(agent, self.clock()) if agent else None
+            await self._push(ws, skill, agent, {**shared[skill], "me": me})
 
-    async def _push(self, ws: web.WebSocketResponse, skill: str | None, agent: str | None) -> str | None:
+    async def _push(
+        self, ws: web.WebSocketResponse, skill: str | None, agent: str | None, snap: Queue | None = None
+    ) -> str | None:
         if ws.closed:
             self._sockets.pop(ws, None)
             return None
-        snap = await self.snapshot(skill, agent)
+        snap = snap or await self.snapshot(skill, agent)
         try:
             await ws.send_json(snap)
         except (ConnectionError, RuntimeError) as exc:
