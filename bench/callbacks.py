@@ -2,7 +2,7 @@
 
     python -m bench.callbacks [--counts 1 20 100]
 
-For each count, that many callbacks are booked for the same moment T (2 s ahead) in a fresh SQLite file; the
+For each count, that many callbacks are booked for the same moment T (3 s ahead) in a fresh SQLite file; the
 dialler (`ivr.callback_dialler`) runs on the loop's real clock and places them through the twilio library
 against a local stand-in for Twilio's API, which notes when each `calls.create` arrives. Prints, per count,
 how long after T the first and the last call reached "Twilio".

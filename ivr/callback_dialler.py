@@ -50,6 +50,7 @@ log = logging.getLogger("ivr.callback_dialler")
 DIALLABLE = ("booked", "no_answer")
 HUMAN = frozenset({"human", "unknown"})  # "unknown": detection could not tell; a person is the safer guess
 HOLD_PAUSE_S = 20
+DIAL_TIMEOUT = timedelta(minutes=10)  # a call Twilio says nothing about for this long counts as missed
 
 
 class CallbackDialler:
@@ -85,6 +86,7 @@ class CallbackDialler:
 
     # -- the scheduler ------------------------------------------------------------------------
     async def run(self) -> None:
+        task = asyncio.current_task()
         while True:
             self._wake.clear()
             try:
@@ -95,6 +97,9 @@ class CallbackDialler:
             delay = self.poll_s
             if next_due is not None:
                 delay = min(delay, max(0.0, (next_due - self.now()).total_seconds()))
+            if task is not None and task.cancelling():
+                # asyncio.wait_for (3.11) can swallow a cancel that lands as its result arrives: honour it here
+                raise asyncio.CancelledError
             sleeper = asyncio.ensure_future(self.clock.sleep(delay))
             woken = asyncio.ensure_future(self._wake.wait())
             try:
@@ -104,16 +109,26 @@ class CallbackDialler:
                 woken.cancel()
 
     async def dial_due(self) -> datetime | None:
-        """Places every callback that is due; returns when the next one falls due (None: none booked)."""
+        """Places every callback that is due and gives up on calls Twilio never reported on; returns when
+        there is next something to do (None: nothing booked)."""
         now = self.now()
-        rows = await self.storage.run(_diallable, self.storage.sync, self.config.max_call_attempts)
         upcoming: datetime | None = None
+        for callback_id, placed_at in await self.storage.run(_dialling, self.storage.sync):
+            placed = _parse(placed_at)
+            if placed is None or placed + DIAL_TIMEOUT <= now:
+                # Twilio never told us how the call went (its webhooks could not reach us): try again later.
+                await self._missed(callback_id, "no word from Twilio about the call")
+            elif upcoming is None or placed + DIAL_TIMEOUT < upcoming:
+                upcoming = placed + DIAL_TIMEOUT
+        rows = await self.storage.run(_diallable, self.storage.sync, self.config.max_call_attempts)
         for row in rows:
             when = _parse(row["scheduled_for"])
             if when is None:
                 continue
             if when <= now:
                 await self.place(row, now)
+                if upcoming is None or now + DIAL_TIMEOUT < upcoming:
+                    upcoming = now + DIAL_TIMEOUT  # when to give up on hearing how it went
             elif upcoming is None or when < upcoming:
                 upcoming = when
         return upcoming
@@ -362,6 +377,13 @@ def _diallable(storage: Storage, max_attempts: int) -> list[CallbackRow]:
             )
         ]
     return [row for row in (storage.get_callback(callback_id=i) for i in ids) if row is not None]
+
+
+def _dialling(storage: Storage) -> list[tuple[int, Any]]:
+    """Callbacks being called now, with when the call was placed."""
+    with storage.engine.connect() as conn:
+        query = select(callbacks.c.id, callbacks.c.last_attempt_at).where(callbacks.c.status == "dialling")
+        return [(int(r[0]), r[1]) for r in conn.execute(query)]
 
 
 def _claim(storage: Storage, callback_id: int, status: str, attempt: int, now: datetime) -> bool:

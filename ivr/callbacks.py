@@ -69,6 +69,7 @@ OVERUSED_TEXT = (
 RATE_TEXT = "Too many requests for this link. Please wait a minute and try again."
 CANCELLED_TEXT = "Your callback is cancelled. If you still need us, please call us again."
 FAILED_TEXT = "We could not set up this callback. Please call us again."
+FINISHED_SHOWN_FOR = timedelta(days=1)  # done and cancelled callbacks stay on the desk's list this long
 # What the desk and the page call each state of a call back.
 _STATE_WORDS = {
     "sent": "link sent",
@@ -269,6 +270,10 @@ class CallbackService:
         return {"status": "sent", "attempts": attempts, "message_sid": sid, "error": None}
 
     # -- booking ----------------------------------------------------------------------------
+    async def for_call(self, call_sid: str) -> CallbackRow | None:
+        """The callback this call asked for, if any."""
+        return await self.storage.run(_callback_by_key, self.storage.sync, f"{call_sid}:callback")
+
     def queue_of(self, row: CallbackRow) -> QueueHours:
         return self.hours.for_queue(str((row.get("payload") or {}).get("queue") or ""))
 
@@ -304,7 +309,9 @@ class CallbackService:
         if when.tzinfo is None:
             raise web.HTTPBadRequest(text="The time must include its UTC offset.")
         when = when.astimezone(UTC)
-        if when not in self.slots(row):
+        # Any slot still ahead counts, so a time picked just as its lead ran out is not refused.
+        ahead = queue_slots(self.queue_of(row), self.clock(), days=self.hours.days_ahead, lead=timedelta(0))
+        if when not in ahead:
             raise web.HTTPBadRequest(text="Please pick one of the times offered.")
         # A new booking gets the full number of attempts again.
         await self.storage.update_callback(
@@ -497,8 +504,19 @@ class CallbackService:
         return web.json_response({"callbacks": await self.desk_list(request.query.get("status") or None)})
 
     async def desk_list(self, status: str | None = None) -> list[dict[str, Any]]:
-        """What the desk's callback panel shows: every booked or placed callback, soonest first."""
-        rows = [r for r in await self.storage.list_callbacks(status) if r["status"] in _STATE_WORDS]
+        """What the desk's callback panel shows: callbacks still to make, and those finished in the last day,
+        soonest first."""
+        since = self.clock() - FINISHED_SHOWN_FOR
+
+        def shown(row: CallbackRow) -> bool:
+            if row["status"] not in _STATE_WORDS:
+                return False
+            if row["status"] in ("done", "cancelled"):
+                last = _parse(row.get("last_attempt_at") or row.get("scheduled_for") or row["created_at"])
+                return last is not None and last >= since
+            return True
+
+        rows = [r for r in await self.storage.list_callbacks(status) if shown(r)]
         out = []
         for row in rows:
             payload = row.get("payload") or {}

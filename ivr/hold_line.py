@@ -12,6 +12,7 @@ Runs on the call's clock (`ivr.clock`), so tests run it on virtual time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,7 @@ from ivr.prompts import (
     CALLBACK_OVERFLOW,
     CALLBACK_TAKEN,
     HOLD_REMINDER,
+    callback_booked,
     queue_position,
 )
 from ivr.queue_hours import QueueHours
@@ -72,13 +74,17 @@ class HoldLine:
     async def run(self, clock: Clock) -> None:
         """Announces at the queue's interval until the caller leaves the queue."""
         started = clock.now()
+        task = asyncio.current_task()
         while not self.done:
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # a cancel asyncio.wait_for swallowed (3.11) still ends the line
             await clock.sleep(self.hours.hold_announce_every_s)
             if self.done:
                 return
             position = await self.position()
             if position == 0:
-                return  # accepted, booked or gone: nothing more to say
+                await self._left_queue()
+                return
             waited = clock.now() - started
             if self.can_offer and not self.texted and waited >= self.hours.offer_callback_after_s:
                 if await self._text("overflow"):
@@ -89,6 +95,23 @@ class HoldLine:
             if self.can_offer:
                 self.call.say(CALLBACK_OFFER)
             self.call.record("hold_announcement", {"position": position, "waited_s": round(waited, 1)})
+
+    async def _left_queue(self) -> None:
+        """No longer waiting: an agent took the call (nothing to say), or the caller booked from the link
+        while holding (say when we will call, and let them go)."""
+        if not self.texted or self.callbacks is None:
+            return
+        try:
+            row = await self.callbacks.for_call(self.ctx.call_sid)
+        except Exception as exc:  # noqa: BLE001 - the caller is no longer queued either way
+            self.call.error("hold_callback_lookup", f"{type(exc).__name__}: {exc}")
+            return
+        if row is None or row["status"] != "booked":
+            return
+        self.done = True
+        self.call.record("callback_booked_on_hold", {"callback_id": row["id"]})
+        self.call.say(callback_booked(self.callbacks.when_words(row) or "the time you picked"))
+        await self.call.leave("callback_booked")
 
     async def position(self) -> int | None:
         """1-based place among the waiting callers of this queue; 0 when no longer waiting; None if unknown."""

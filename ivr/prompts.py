@@ -22,6 +22,11 @@ def queue_position(position: int) -> str:
     return NEXT_IN_LINE if position <= 1 else f"You are number {position} in line."
 
 
+def callback_booked(when: str) -> str:
+    """A caller on hold who booked a callback from the link."""
+    return f"Thank you: your callback is booked for {when}. We'll call you then. Goodbye."
+
+
 SERVER_PROMPTS = (
     HOLD_LINE,
     HOLD_REMINDER,

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import timezone as number_zones
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 SLOT_MINUTES = 30
 
@@ -39,6 +39,14 @@ class QueueHours(BaseModel):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _opens_before_closing(self) -> QueueHours:
+        if self.opens >= self.closes:
+            raise ValueError(f"a queue must open before it closes ({self.opens} >= {self.closes})")
+        if not set(self.days) <= set(range(7)):
+            raise ValueError("days are weekday numbers, Monday = 0 to Sunday = 6")
+        return self
 
     @property
     def zone(self) -> ZoneInfo:

@@ -1,18 +1,23 @@
 """Booked callbacks are placed at their time, on virtual time: the real dialler, storage, desk and callback page,
-the real twilio library talking to the local recording server, and Twilio's signed webhooks."""
+the real twilio library talking to the local recording server, and Twilio's signed webhooks.
+
+The dialler's clock (`SteppedClock`, an `ivr.clock.Clock`) moves only when a test moves it, and then only once
+the dialler is asleep again: HTTP to the recorder and the webhooks is real, so time must not run on by itself
+(as a fast-forwarding loop would while a socket is quiet)."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator
@@ -21,7 +26,6 @@ from ivr import agents as ag
 from ivr.agent_desk import AgentDesk
 from ivr.callback_dialler import CallbackDialler
 from ivr.callbacks import CallbackService
-from ivr.clock import LoopClock
 from ivr.metrics import Metrics
 from ivr.queue_hours import QueueHours, QueueHoursConfig
 from ivr.storage import Storage
@@ -37,14 +41,57 @@ from tests.agent_desk.desk_fixtures import (
 from tests.helpers.twilio_recorder import RecordedRequest, TwilioRecorder
 from tests.helpers.virtual_call import SyncStorage
 
-pytestmark = pytest.mark.looptime
-
 AUTH_TOKEN = "twilio-auth-token"
 PUBLIC = "https://ivr.example.test"
 LA_CALLER = "+12135550147"
 CALL_SID = "CA" + "d" * 32
 # Monday 24 November 2025, 9:07 am in Los Angeles: the queue (LA hours, 8 am to 6 pm) is open.
 START = datetime(2025, 11, 24, 17, 7, tzinfo=UTC)
+
+
+class SteppedClock:
+    """Virtual seconds that pass only in `advance`, which wakes sleepers in order, each once the dialler has gone
+    back to sleep (its round of storage and HTTP is over)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.t + seconds, next(self._seq), future))
+        await future
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> asyncio.Future[None]:
+        raise AssertionError("the dialler only sleeps")
+
+    async def asleep(self) -> None:
+        """Until someone sleeps on this clock (the dialler between rounds)."""
+        for _ in range(5000):
+            self._sleepers = [s for s in self._sleepers if not s[2].done()]
+            heapq.heapify(self._sleepers)
+            if self._sleepers:
+                return
+            await asyncio.sleep(0.002)
+        raise AssertionError("the dialler never went back to sleep")
+
+    async def advance(self, seconds: float) -> None:
+        end = self.t + seconds
+        while True:
+            await self.asleep()
+            due, _, future = self._sleepers[0]
+            if due > end:
+                break
+            heapq.heappop(self._sleepers)
+            self.t = max(self.t, due)
+            future.set_result(None)
+            await asyncio.sleep(0)
+        self.t = end
+        await self.asleep()
 
 
 @dataclass
@@ -55,23 +102,24 @@ class Rig:
     service: CallbackService
     dialler: CallbackDialler
     client: TestClient
+    clock: SteppedClock
 
     def now(self) -> datetime:
         return self.dialler.now()
 
     async def until(self, when: datetime) -> None:
         """Lets virtual time run to `when`."""
-        await asyncio.sleep(max(0.0, (when - self.now()).total_seconds()))
+        await self.clock.advance(max(0.0, (when - self.now()).total_seconds()))
 
     def placed(self) -> list[RecordedRequest]:
         return self.recorder.find("/Calls.json")
 
     async def placed_call(self, callback_id: int, n: int) -> str:
         """Waits (virtual time) for the n-th call placed for the callback; its SID once the dialler stored it."""
-        await self.recorder.wait_for(lambda _: len(self.placed()) >= n, timeout=3 * 86400)
+        while len(self.placed()) < n:
+            await self.clock.advance(60.0)
         sid = self.placed()[n - 1].sid
-        while (await self.storage.get_callback(callback_id=callback_id))["outbound_call_sid"] != sid:
-            await asyncio.sleep(0.01)
+        await self.clock.asleep()
         assert sid is not None
         return sid
 
@@ -107,11 +155,10 @@ async def rig(tmp_path: Path, *, hours: QueueHoursConfig | None = None) -> Async
     sync = Storage(f"sqlite:///{tmp_path / 'dialler.sqlite3'}")
     sync.create_all()
     storage = SyncStorage(sync)
-    loop = asyncio.get_running_loop()
-    base = loop.time()
+    clock = SteppedClock()
 
     def now() -> datetime:
-        return START + timedelta(seconds=loop.time() - base)
+        return START + timedelta(seconds=clock.now())
 
     twilio = TwilioRest(ACCOUNT_SID, "auth-token", api_base_url=recorder.url, backoff_s=0.01)
     desk = AgentDesk(storage, twilio, api_token=API_TOKEN, public_url=PUBLIC, metrics=Metrics(), clock=now)
@@ -119,14 +166,15 @@ async def rig(tmp_path: Path, *, hours: QueueHoursConfig | None = None) -> Async
     await add_agent(storage, "alice", AGENT_NUMBER)
     await storage.run(ag.set_status, storage.sync, "alice", "available", now=now())
     service = CallbackService(storage, twilio, PUBLIC, "+14155550100", now, on_change=desk.notify, hours=hours)
-    dialler = CallbackDialler(service, clock=LoopClock(), now=now, desk=desk, auth_token=AUTH_TOKEN, poll_s=3600.0)
+    dialler = CallbackDialler(service, clock=clock, now=now, desk=desk, auth_token=AUTH_TOKEN, poll_s=3600.0)
     app = web.Application()
     app.add_routes(service.routes() + dialler.routes())
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     task = asyncio.ensure_future(dialler.run())
     try:
-        yield Rig(recorder, storage, desk, service, dialler, client)
+        await clock.asleep()
+        yield Rig(recorder, storage, desk, service, dialler, client, clock)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -279,3 +327,15 @@ async def test_the_page_shows_los_angeles_times_for_a_213_number(tmp_path: Path)
         assert "Monday 24 November at 11 am Pacific time" in booked
         [_, confirmation] = r.recorder.find("/Messages.json")
         assert "Monday 24 November at 11 am Pacific time" in confirmation.form["Body"]
+
+
+async def test_a_call_twilio_never_reports_on_counts_as_missed_and_is_tried_again(tmp_path: Path):
+    async with rig(tmp_path) as r:
+        row, when = await r.book()
+        await r.placed_call(row["id"], 1)  # ... and then no webhook ever arrives
+        await r.until(when + timedelta(minutes=9))
+        assert (await r.storage.get_callback(callback_id=row["id"]))["status"] == "dialling"
+        await r.until(when + timedelta(minutes=12))
+        stored = await r.storage.get_callback(callback_id=row["id"])
+        assert stored["status"] == "no_answer" and "no word from Twilio" in stored["error"]
+        await r.placed_call(row["id"], 2)

@@ -296,6 +296,25 @@ async def test_a_caller_who_waits_past_the_overflow_wait_is_texted_once_and_stay
     assert record["outcome"] == "escalated"
 
 
+async def test_a_caller_who_books_from_the_link_while_holding_hears_the_time_and_is_let_go(make_harness):
+    h = await make_harness()
+    hours = h.settings.queue_hours.default
+    call, _ = await _on_hold(h)
+    await call.wait(hours.offer_callback_after_s + hours.hold_announce_every_s)
+    assert len(h.twilio.sms) == 1 and h.services.callbacks is not None
+    (row,) = await h.services.db.list_callbacks()
+    booked = await h.services.callbacks.schedule(row["token"], h.services.callbacks.slots(row)[0])
+    words = h.services.callbacks.when_words(booked)
+    assert words is not None and words.endswith("Pacific time")  # a 415 number
+
+    await call.wait_for(lambda: call.session.ended.is_set(), timeout_s=hours.hold_announce_every_s + 30)
+    assert f"your callback is booked for {words}".lower() in call.heard_text().lower()
+    (escalation,) = escalations_of(h, call)
+    assert escalation["status"] == "callback"
+    record = await call.finish()
+    assert record["outcome"] == "callback" and record["end_reason"] == "callback_booked"
+
+
 async def test_pressing_1_on_hold_texts_the_link_takes_the_caller_out_of_the_queue_and_says_goodbye(make_harness):
     h = await make_harness()
     call, _ = await _on_hold(h)
