@@ -20,6 +20,7 @@ from flows.backends import BackendConfig
 from ivr.call_limits import CallLimitsConfig
 from ivr.callbacks import CallbackConfig
 from ivr.escalation import EscalationConfig
+from ivr.nodes import ClusterConfig, default_node_id
 from ivr.privacy import PrivacyConfig
 from ivr.report import CostConfig
 from ivr.storage_queue import StorageConfig
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     calls: CallLimitsConfig = CallLimitsConfig()
     callbacks: CallbackConfig = CallbackConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    node_id: str = Field(default_factory=default_node_id, description="this node's name in a fleet (IVR_NODE_ID)")
+    redis_url: str | None = Field(None, description="live state shared by a fleet (IVR_REDIS_URL); none: one node")
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:

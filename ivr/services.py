@@ -22,6 +22,7 @@ from ivr.escalation import EscalationPolicy
 from ivr.escalator import Escalator
 from ivr.frustration import FrustrationTracker
 from ivr.metrics import Metrics
+from ivr.nodes import NodeRegistry, open_nodes
 from ivr.privacy import ContextStore, ErasureRequest, same_phone
 from ivr.prompts import SERVER_PROMPTS
 from ivr.storage import AsyncStorage, Storage
@@ -109,6 +110,7 @@ class Services:
     frustration: FrustrationTracker
     desk: AgentDesk | None = None
     callbacks: CallbackService | None = None
+    nodes: NodeRegistry | None = None
     sessions: dict[str, LiveCall] = field(default_factory=dict)
     # Context of calls handed to an agent, kept so a transfer back resumes with everything known; bounded
     # by age and count (`Settings.privacy`) so no caller's transcript or CRM data stays in memory for good.
@@ -263,6 +265,7 @@ async def build_all(
         config=settings.callbacks,
     )
     services.escalator.desk, services.escalator.callbacks = services.desk, services.callbacks
+    services.nodes = open_nodes(settings.node_id, settings.redis_url, settings.cluster)
     await models.tts.warm(services.fixed_prompts())
     # Models and tables live for the whole process: keep them out of the collector's full sweeps, which
     # otherwise stall the event loop (and so outbound audio) for tens of milliseconds under load.

@@ -190,6 +190,7 @@ class CallSession:
             params=event.params,
             region=services.region.name,
             flow=services.flow.name,
+            node_id=services.settings.node_id,
         )
         self.call.record(
             "start", {"stream_sid": event.stream_id, "carrier": event.carrier, "returning": bool(ctx.turns)}
