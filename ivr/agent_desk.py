@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,6 +126,8 @@ class AgentDesk:
         self._last_waiting: list[EscalationRow] = []
         self._background: set[asyncio.Task[None]] = set()
         self.tickets = TicketBook(WS_TICKET_TTL_S, clock=lambda: self.clock().timestamp())
+        # Tells the other nodes of a fleet that the queue changed (`ivr/fleet.py`); they push to their agents.
+        self.broadcast: Callable[[], Awaitable[None]] | None = None
 
     # -- queue operations -----------------------------------------------------------------
     async def enqueue(
@@ -304,7 +306,13 @@ class AgentDesk:
         return {"type": "queue", "skill": skill, "now": now.isoformat(), "queues": queues, "items": items}
 
     async def notify(self) -> None:
-        """Pushes a fresh snapshot to every connected agent (each with its own skill filter)."""
+        """Pushes a fresh snapshot to every connected agent, on this node and every other."""
+        await self.push_local()
+        if self.broadcast is not None:
+            await self.broadcast()
+
+    async def push_local(self) -> None:
+        """Pushes a fresh snapshot to this node's agents (each with its own skill filter)."""
         for ws, skill in list(self._sockets.items()):
             await self._push(ws, skill)
 

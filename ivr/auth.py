@@ -7,6 +7,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -25,6 +26,12 @@ def require_token(request: web.Request, token: str | None) -> None:
     supplied = header[7:] if header.startswith("Bearer ") else ""
     if not supplied or not hmac.compare_digest(supplied.encode(), token.encode()):
         raise web.HTTPUnauthorized(text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+class SpentKeys(Protocol):
+    """Where spent single-use keys are remembered: this process (`UseOnce`) or the fleet (`ivr.fleet`)."""
+
+    def first_use(self, key: str) -> bool: ...
 
 
 class UseOnce:

@@ -38,6 +38,8 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every plugin it loads at INFO; `ivr.migrate` says what was migrated in one line.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 SERVE_EPILOG = """\

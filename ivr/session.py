@@ -206,7 +206,8 @@ class CallSession:
         if not self.started:
             await self.close("stop_before_start")
         else:
-            await self.close("transferred_to_agent" if self.transferring else "caller_hung_up")
+            moved = self.transferring or await self.services.transferred_elsewhere(self.call_sid or "")
+            await self.close("transferred_to_agent" if moved else "caller_hung_up")
 
     # == outbound: typed command -> wire ===========================================================
     async def _send(self, cmd: OutboundCommand) -> None:
