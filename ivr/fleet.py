@@ -6,6 +6,9 @@
   so the node holding the media stream reads the carrier's `stop` as a transfer, not as the caller hanging up.
 - Spent stream tokens (``ivr:stream-token:<token>``, SET NX): the webhook may land on one node and the media
   stream on another, and a replayed token is still refused on every node.
+- Contexts of escalated calls (``ivr:context:<call>``, JSON, expiring with `Settings.privacy.context_ttl_s`):
+  a call an agent transfers back may return on any node and resumes with everything known; erasure removes
+  them here too.
 
 Records stay in the database; leases and call ownership are `ivr/nodes.py`.
 """
@@ -19,6 +22,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from pydantic import TypeAdapter
+
+from flows.context import CallContext
+
 if TYPE_CHECKING:
     from redis import Redis as SyncRedis
     from redis.asyncio import Redis
@@ -29,6 +36,8 @@ log = logging.getLogger("ivr.fleet")
 CHANNEL = "ivr:events"
 TRANSFER_TTL_S = 600
 EventKind = Literal["queue", "transferring"]
+# Contexts travel as JSON, never as pickles: nothing read back from Redis can run code.
+CONTEXT_JSON = TypeAdapter(CallContext)
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,22 @@ class Fleet:
 
     async def is_transferring(self, call_sid: str) -> bool:
         return bool(await self.redis.exists(f"ivr:transferring:{call_sid}"))
+
+    async def keep_context(self, call_sid: str, context_json: bytes, ttl_s: float) -> None:
+        await self.redis.set(f"ivr:context:{call_sid}", context_json, px=int(ttl_s * 1000))
+
+    async def take_context(self, call_sid: str) -> bytes | None:
+        value = await self.redis.getdel(f"ivr:context:{call_sid}")
+        return _as_bytes(value) if value is not None else None
+
+    async def erase_contexts(self, matches: Callable[[bytes], bool]) -> int:
+        """Deletes every kept context `matches` accepts; returns how many."""
+        erased = 0
+        async for key in self.redis.scan_iter(match="ivr:context:*", count=500):
+            value = await self.redis.get(key)
+            if value is not None and matches(_as_bytes(value)):
+                erased += int(await self.redis.delete(key))
+        return erased
 
     def spent_keys(self, ttl_s: float) -> SharedSpentKeys:
         return SharedSpentKeys(self, ttl_s)
@@ -135,3 +160,7 @@ class SharedSpentKeys:
     def first_use(self, key: str) -> bool:
         name = f"ivr:stream-token:{key}"
         return bool(self.fleet.sync_redis.set(name, self.fleet.node_id, nx=True, px=int(self.ttl_s * 1000)))
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value

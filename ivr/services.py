@@ -20,7 +20,7 @@ from flows.schema import Flow
 from ivr.config import Settings
 from ivr.escalation import EscalationPolicy
 from ivr.escalator import Escalator
-from ivr.fleet import Fleet
+from ivr.fleet import CONTEXT_JSON, Fleet
 from ivr.frustration import FrustrationTracker
 from ivr.metrics import Metrics
 from ivr.nodes import NodeRegistry, open_nodes
@@ -165,6 +165,8 @@ class Services:
         for session in live:
             await session.close("erased", outcome="error")
         dropped = self.contexts.remove_where(matches)
+        if self.fleet is not None:
+            dropped += await self.fleet.erase_contexts(lambda raw: matches(CONTEXT_JSON.validate_json(raw)))
         in_memory = {"live_calls": len(live), "contexts": dropped}
         counts = await self.db.erase(request, actor=actor, in_memory=in_memory)
         return {**counts, **in_memory}
@@ -175,6 +177,31 @@ class Services:
             task = asyncio.get_running_loop().create_task(self.fleet.transferring(call_sid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def keep_context(self, call_sid: str, ctx: CallContext) -> None:
+        """Keeps an escalated call's context for its return from an agent, on whichever node it returns to."""
+        self.contexts[call_sid] = ctx
+        if self.fleet is not None:
+            try:
+                await self.fleet.keep_context(
+                    call_sid, CONTEXT_JSON.dump_json(ctx), self.settings.privacy.context_ttl_s
+                )
+            except Exception:
+                log.exception("call %s: could not share the call's context with the fleet", call_sid)
+
+    async def resume_context(self, call_sid: str) -> CallContext | None:
+        """The context a returning call left, kept here or by another node (taken: it is used once)."""
+        ctx = self.contexts.pop(call_sid, None)
+        if self.fleet is None:
+            return ctx
+        try:
+            shared = await self.fleet.take_context(call_sid)
+        except Exception:
+            log.exception("call %s: could not fetch the call's context from the fleet", call_sid)
+            return ctx
+        if ctx is None and shared is not None:
+            ctx = CONTEXT_JSON.validate_json(shared)
+        return ctx
 
     def mark_transferring_here(self, call_sid: str) -> bool:
         session = self.sessions.get(call_sid)

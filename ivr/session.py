@@ -159,7 +159,7 @@ class CallSession:
         services = self.services
         self.call.bind(event.call_id)
         self._order.start_at(event.sequence_number)
-        ctx = services.contexts.pop(event.call_id, None)  # back from an agent: keep everything
+        ctx = await services.resume_context(event.call_id)  # back from an agent: keep everything
         if ctx is None:
             ctx = CallContext(
                 call_sid=event.call_id,
@@ -256,7 +256,7 @@ class CallSession:
         services, ctx = self.services, self.ctx
         final = outcome or (self.dialogue.outcome if self.dialogue else None) or _outcome_for(ctx)
         if ctx is not None and ctx.escalated:
-            services.contexts[call_id] = ctx  # survives a transfer back from an agent
+            await services.keep_context(call_id, ctx)  # survives a transfer back from an agent
         self.ledger.flush_unwritten()
         self.call.record("end", {"reason": reason, "outcome": final})
         # Not awaited: a database that is down or hung must not hold the call (or SIGTERM) open; the write is
