@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all install check test test-fast demo bench serve flows-test clean
+.PHONY: all install check test test-fast demo bench serve cluster flows-test clean
 
 all: test
 
@@ -40,6 +40,10 @@ bench: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/ivr serve --insecure-dev
+
+# Two nodes sharing this machine's PostgreSQL and Redis behind HAProxy, on loopback (NODES=3 for three).
+cluster: $(STAMP)
+	$(BIN)/python -m ivr.cluster --nodes $(or $(NODES),2)
 
 flows-test: $(STAMP)
 	$(BIN)/ivr flows validate && $(BIN)/ivr flows test

@@ -31,7 +31,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +44,7 @@ from flows.gateway import BackendError, BackendGateway
 from flows.pci import mask_card_numbers
 from ivr import agents as ag
 from ivr.agents import AgentRow, DeskConfig, LegRow, Reach
-from ivr.auth import TicketBook
+from ivr.auth import DeskTickets, LocalDeskTickets, TicketBook
 from ivr.metrics import Metrics
 from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, escalations, utcnow
 from ivr.storage_queue import StorageUnavailable
@@ -187,8 +187,12 @@ class AgentDesk:
         self._unstored: dict[str, dict[str, Any]] = {}
         self._last_waiting: list[EscalationRow] = []
         self._background: set[asyncio.Task[None]] = set()
-        self.tickets = TicketBook(WS_TICKET_TTL_S, clock=lambda: self.clock().timestamp())
-        self._ticket_agents: dict[str, str | None] = {}
+        self.ws_tickets: DeskTickets = LocalDeskTickets(
+            TicketBook(WS_TICKET_TTL_S, clock=lambda: self.clock().timestamp())
+        )
+        # Tells the other nodes of a fleet that the queue changed (`ivr/fleet.py`); they push to their agents.
+        self.broadcast: Callable[[], Awaitable[None]] | None = None
+        self.broadcast_alert: Callable[[str, str], Awaitable[None]] | None = None
 
     # -- queue operations -----------------------------------------------------------------
     async def enqueue(
@@ -648,7 +652,12 @@ class AgentDesk:
         return {"agent": agent, "leg": leg, "call": call}
 
     async def alert(self, kind: str, text: str) -> None:
-        """A line every page shows at once (a caller requeued, a caller gone)."""
+        """A line every page shows at once (a caller requeued, a caller gone), on every node."""
+        await self.alert_local(kind, text)
+        if self.broadcast_alert is not None:
+            await self.broadcast_alert(kind, text)
+
+    async def alert_local(self, kind: str, text: str) -> None:
         message = {"type": "alert", "kind": kind, "text": text, "at": self.clock().isoformat()}
         for ws in list(self._sockets):
             try:
@@ -657,7 +666,13 @@ class AgentDesk:
                 self._sockets.pop(ws, None)
 
     async def notify(self) -> None:
-        """Pushes a fresh snapshot to every connected page (each with its own skill filter and agent)."""
+        """Pushes a fresh snapshot to every connected page, on this node and (through `broadcast`) every other."""
+        await self.push_local()
+        if self.broadcast is not None:
+            await self.broadcast()
+
+    async def push_local(self) -> None:
+        """Pushes a fresh snapshot to this node's pages (each with its own skill filter and agent)."""
         # The queue is read once per skill, not once per page; each page then gets its agent's own call.
         shared: dict[str | None, Queue] = {}
         for ws, (skill, agent) in list(self._sockets.items()):
@@ -858,12 +873,9 @@ class AgentDesk:
 
     async def _ws_ticket(self, request: web.Request) -> web.Response:
         viewer = await self.viewer(request)
-        ticket = self.tickets.issue()
-        if len(self._ticket_agents) > 2 * self.tickets.max_outstanding:
-            self._ticket_agents.clear()  # tickets already expired or dropped by the book
-        self._ticket_agents[ticket] = viewer["name"] if viewer else None
+        ticket = await self.ws_tickets.issue(viewer["name"] if viewer else None)
         return web.json_response(
-            {"ticket": ticket, "expires_in": int(self.tickets.ttl_s)}, headers={"Cache-Control": "no-store"}
+            {"ticket": ticket, "expires_in": int(self.ws_tickets.ttl_s)}, headers={"Cache-Control": "no-store"}
         )
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
@@ -872,11 +884,9 @@ class AgentDesk:
             viewer = await self.viewer(request)
             agent = viewer["name"] if viewer else None
         else:
-            ticket = request.query.get("ticket")
-            owner = self._ticket_agents.pop(ticket or "", None)
-            if not self.tickets.redeem(ticket):
+            valid, agent = await self.ws_tickets.redeem(request.query.get("ticket"))
+            if not valid:
                 raise web.HTTPUnauthorized(text="missing, used or expired WebSocket ticket (POST /api/agent/ws-ticket)")
-            agent = owner
         skill = request.query.get("skill") or None
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)

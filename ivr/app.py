@@ -9,7 +9,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 
 from ivr.access_log import RedactingAccessLogger
-from ivr.auth import UseOnce, require_token
+from ivr.auth import SpentKeys, UseOnce, require_token
 from ivr.call_log import printable
 from ivr.privacy import ErasureRequest
 from ivr.services import Services
@@ -31,7 +31,7 @@ SERVICES = web.AppKey("services", Services)
 DRAINING = web.AppKey("draining", asyncio.Event)
 # Stream tokens already presented by a `start`: a second stream with the same token is refused. Kept a
 # little longer than a token lives (after that the token's own issue time refuses it).
-USED_STREAM_TOKENS = web.AppKey("used_stream_tokens", UseOnce)
+USED_STREAM_TOKENS = web.AppKey("used_stream_tokens", SpentKeys)
 
 
 class WebSocketTransport:
@@ -55,7 +55,10 @@ def build_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024, middlewares=[_storage_unavailable])
     app[SERVICES] = services
     app[DRAINING] = asyncio.Event()
-    app[USED_STREAM_TOKENS] = UseOnce(STREAM_TOKEN_MAX_AGE_S + 60.0)
+    # A fleet remembers spent stream tokens in Redis: the webhook and the media stream may reach two nodes.
+    fleet = getattr(services, "fleet", None)
+    spent_ttl_s = STREAM_TOKEN_MAX_AGE_S + 60.0
+    app[USED_STREAM_TOKENS] = fleet.spent_keys(spent_ttl_s) if fleet is not None else UseOnce(spent_ttl_s)
     app.router.add_post("/twilio/voice", voice_webhook)
     app.router.add_get("/twilio/media", media_stream)
     app.router.add_get("/healthz", healthz)

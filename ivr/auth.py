@@ -7,6 +7,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -25,6 +26,12 @@ def require_token(request: web.Request, token: str | None) -> None:
     supplied = header[7:] if header.startswith("Bearer ") else ""
     if not supplied or not hmac.compare_digest(supplied.encode(), token.encode()):
         raise web.HTTPUnauthorized(text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+class SpentKeys(Protocol):
+    """Where spent single-use keys are remembered: this process (`UseOnce`) or the fleet (`ivr.fleet`)."""
+
+    def first_use(self, key: str) -> bool: ...
 
 
 class UseOnce:
@@ -95,3 +102,34 @@ class TicketBook:
             return False
         until = self._tickets.pop(ticket, None)
         return until is not None and until > self.clock()
+
+
+class DeskTickets(Protocol):
+    """Where the desk's WebSocket tickets live: this process (`LocalDeskTickets`) or the fleet (`ivr.fleet`),
+    since behind a load balancer the ticket may be issued by one node and redeemed on another."""
+
+    ttl_s: float
+
+    async def issue(self, owner: str | None) -> str: ...
+
+    async def redeem(self, ticket: str | None) -> tuple[bool, str | None]:
+        """(valid, the agent it was issued to); a ticket is valid once, within `ttl_s`."""
+        ...
+
+
+class LocalDeskTickets:
+    def __init__(self, book: TicketBook) -> None:
+        self.book = book
+        self.ttl_s = book.ttl_s
+        self._owners: dict[str, str | None] = {}
+
+    async def issue(self, owner: str | None) -> str:
+        ticket = self.book.issue()
+        if len(self._owners) > 2 * self.book.max_outstanding:
+            self._owners.clear()  # tickets already expired or dropped by the book
+        self._owners[ticket] = owner
+        return ticket
+
+    async def redeem(self, ticket: str | None) -> tuple[bool, str | None]:
+        owner = self._owners.pop(ticket or "", None)
+        return self.book.redeem(ticket), owner

@@ -38,6 +38,8 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every plugin it loads at INFO; `ivr.migrate` says what was migrated in one line.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 SERVE_EPILOG = """\
@@ -123,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_init.add_argument(
         "--grant-to", help="the role the server runs as: records read/write, audit log read and append only"
     )
+    p_upgrade = db_sub.add_parser(
+        "upgrade", help="migrate the schema to this release (an empty database, or one an earlier release made)"
+    )
+    p_upgrade.add_argument("revision", nargs="?", default="head", help="target revision (default: the newest)")
     return parser
 
 
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_purge(settings, args.actor)
     if args.command == "audit":
         return run_audit_verify(settings)
+    if args.command == "db" and args.db_command == "upgrade":
+        return run_db_upgrade(settings, args.revision)
     if args.command == "db":
         return run_db_init(settings, args.grant_to)
     if args.command == "agents":
@@ -199,11 +207,17 @@ async def build_server(settings: Settings, **kwargs: Any) -> tuple[web.Applicati
 
 async def serve(settings: Settings) -> int:
     from ivr.app import drain, start_site
+    from ivr.nodes import LocalNodes, NodeKeeper
 
     app, services = await build_server(settings)
-    closed = await services.db.close_open_calls("process_restart")
-    if closed:
-        log.warning("closed %d calls left open by a previous process", closed)
+    keeper = NodeKeeper(
+        services.nodes or LocalNodes(settings.node_id),
+        services.db,
+        settings.cluster,
+        on_calls_ended=services.desk.notify if services.desk else None,
+    )
+    await keeper.start()
+    keeping = asyncio.create_task(keeper.run(), name="node-keeper")
     runner, _ = await start_site(app, settings.host, settings.port)
     log.info("listening on %s:%d (public URL %s)", settings.host, settings.port, settings.public_url)
     stop = asyncio.Event()
@@ -215,6 +229,8 @@ async def serve(settings: Settings) -> int:
     if remaining:
         log.warning("drain deadline passed: ended %d live calls", remaining)
     await runner.cleanup()
+    keeping.cancel()
+    await keeper.nodes.leave()
     await services.close()
     log.info("stopped; every call record is closed")
     return 0
@@ -339,6 +355,20 @@ def run_db_init(settings: Settings, grant_to: str | None) -> int:
     storage.init_schema(grant_to)
     storage.dispose()
     print(json.dumps({"schema": "ready", "granted_to": grant_to}))
+    return 0
+
+
+def run_db_upgrade(settings: Settings, revision: str) -> int:
+    from ivr.migrate import upgrade
+    from ivr.storage import Storage
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    storage = Storage(settings.resolved_database_url())
+    try:
+        before, after = upgrade(storage.engine, revision)
+    finally:
+        storage.dispose()
+    print(json.dumps({"schema": "migrated" if before != after else "current", "from": before, "to": after}))
     return 0
 
 

@@ -21,6 +21,7 @@ from ivr.agents import DeskConfig
 from ivr.call_limits import CallLimitsConfig
 from ivr.callbacks import CallbackConfig
 from ivr.escalation import EscalationConfig
+from ivr.nodes import ClusterConfig, default_node_id
 from ivr.privacy import PrivacyConfig
 from ivr.queue_hours import QueueHoursConfig
 from ivr.report import CostConfig
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     desk: DeskConfig = DeskConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     queue_hours: QueueHoursConfig = QueueHoursConfig()  # each queue's hours, hold announcements, overflow
+    node_id: str = Field(default_factory=default_node_id, description="this node's name in a fleet (IVR_NODE_ID)")
+    redis_url: str | None = Field(None, description="live state shared by a fleet (IVR_REDIS_URL); none: one node")
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:

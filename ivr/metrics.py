@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+SENTIMENT_BUCKETS = (-0.6, -0.2, 0.2, 0.6, 1.0)
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0)
 
 
@@ -33,6 +45,28 @@ class Metrics:
         self.barge_ins = Counter("ivr_barge_ins", "Bot playback interrupted by the caller", ["kind"], registry=r)
         self.escalations = Counter("ivr_escalations", "Escalations by trigger", ["trigger"], registry=r)
         self.draining = Gauge("ivr_draining", "1 while the server drains after SIGTERM", registry=r)
+        # What an autoscaler reads off each node: its calls (above), its ASR backlog, its CPU (process_cpu_*),
+        # and what callers want and how they feel (intents and sentiment per turn).
+        self.node = Info("ivr_node", "This node of the fleet", registry=r)
+        self.asr_pending = Gauge("ivr_asr_pending", "Transcriptions running or waiting for a worker", registry=r)
+        self.intents = Counter("ivr_turn_intents", "Turns by the intent understood", ["intent"], registry=r)
+        self.sentiment = Histogram(
+            "ivr_turn_sentiment",
+            "Caller sentiment per turn (-1 angry .. 1 pleased)",
+            buckets=SENTIMENT_BUCKETS,
+            registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def capacity(self, node_id: str, asr_pending: Callable[[], float]) -> None:
+        self.node.info({"node_id": node_id})
+        self.asr_pending.set_function(asr_pending)
+
+    def observe_turn(self, intent: str | None, sentiment: float | None) -> None:
+        self.intents.labels(intent or "none").inc()
+        if sentiment is not None:
+            self.sentiment.observe(sentiment)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,8 +20,10 @@ from flows.schema import Flow
 from ivr.config import Settings
 from ivr.escalation import EscalationPolicy
 from ivr.escalator import Escalator
+from ivr.fleet import CONTEXT_JSON, Fleet
 from ivr.frustration import FrustrationTracker
 from ivr.metrics import Metrics
+from ivr.nodes import NodeRegistry, open_nodes
 from ivr.privacy import ContextStore, ErasureRequest, same_phone
 from ivr.prompts import SERVER_PROMPTS
 from ivr.storage import AsyncStorage, Storage
@@ -111,10 +113,13 @@ class Services:
     desk: AgentDesk | None = None
     callbacks: CallbackService | None = None
     dialler: CallbackDialler | None = None  # places booked callbacks (runs while the app does)
+    nodes: NodeRegistry | None = None
+    fleet: Fleet | None = None  # live state shared through Redis; None on a single node
     sessions: dict[str, LiveCall] = field(default_factory=dict)
     # Context of calls handed to an agent, kept so a transfer back resumes with everything known; bounded
     # by age and count (`Settings.privacy`) so no caller's transcript or CRM data stays in memory for good.
     contexts: ContextStore[CallContext] = field(default_factory=lambda: ContextStore(3600.0, 1000))
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def asr(self) -> AsrService:
@@ -162,14 +167,59 @@ class Services:
         for session in live:
             await session.close("erased", outcome="error")
         dropped = self.contexts.remove_where(matches)
+        if self.fleet is not None:
+            dropped += await self.fleet.erase_contexts(lambda raw: matches(CONTEXT_JSON.validate_json(raw)))
         in_memory = {"live_calls": len(live), "contexts": dropped}
         counts = await self.db.erase(request, actor=actor, in_memory=in_memory)
         return {**counts, **in_memory}
 
     def mark_transferring(self, call_sid: str) -> None:
+        if not self.mark_transferring_here(call_sid) and self.fleet is not None:
+            # The call's media is on another node: tell it before the carrier is asked to move the call.
+            task = asyncio.get_running_loop().create_task(self.fleet.transferring(call_sid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def keep_context(self, call_sid: str, ctx: CallContext) -> None:
+        """Keeps an escalated call's context for its return from an agent, on whichever node it returns to."""
+        self.contexts[call_sid] = ctx
+        if self.fleet is not None:
+            try:
+                await self.fleet.keep_context(
+                    call_sid, CONTEXT_JSON.dump_json(ctx), self.settings.privacy.context_ttl_s
+                )
+            except Exception:
+                log.exception("call %s: could not share the call's context with the fleet", call_sid)
+
+    async def resume_context(self, call_sid: str) -> CallContext | None:
+        """The context a returning call left, kept here or by another node (taken: it is used once)."""
+        ctx = self.contexts.pop(call_sid, None)
+        if self.fleet is None:
+            return ctx
+        try:
+            shared = await self.fleet.take_context(call_sid)
+        except Exception:
+            log.exception("call %s: could not fetch the call's context from the fleet", call_sid)
+            return ctx
+        if ctx is None and shared is not None:
+            ctx = CONTEXT_JSON.validate_json(shared)
+        return ctx
+
+    def mark_transferring_here(self, call_sid: str) -> bool:
         session = self.sessions.get(call_sid)
         if session is not None:
             session.transferring = True
+        return session is not None
+
+    async def transferred_elsewhere(self, call_sid: str) -> bool:
+        """Whether an agent on another node took this call (its `stop` is then a transfer, not a hang-up)."""
+        if self.fleet is None:
+            return False
+        try:
+            return await self.fleet.is_transferring(call_sid)
+        except Exception:
+            log.exception("call %s: could not ask the fleet whether the call was transferred", call_sid)
+            return False
 
     def new_nlu(self) -> RegionalNlu:
         return RegionalNlu(self.models.intents, self.region)
@@ -187,6 +237,8 @@ class Services:
         return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS)
 
     async def close(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.close()
         close = getattr(self.gateway, "close", None)
         if close is not None:
             await close()
@@ -281,6 +333,17 @@ async def build_all(
     )
     services.escalator.desk, services.escalator.callbacks = services.desk, services.callbacks
     services.escalator.hours = settings.queue_hours
+    services.nodes = open_nodes(settings.node_id, settings.redis_url, settings.cluster)
+    metrics.capacity(settings.node_id, lambda: models.asr.pending)
+    if settings.redis_url:
+        services.fleet = Fleet.connect(settings.node_id, settings.redis_url)
+        services.fleet.on_queue_changed = services.desk.push_local
+        services.fleet.on_transferring = services.mark_transferring_here
+        services.fleet.on_alert = services.desk.alert_local
+        services.desk.broadcast = services.fleet.queue_changed
+        services.desk.broadcast_alert = services.fleet.alert
+        services.desk.ws_tickets = services.fleet.desk_tickets(services.desk.ws_tickets.ttl_s)
+        await services.fleet.start()
     await models.tts.warm(services.fixed_prompts())
     # Models and tables live for the whole process: keep them out of the collector's full sweeps, which
     # otherwise stall the event loop (and so outbound audio) for tens of milliseconds under load.

@@ -159,7 +159,7 @@ class CallSession:
         services = self.services
         self.call.bind(event.call_id)
         self._order.start_at(event.sequence_number)
-        ctx = services.contexts.pop(event.call_id, None)  # back from an agent: keep everything
+        ctx = await services.resume_context(event.call_id)  # back from an agent: keep everything
         if ctx is None:
             ctx = CallContext(
                 call_sid=event.call_id,
@@ -190,6 +190,7 @@ class CallSession:
             params=event.params,
             region=services.region.name,
             flow=services.flow.name,
+            node_id=services.settings.node_id,
         )
         self.call.record(
             "start", {"stream_sid": event.stream_id, "carrier": event.carrier, "returning": bool(ctx.turns)}
@@ -205,7 +206,8 @@ class CallSession:
         if not self.started:
             await self.close("stop_before_start")
         else:
-            await self.close("transferred_to_agent" if self.transferring else "caller_hung_up")
+            moved = self.transferring or await self.services.transferred_elsewhere(self.call_sid or "")
+            await self.close("transferred_to_agent" if moved else "caller_hung_up")
 
     # == outbound: typed command -> wire ===========================================================
     async def _send(self, cmd: OutboundCommand) -> None:
@@ -254,7 +256,7 @@ class CallSession:
         services, ctx = self.services, self.ctx
         final = outcome or (self.dialogue.outcome if self.dialogue else None) or _outcome_for(ctx)
         if ctx is not None and ctx.escalated:
-            services.contexts[call_id] = ctx  # survives a transfer back from an agent
+            await services.keep_context(call_id, ctx)  # survives a transfer back from an agent
         self.ledger.flush_unwritten()
         self.call.record("end", {"reason": reason, "outcome": final})
         # Not awaited: a database that is down or hung must not hold the call (or SIGTERM) open; the write is

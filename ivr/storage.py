@@ -41,7 +41,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    inspect,
     select,
     text,
     update,
@@ -81,6 +80,9 @@ calls = Table(
     # outcome: resolved (confirmed), escalated, abandoned (hung up), silent, error, in_progress
     Column("outcome", String(32), nullable=False, default="in_progress"),
     Column("first_response_ms", Float),
+    # The node serving the call's media stream: a starting node closes only its own calls, and when a node's
+    # lease lapses the survivors end the calls it held (`ivr/nodes.py`).
+    Column("node_id", String(64), index=True),
 )
 
 events = Table(
@@ -127,7 +129,7 @@ escalations = Table(
     Column("payload", JSON, nullable=False, default=dict),
 )
 
-# Placing the call back (ivr/callback_dialler.py); added to an older table by `create_all`.
+# Placing the call back (ivr/callback_dialler.py); added to an older table by migration 0003.
 CALLBACK_DIAL_COLUMNS: dict[str, Any] = {
     "call_attempts": Integer(),  # calls placed so far
     "outbound_call_sid": String(64),  # the call being placed or last placed
@@ -235,22 +237,6 @@ exports = Table(
     Column("call_sids", JSON, nullable=False, default=list),
 )
 
-_APPEND_ONLY_SQLITE = [
-    """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
-]
-# Created once, by whoever creates the schema (`ivr db init`), never dropped and recreated at a start:
-# the application role only appends (see `Storage.init_schema`).
-_APPEND_ONLY_POSTGRES_FUNCTION = """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
-       BEGIN RAISE EXCEPTION 'audit_log is append-only'; END; $$ LANGUAGE plpgsql"""
-_APPEND_ONLY_POSTGRES_TRIGGERS = {
-    "audit_log_append_only": """CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
-       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
-    "audit_log_no_truncate": """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-       FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
-}
 # Serialises appends to the audit hash chain across processes (server, CLI) on PostgreSQL.
 _AUDIT_CHAIN_LOCK = 7_310_442_001
 
@@ -378,34 +364,11 @@ class Storage:
 
     # -- schema -----------------------------------------------------------------------------
     def create_all(self) -> None:
-        """Creates what is missing (tables, the audit chain's columns, the append-only triggers); changes
-        nothing that exists, so an application role without DDL rights can run it at every start."""
-        metadata.create_all(self.engine)
-        columns = {c["name"] for c in inspect(self.engine).get_columns("audit_log")}
-        with self.engine.begin() as conn:
-            for name in ("prev_hash", "hash"):
-                if name not in columns:
-                    conn.execute(text(f"ALTER TABLE audit_log ADD COLUMN {name} VARCHAR(64)"))
-            have = {c["name"] for c in inspect(conn).get_columns("callbacks")}
-            for name, type_ in CALLBACK_DIAL_COLUMNS.items():
-                if name not in have:
-                    ddl = type_.compile(dialect=conn.dialect)
-                    conn.execute(text(f"ALTER TABLE callbacks ADD COLUMN {name} {ddl}"))
-            if self.engine.dialect.name == "sqlite":
-                for stmt in _APPEND_ONLY_SQLITE:
-                    conn.execute(text(stmt))
-                return
-            existing = {
-                r[0]
-                for r in conn.execute(
-                    text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass AND NOT tgisinternal")
-                )
-            }
-            missing = [stmt for name, stmt in _APPEND_ONLY_POSTGRES_TRIGGERS.items() if name not in existing]
-            if missing:
-                conn.execute(text(_APPEND_ONLY_POSTGRES_FUNCTION))
-                for stmt in missing:
-                    conn.execute(text(stmt))
+        """Brings the schema to the newest migration (`ivr/migrate.py`); at the newest it changes nothing, so an
+        application role without DDL rights can run it at every start."""
+        from ivr.migrate import upgrade
+
+        upgrade(self.engine)
 
     def init_schema(self, grant_to: str | None = None) -> None:
         """The schema, created once by its owner (`ivr db init`). On PostgreSQL `grant_to` is the role the
@@ -417,12 +380,15 @@ class Storage:
         records = ", ".join(t.name for t in metadata.sorted_tables if t is not audit_log)
         with self.engine.begin() as conn:
             conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {records} TO {role}"))
+            conn.execute(text(f"GRANT SELECT ON alembic_version TO {role}"))
             conn.execute(text(f"REVOKE ALL ON audit_log FROM {role}"))
             conn.execute(text(f"GRANT SELECT, INSERT ON audit_log TO {role}"))
             conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"))
 
     def drop_all(self) -> None:
         metadata.drop_all(self.engine)
+        with self.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -438,6 +404,7 @@ class Storage:
         region: str | None = None,
         flow: str | None = None,
         started_at: datetime | None = None,
+        node_id: str | None = None,
     ) -> None:
         with self.engine.begin() as conn:
             exists = conn.execute(select(calls.c.call_sid).where(calls.c.call_sid == call_sid)).first()
@@ -446,7 +413,9 @@ class Storage:
                 conn.execute(
                     update(calls)
                     .where(calls.c.call_sid == call_sid)
-                    .values(stream_sid=stream_sid, ended_at=None, end_reason=None, outcome="in_progress")
+                    .values(
+                        stream_sid=stream_sid, ended_at=None, end_reason=None, outcome="in_progress", node_id=node_id
+                    )
                 )
                 return
             conn.execute(
@@ -459,6 +428,7 @@ class Storage:
                     flow=flow,
                     started_at=started_at or utcnow(),
                     outcome="in_progress",
+                    node_id=node_id,
                 )
             )
 
@@ -474,15 +444,29 @@ class Storage:
                 .values(ended_at=ended_at or utcnow(), end_reason=reason, outcome=outcome)
             )
 
-    def close_open_calls(self, reason: str) -> int:
-        """Closes calls a previous process left open (crash): they end as errors, not as resolved."""
+    def close_open_calls(self, reason: str, node_id: str | None) -> int:
+        """Closes the calls a node left open (its previous process crashed, or its lease lapsed): they end as
+        errors, not as resolved, and their callers no longer wait on the desk. Other nodes' calls are untouched."""
+        owner = calls.c.node_id.is_(None) if node_id is None else calls.c.node_id == node_id
+        now = utcnow()
         with self.engine.begin() as conn:
+            open_sids = select(calls.c.call_sid).where(calls.c.ended_at.is_(None), owner)
+            conn.execute(
+                update(escalations)
+                .where(escalations.c.status == "waiting", escalations.c.call_sid.in_(open_sids))
+                .values(status="abandoned")
+            )
             result = conn.execute(
                 update(calls)
-                .where(calls.c.ended_at.is_(None))
-                .values(ended_at=utcnow(), end_reason=reason, outcome="error")
+                .where(calls.c.ended_at.is_(None), owner)
+                .values(ended_at=now, end_reason=reason, outcome="error")
             )
             return result.rowcount or 0
+
+    def open_call_owners(self) -> set[str | None]:
+        """The nodes holding open calls (None: calls started before calls had owners)."""
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(select(calls.c.node_id).where(calls.c.ended_at.is_(None)).distinct())}
 
     def add_event(self, call_sid: str, kind: str, data: dict[str, Any] | None = None) -> None:
         with self.engine.begin() as conn:
@@ -942,6 +926,7 @@ class AsyncStorage:
         region: str | None = None,
         flow: str | None = None,
         started_at: datetime | None = None,
+        node_id: str | None = None,
     ) -> None:
         await self.run(
             self.sync.start_call,
@@ -952,6 +937,7 @@ class AsyncStorage:
             region=region,
             flow=flow,
             started_at=started_at,
+            node_id=node_id,
         )
 
     async def update_call(self, call_sid: str, **values: Any) -> None:
@@ -960,8 +946,11 @@ class AsyncStorage:
     async def end_call(self, call_sid: str, *, reason: str, outcome: str, ended_at: datetime | None = None) -> None:
         await self.run(self.sync.end_call, call_sid, reason=reason, outcome=outcome, ended_at=ended_at)
 
-    async def close_open_calls(self, reason: str) -> int:
-        return await self.run(self.sync.close_open_calls, reason)
+    async def close_open_calls(self, reason: str, node_id: str | None) -> int:
+        return await self.run(self.sync.close_open_calls, reason, node_id)
+
+    async def open_call_owners(self) -> set[str | None]:
+        return await self.run(self.sync.open_call_owners)
 
     async def add_event(self, call_sid: str, kind: str, data: dict[str, Any] | None = None) -> None:
         await self.run(self.sync.add_event, call_sid, kind, data)

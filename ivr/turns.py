@@ -117,6 +117,7 @@ class TurnLedger:
                 turn.sentiment = how.sentiment
             if turn.loudness_spl_db is None:
                 turn.loudness_spl_db = how.loudness_spl_db
+            self._call.metrics.observe_turn(turn.intent, turn.sentiment)
             rows.append(
                 TurnEntry(
                     idx=turn.index,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,12 @@ API_TOKEN = "test-api-token"
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Any:
-    """A fresh database for this test session (others share the server), dropped afterwards."""
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """An empty database on this machine's PostgreSQL (others share the server), dropped afterwards; the test
+    is skipped when the server is not there."""
     psycopg = pytest.importorskip("psycopg")
-    name = f"ivr_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
@@ -45,6 +47,13 @@ def pg_url() -> Any:
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database for this test session, dropped afterwards."""
+    with fresh_postgres_database("ivr_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

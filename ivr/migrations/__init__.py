@@ -1,0 +1,1 @@
+"""Alembic migrations for the call records (`ivr db upgrade`); see `ivr/migrate.py`."""

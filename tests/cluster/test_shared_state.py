@@ -1,0 +1,75 @@
+"""Live state a fleet keeps in Redis, as two nodes see it. An escalated call's context: the call returns from the
+agent on another node and resumes with everything known (customer, slots, turns), once; erasure by phone
+removes it everywhere. A desk WebSocket ticket: issued by one node, redeemed once on any."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from flows.context import CallContext, Customer, Turn
+from ivr.fleet import CONTEXT_JSON, Fleet
+
+REDIS_URL = "redis://127.0.0.1:6379/8"
+
+
+@pytest.fixture
+async def fleets() -> AsyncIterator[tuple[Fleet, Fleet]]:
+    try:
+        redis.Redis.from_url(REDIS_URL).flushdb()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"Redis not reachable at 127.0.0.1:6379: {exc}")
+    a, b = Fleet.connect("node-a", REDIS_URL), Fleet.connect("node-b", REDIS_URL)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+def escalated_call(call_sid: str, phone: str) -> CallContext:
+    ctx = CallContext(call_sid=call_sid, caller=phone, customer=Customer("C-17", name="Maria", phone_e164=phone))
+    ctx.slots["order_id"] = "48213"
+    ctx.turns.append(Turn(0, "voice", "my parcel never came", intent="delivery_problem", confidence=0.93))
+    ctx.escalated = True
+    return ctx
+
+
+async def test_a_call_back_from_an_agent_resumes_on_another_node_once(fleets: tuple[Fleet, Fleet]) -> None:
+    a, b = fleets
+    ctx = escalated_call("CA1", "+14155550123")
+    await a.keep_context("CA1", CONTEXT_JSON.dump_json(ctx), ttl_s=60)
+
+    raw = await b.take_context("CA1")
+
+    assert raw is not None and CONTEXT_JSON.validate_json(raw) == ctx
+    assert await b.take_context("CA1") is None and await a.take_context("CA1") is None
+
+
+async def test_erasure_by_phone_removes_kept_contexts_on_every_node(fleets: tuple[Fleet, Fleet]) -> None:
+    a, b = fleets
+    await a.keep_context("CA1", CONTEXT_JSON.dump_json(escalated_call("CA1", "+14155550123")), ttl_s=60)
+    await a.keep_context("CA2", CONTEXT_JSON.dump_json(escalated_call("CA2", "+14155550999")), ttl_s=60)
+
+    erased = await b.erase_contexts(lambda raw: CONTEXT_JSON.validate_json(raw).caller == "+14155550123")
+
+    assert erased == 1
+    assert await a.take_context("CA1") is None
+    assert await a.take_context("CA2") is not None
+
+
+async def test_kept_contexts_expire(fleets: tuple[Fleet, Fleet]) -> None:
+    a, _ = fleets
+    await a.keep_context("CA1", CONTEXT_JSON.dump_json(escalated_call("CA1", "+14155550123")), ttl_s=60)
+    ttl_ms = await a.redis.pttl("ivr:context:CA1")
+    assert 0 < ttl_ms <= 60_000
+
+
+async def test_a_desk_ticket_from_one_node_opens_the_websocket_on_another_once(fleets: tuple[Fleet, Fleet]) -> None:
+    """Behind the balancer the page's ticket request and its WebSocket may reach different nodes."""
+    a, b = fleets
+    ticket = await a.desk_tickets(30).issue("alice")
+
+    assert await b.desk_tickets(30).redeem(ticket) == (True, "alice")
+    assert await a.desk_tickets(30).redeem(ticket) == (False, None)
+    assert await b.desk_tickets(30).redeem("forged") == (False, None)
