@@ -32,6 +32,7 @@ __all__ = ["PHONE_RATE", "SynthTiming", "Synthesizer", "TtsConfig", "TtsService"
 log = logging.getLogger(__name__)
 
 PHONE_RATE = 8000
+CACHED_OPENING_WORDS = 3
 _WINDOW_MS = 10
 # Piper normalises every sentence to full scale, so a level relative to the peak separates speech from the
 # model's near-silent lead-in/tail; -40 dB keeps soft word onsets (fricatives) intact.
@@ -232,7 +233,10 @@ class TtsService:
         return await asyncio.shield(fut)
 
     async def render_sentence(self, sentence: str) -> bytes:
-        """One already-normalised sentence as 8 kHz mu-law, made on the pool; not cached (replies vary)."""
+        """One already-normalised sentence as 8 kHz mu-law, made on the pool. Not cached (replies vary), except
+        short openings ("Sorry,", "One moment") that many replies start with: those come from the prompt cache."""
+        if len(sentence.split()) <= CACHED_OPENING_WORDS:
+            return await self.render(sentence)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.synth.synthesize_phone, sentence)
 
     async def warm(self, texts: Iterable[str]) -> None:
