@@ -23,6 +23,7 @@ from ivr.escalation import EscalationConfig
 from ivr.privacy import PrivacyConfig
 from ivr.report import CostConfig
 from ivr.storage_queue import StorageConfig
+from ivr.turn_end import TurnEndConfig
 from models.asr import AsrConfig
 from models.intent import Industry, answer_threshold
 from models.tts import TtsConfig
@@ -40,6 +41,7 @@ __all__ = [
     "Settings",
     "StorageConfig",
     "TtsConfig",
+    "TurnEndConfig",
 ]
 
 
@@ -76,6 +78,7 @@ class Settings(BaseSettings):
     calls: CallLimitsConfig = CallLimitsConfig()
     callbacks: CallbackConfig = CallbackConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    turn_end: TurnEndConfig = TurnEndConfig()
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:

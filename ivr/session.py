@@ -25,6 +25,7 @@ from ivr.frame_order import FrameOrder
 from ivr.listening import Heard, Listening, ListeningOptions
 from ivr.services import Services
 from ivr.speech import Speech
+from ivr.turn_end import turn_end_for
 from ivr.turns import TurnLedger
 from telephony.carrier import CarrierSerializer
 from telephony.events import (
@@ -86,6 +87,7 @@ class CallSession:
             self.call,
             bot_speaking=lambda: self.speech.is_playing,
             emit=self._heard,
+            turn_end=turn_end_for(services.settings.turn_end, services.asr, lambda: self.call_sid),
         )
 
     @property

@@ -272,6 +272,12 @@ class AsrService:
         with self._lock:
             return self._pending
 
+    @property
+    def has_idle_worker(self) -> bool:
+        """A transcription submitted now would start at once (optional work, like speculation, checks this)."""
+        with self._lock:
+            return not self._closed and self._pending < self._workers
+
     async def transcribe(self, audio: np.ndarray, call_sid: str) -> Transcript:
         if self._closed:
             raise RuntimeError("AsrService is closed")
