@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Each component's configuration lives beside it; Settings nests them.
 from audio.caller import AudioConfig
 from flows.backends import BackendConfig
+from ivr.admission import AdmissionConfig
 from ivr.call_limits import CallLimitsConfig
 from ivr.callbacks import CallbackConfig
 from ivr.escalation import EscalationConfig
@@ -29,6 +30,7 @@ from models.intent import Industry, answer_threshold
 from models.tts import TtsConfig
 
 __all__ = [
+    "AdmissionConfig",
     "AsrConfig",
     "AudioConfig",
     "BackendConfig",
@@ -79,6 +81,7 @@ class Settings(BaseSettings):
     callbacks: CallbackConfig = CallbackConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     turn_end: TurnEndConfig = TurnEndConfig()
+    admission: AdmissionConfig = AdmissionConfig()
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:

@@ -17,6 +17,7 @@ from flows.context import CallContext
 from flows.engine import FlowEngine
 from flows.gateway import BackendGateway
 from flows.schema import Flow
+from ivr.admission import BUSY_PROMPTS, Admission
 from ivr.config import Settings
 from ivr.escalation import EscalationPolicy
 from ivr.escalator import Escalator
@@ -109,6 +110,7 @@ class Services:
     frustration: FrustrationTracker
     desk: AgentDesk | None = None
     callbacks: CallbackService | None = None
+    admission: Admission | None = None  # capacity check (ivr/admission.py); None: every call is served
     sessions: dict[str, LiveCall] = field(default_factory=dict)
     # Context of calls handed to an agent, kept so a transfer back resumes with everything known; bounded
     # by age and count (`Settings.privacy`) so no caller's transcript or CRM data stays in memory for good.
@@ -182,7 +184,7 @@ class Services:
         )
 
     def fixed_prompts(self) -> list[str]:
-        return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS)
+        return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS) + list(BUSY_PROMPTS)
 
     async def close(self) -> None:
         close = getattr(self.gateway, "close", None)
@@ -263,6 +265,7 @@ async def build_all(
         config=settings.callbacks,
     )
     services.escalator.desk, services.escalator.callbacks = services.desk, services.callbacks
+    services.admission = Admission(settings.admission, metrics)
     await models.tts.warm(services.fixed_prompts())
     # Models and tables live for the whole process: keep them out of the collector's full sweeps, which
     # otherwise stall the event loop (and so outbound audio) for tens of milliseconds under load.

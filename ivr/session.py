@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from flows.context import CallContext
+from ivr.admission import turn_away
 from ivr.call_limits import CallWatchdog
 from ivr.call_log import CallLog
 from ivr.clock import Clock, LoopClock
@@ -199,7 +200,12 @@ class CallSession:
         self.call.log.info("call started from %s (stream %s)", _masked_number(event.caller), event.stream_id)
         self.ledger.call_started()
         self.speech.start()
-        self._spawn(self.dialogue.run(), "dialogue")
+        live, admission = len(services.sessions), services.admission
+        if admission is None or admission.admits(live):
+            self._spawn(self.dialogue.run(), "dialogue")
+        else:
+            busy = turn_away(admission, services.callbacks, ctx, self.call, self.speech, self.close, live_calls=live)
+            self._spawn(busy, "all_lines_busy")
         self._watchdog = CallWatchdog(services.settings.calls, self.clock, self.close)
         self._spawn(self._watchdog.run(), "watchdog")
 
