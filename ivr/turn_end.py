@@ -78,9 +78,16 @@ def judge(text: str) -> Verdict:
     words = _WORD.findall(stripped.lower())
     if not words:
         return "unsure"
-    last = words[-1]
-    if last.isdigit() or last in _NUMBER_WORDS:
+    trailing_numbers = 0
+    for word in reversed(words):
+        if not (word.isdigit() or word in _NUMBER_WORDS):
+            break
+        trailing_numbers += 1
+    # Digits read in groups ("4 7", "four seven") or a number left open ("my order is 1 2"); not "In 1813.",
+    # where Whisper's full stop after a single number says the caller has finished.
+    if trailing_numbers >= 2 or (trailing_numbers == 1 and not stripped.endswith((".", "?", "!"))):
         return "number"
+    last = words[-1]
     if last in _UNFINISHED or stripped.endswith((",", ";", ":", "-", "...")):
         return "incomplete"
     if stripped.endswith(("?", "!")) or " ".join(words) in _ANSWERS:

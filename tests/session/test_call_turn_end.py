@@ -23,6 +23,8 @@ pytestmark = pytest.mark.looptime
         ("Printing, in the only sense,", "incomplete"),
         ("My order number is 1 2 3", "number"),
         ("it's four five six", "number"),
+        ("1 2 3 4.", "number"),
+        ("In 1813.", "complete"),
         ("", "unsure"),
     ],
 )
