@@ -82,8 +82,10 @@ async def run_calls(
 
 def _server_workers_cpu(server: BenchServer) -> float:
     """CPU seconds the server's worker processes (ASR pool) used since the previous call of this function."""
-    probe = getattr(server.services.asr, "take_worker_cpu_s", None)
-    return float(probe()) if callable(probe) else 0.0
+    from models.asr_pool import ProcessTranscriber
+
+    transcriber = server.services.asr.transcriber
+    return transcriber.take_cpu_s() if isinstance(transcriber, ProcessTranscriber) else 0.0
 
 
 def refused_busy(record: dict[str, Any] | None) -> bool:

@@ -28,6 +28,7 @@ from ivr.prompts import SERVER_PROMPTS
 from ivr.storage import AsyncStorage, Storage
 from ivr.storage_queue import SPOOL_FILE
 from models.asr import AsrService, Transcriber
+from models.asr_pool import ProcessTranscriber
 from models.intent import IntentClassifier, IntentResult, answer_threshold, parse_yes_no
 from models.regions import Region, get_region
 from models.sentiment import SentimentScorer
@@ -52,10 +53,12 @@ class Models:
 
     @classmethod
     def load(cls, settings: Settings) -> Models:
-        transcriber = Transcriber(settings.asr)
+        a = settings.asr
+        # Worker processes (models/asr_pool.py) when configured: one utterance per process at a time.
+        transcriber = ProcessTranscriber(a, a.processes) if a.processes else Transcriber(a)
         synth = Synthesizer(settings.tts)
         return cls(
-            asr=AsrService(transcriber, workers=settings.asr.workers, queue_size=settings.asr.queue_size),
+            asr=AsrService(transcriber, workers=max(a.workers, a.processes), queue_size=a.queue_size),
             tts=TtsService(synth, workers=settings.tts.workers, cache_dir=settings.data_dir / "tts-cache"),
             intents=IntentClassifier.load(),
             sentiment=SentimentScorer(),
@@ -64,6 +67,8 @@ class Models:
     async def close(self) -> None:
         await self.asr.close()
         await self.tts.close()
+        if isinstance(self.asr.transcriber, ProcessTranscriber):
+            await asyncio.to_thread(self.asr.transcriber.close)
 
 
 class RegionalNlu:
