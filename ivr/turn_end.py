@@ -6,9 +6,9 @@ Here, once a pause reaches `speculate_after_ms`, what the caller said so far is 
 pause goes on). The words decide:
 
 * final (a question, "Where is my parcel?", or a one-phrase answer, "Yes."): the turn ends as soon as the pause
-  reaches `complete_end_ms`, and the transcript is already there: no recognition left to wait for;
-* complete (a full stop): the fixed silence still applies (Whisper also puts a full stop after a clause cut at
-  a comma pause), but the transcript is ready when it ends;
+  reaches `final_end_ms`, and the transcript is already there: no recognition left to wait for;
+* complete (a full stop): the turn ends at `complete_end_ms`, no sooner than the fixed silence by default
+  (Whisper also puts a full stop after a clause cut at a comma pause), but the transcript is ready when it ends;
 * unfinished (a trailing "and", "the", "to", "um", or a comma): the turn waits for `incomplete_end_ms`;
 * a number being read ("1 2 3 4"): the turn waits for `number_end_ms`, since digits come in groups;
 * anything else, or no transcript yet: the fixed endpointing silence applies, and the speculative transcript is
@@ -60,7 +60,10 @@ class TurnEndConfig(BaseModel):
 
     semantic: bool = Field(True, description="end turns by their words as well as by silence (see ivr/turn_end.py)")
     speculate_after_ms: int = Field(120, ge=20, description="pause after which what was said so far is transcribed")
-    complete_end_ms: int = Field(200, ge=20, description="pause that ends a question or a one-phrase answer")
+    final_end_ms: int = Field(200, ge=20, description="pause that ends a question or a one-phrase answer")
+    complete_end_ms: int = Field(
+        400, ge=20, description="pause that ends a turn ending in a full stop (bench/turn_end_check.py: none split)"
+    )
     incomplete_end_ms: int = Field(900, ge=100, description="pause that ends a turn ending in 'and', 'the', ...")
     number_end_ms: int = Field(800, ge=100, description="pause that ends a turn ending in a number being read")
 
@@ -140,7 +143,7 @@ class TurnEnd:
             spec = _Speculation(asyncio.ensure_future(self._transcribe(endpointer.utterance_so_far())))
             self._spec = spec
             spec.task.add_done_callback(lambda _t: self._judged(audio, spec))
-        elif self._spec is not None and self._spec.verdict == "final" and silence >= self.config.complete_end_ms:
+        elif self._spec is not None and silence >= self._end_after_ms(self._spec.verdict):
             self._end()
 
     def take_transcript(self) -> asyncio.Task[Transcript] | None:
@@ -165,13 +168,21 @@ class TurnEnd:
         spec.verdict = judge(transcript.text)
         c = self.config
         endpointer = audio.endpointer
-        if spec.verdict == "final":
-            if endpointer.trailing_silence_ms >= c.complete_end_ms:
+        if spec.verdict in ("final", "complete"):
+            if endpointer.trailing_silence_ms >= self._end_after_ms(spec.verdict):
                 self._end()
         elif spec.verdict == "incomplete":
             endpointer.wait_for_silence(c.incomplete_end_ms)
         elif spec.verdict == "number":
             endpointer.wait_for_silence(c.number_end_ms)
+
+    def _end_after_ms(self, verdict: Verdict | None) -> float:
+        """The pause after which words judged `verdict` end the turn here (inf: the endpointer decides)."""
+        if verdict == "final":
+            return self.config.final_end_ms
+        if verdict == "complete":
+            return self.config.complete_end_ms
+        return float("inf")
 
     def _end(self) -> None:
         if self.on_complete is not None:

@@ -43,8 +43,8 @@ async def test_a_question_ends_the_turn_before_the_endpointing_silence(make_harn
     (turn,) = record["turns"]
     assert turn["text"] == "Where is my parcel?"
     silence_ms = h.settings.audio.endpoint_silence_ms
-    end_ms = h.settings.turn_end.complete_end_ms
-    # Transcribed after speculate_after_ms of pause, judged a question, ended at complete_end_ms: well before
+    end_ms = h.settings.turn_end.final_end_ms
+    # Transcribed after speculate_after_ms of pause, judged a question, ended at final_end_ms: well before
     # the 400 ms a fixed silence needs, and with no recognition left to wait for.
     assert end_ms <= turn["latency"]["endpoint_wait"] <= end_ms + 40 < silence_ms
     assert turn["latency"]["asr"] == 0.0
