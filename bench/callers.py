@@ -98,34 +98,44 @@ def late_audio(commands: list[OutboundCommand], frame_arrivals: list[float], lea
 def reply_stalls(commands: list[OutboundCommand], frame_arrivals: list[float], stall_s: float = STALL_S) -> int:
     """Times a reply fell more than `stall_s` behind real-time pace: the caller heard a gap.
 
-    A reply (one turn, from its first frame to the mark that closes its last chunk) should arrive at 20 ms a
-    frame from its first frame on; a frame later than that pace by more than `stall_s` is a stall, and the
-    pace restarts from it (one gap is one stall, not one per frame after it). A clear ends the reply.
+    A reply (one turn: its chunks, each closed by a mark naming the turn) should arrive at 20 ms a frame from its
+    first frame on; a frame later than that pace by more than `stall_s` is a stall, and the pace restarts from it
+    (one gap is one stall, not one per frame after it). A clear ends the reply.
     """
+    chunks: list[tuple[str | None, list[float]]] = []  # (turn named by the closing mark, arrivals)
+    current: list[float] = []
+    i = 0
+    for command in commands:
+        if isinstance(command, PlayAudio):
+            n = max(1, len(command.payload) // FRAME)
+            current.extend(frame_arrivals[i : i + n])
+            i += n
+        elif isinstance(command, Mark):
+            name = command.name
+            chunks.append((name.rsplit(":", 1)[0].split("#")[-1] if "#" in name else None, current))
+            current = []
+        elif isinstance(command, Clear):
+            chunks.append((None, current))
+            chunks.append(("<clear>", []))
+            current = []
+    if current:
+        chunks.append((None, current))
     stalls = 0
     turn: str | None = None
     anchor: tuple[float, int] | None = None  # (arrival, frame number in the reply) the pace runs from
     frames_in_reply = 0
-    i = 0
-    for command in commands:
-        if isinstance(command, PlayAudio):
-            for t in frame_arrivals[i : i + max(1, len(command.payload) // FRAME)]:
-                if anchor is None:
-                    anchor = (t, frames_in_reply)
-                due = anchor[0] + (frames_in_reply - anchor[1]) * FRAME_S
-                if t - due > stall_s:
-                    stalls += 1
-                    anchor = (t, frames_in_reply)
-                frames_in_reply += 1
-            i += max(1, len(command.payload) // FRAME)
-        elif isinstance(command, Mark):
-            name = command.name
-            mark_turn = name.rsplit(":", 1)[0].split("#")[-1] if "#" in name else None
-            if turn is not None and mark_turn != turn:
-                anchor, frames_in_reply = None, 0
-            turn = mark_turn
-        elif isinstance(command, Clear):
-            turn, anchor, frames_in_reply = None, None, 0
+    for chunk_turn, arrivals in chunks:
+        if chunk_turn is None or chunk_turn != turn:
+            anchor, frames_in_reply = None, 0
+        turn = chunk_turn
+        for t in arrivals:
+            if anchor is None:
+                anchor = (t, frames_in_reply)
+            due = anchor[0] + (frames_in_reply - anchor[1]) * FRAME_S
+            if t - due > stall_s:
+                stalls += 1
+                anchor = (t, frames_in_reply)
+            frames_in_reply += 1
     return stalls
 
 

@@ -40,6 +40,7 @@ def build_results(
     endpoint_sweep: list[dict[str, Any]],
     offline: list[dict[str, Any]],
     quick: bool,
+    turn_end: dict[str, Any] | None = None,
     wall_s: float,
 ) -> dict[str, Any]:
     """The contents of `bench/results.json`."""
@@ -80,6 +81,7 @@ def build_results(
         "endpoint_sweep": endpoint_sweep,
         "endpoint_offline": offline,
         "recommended_endpoint_silence_ms": min(never_split) if never_split else None,
+        "turn_end_offline": turn_end,
         "targets": {
             # Issue 12: one caller (from the last voiced frame), and 40 callers (from the end of the recording).
             "1_caller_p50_ms<=450": sr["p50_ms"] is not None and sr["p50_ms"] <= 450,
@@ -151,6 +153,13 @@ def print_summary(results: dict[str, Any], out: Callable[[str], None] = print) -
         out(
             "recommended endpoint_silence_ms (smallest that split no recording, live or offline): "
             f"{results['recommended_endpoint_silence_ms']}"
+        )
+    te = results.get("turn_end_offline")
+    if te:
+        out(
+            f"semantic end of turn, offline, {te['recordings']} recordings under {OFFLINE_MAX_S:.0f} s with Whisper: "
+            f"{te['recordings_split']} split {te['split']}, {te['recordings_missed']} missed, turns ended by "
+            f"{te['turns_ended_by']}, median pause waited {te['silence_waited_ms_median']} ms"
         )
     c = results["codec"]
     out(f"\nmu-law codec ({c['audio_s']} s of speech, median of {c['repeats']}; audioop: {c['audioop']})")

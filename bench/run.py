@@ -17,6 +17,7 @@ from bench.load import SweepOptions, concurrency_sweep, endpoint_sweep
 from bench.mulaw_speed import mulaw_speed, phone_speech_pcm
 from bench.report import build_results, print_summary
 from bench.speech import SPEECH_DIR, load_utterances
+from bench.turn_end_check import offline_turn_end_check
 from ivr.config import Settings
 
 
@@ -100,6 +101,11 @@ async def _run_bench(
         offline = (
             await asyncio.to_thread(offline_endpoint_check, settings, OFFLINE_SILENCES_MS, speech_dir) if extras else []
         )
+        turn_end = (
+            await asyncio.to_thread(offline_turn_end_check, settings, models.asr.transcriber, speech_dir)
+            if extras
+            else None
+        )
         if owns_models:
             await models.close()
 
@@ -108,6 +114,7 @@ async def _run_bench(
         codec=codec,
         endpoint_sweep=endpoints,
         offline=offline,
+        turn_end=turn_end,
         quick=quick,
         wall_s=time.monotonic() - t_start,
     )

@@ -67,6 +67,9 @@ class AsrConfig(BaseModel):
     processes: int = Field(
         0, ge=0, description="worker processes running Whisper (models/asr_pool.py); 0: threads in the server process"
     )
+    process_nice: int = Field(
+        5, ge=0, le=19, description="niceness of those processes: the server's audio pacing wins a busy CPU"
+    )
 
 
 @dataclass(frozen=True)

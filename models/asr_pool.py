@@ -5,14 +5,17 @@ In-process, CTranslate2 releases the GIL while it computes, but feature extracti
 and the server's own frame work (VAD, endpointing, JSON, base64 for every 20 ms of every call) still share one
 interpreter; with many calls the event loop and recognition queue behind each other. Worker processes give the
 server's interpreter a core of its own and run utterances side by side, one CTranslate2 thread each
-(`AsrConfig.cpu_threads`), with no oversubscription on a small machine. `AsrService` drives this exactly as it
-drives an in-process `Transcriber`: set `AsrConfig.processes` (`IVR_ASR__PROCESSES=2`) and `workers` to match.
+(`AsrConfig.cpu_threads`), with no oversubscription on a small machine. The workers run at a lower priority
+(`AsrConfig.process_nice`): when the CPU is short, recognition queues a little longer rather than the calls'
+outbound audio stalling (CTranslate2 computes on threads of its own, so only a process can be reniced).
+`AsrService` drives this exactly as it drives an in-process `Transcriber` (`IVR_ASR__PROCESSES=2`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import threading
 import time
 from typing import Any
@@ -26,6 +29,8 @@ _worker: Transcriber | None = None  # the one model of a worker process (set by 
 
 def _load(cfg: AsrConfig) -> None:
     global _worker  # noqa: PLW0603 - per-process model, loaded once by the pool's initializer
+    if cfg.process_nice:
+        os.nice(cfg.process_nice)
     _worker = Transcriber(cfg)
 
 
