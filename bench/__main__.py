@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=3, help="utterances each caller speaks (1 caller: twice that)")
     parser.add_argument("--arrival-s", type=float, default=0.37, help="seconds between two callers' arrivals")
     parser.add_argument("--caller-processes", type=int, default=2, help="processes the simulated callers run in")
+    parser.add_argument(
+        "--capacity", type=int, default=100_000, help="the server's admission limit (default: none, to measure it)"
+    )
     parser.add_argument("--stop-on-fail", action="store_true", help="stop at the first level over the limit")
     parser.add_argument(
         "--no-extras", action="store_true", help="only the sweep: no codec speed, endpoint-silence or offline checks"
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         arrival_s=args.arrival_s,
         caller_processes=args.caller_processes,
         stop_on_fail=args.stop_on_fail,
+        capacity=args.capacity,
     )
     return asyncio.run(
         run_bench(settings, out=Path(args.out), options=options, quick=args.quick, extras=not args.no_extras)

@@ -41,6 +41,7 @@ def build_results(
     offline: list[dict[str, Any]],
     quick: bool,
     turn_end: dict[str, Any] | None = None,
+    admission: dict[str, Any] | None = None,
     wall_s: float,
 ) -> dict[str, Any]:
     """The contents of `bench/results.json`."""
@@ -82,6 +83,7 @@ def build_results(
         "endpoint_offline": offline,
         "recommended_endpoint_silence_ms": min(never_split) if never_split else None,
         "turn_end_offline": turn_end,
+        "admission_check": admission,
         "targets": {
             # Issue 12: one caller (from the last voiced frame), and 40 callers (from the end of the recording).
             "1_caller_p50_ms<=450": sr["p50_ms"] is not None and sr["p50_ms"] <= 450,
@@ -153,6 +155,14 @@ def print_summary(results: dict[str, Any], out: Callable[[str], None] = print) -
         out(
             "recommended endpoint_silence_ms (smallest that split no recording, live or offline): "
             f"{results['recommended_endpoint_silence_ms']}"
+        )
+    ad = results.get("admission_check")
+    if ad:
+        out(
+            f"\nadmission control: {ad['callers']} callers at a capacity of {ad['capacity']}: {ad['calls_refused_busy']} "
+            f"told all lines are busy; the calls served: p50 {fmt(ad['response_latency']['p50_ms'])} ms, p95 "
+            f"{fmt(ad['response_latency']['p95_ms'])} ms, stalls {ad['reply_stalls']}, unanswered "
+            f"{ad['unanswered_within_3s']}"
         )
     te = results.get("turn_end_offline")
     if te:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.endpointing import OFFLINE_SILENCES_MS, offline_endpoint_check
-from bench.load import SweepOptions, concurrency_sweep, endpoint_sweep
+from bench.load import SweepOptions, admission_check, concurrency_sweep, endpoint_sweep
 from bench.mulaw_speed import mulaw_speed, phone_speech_pcm
 from bench.report import build_results, print_summary
 from bench.speech import SPEECH_DIR, load_utterances
@@ -98,6 +98,9 @@ async def _run_bench(
         ) as pool:
             sweep = await concurrency_sweep(pool, settings, models, tmp_dir / "data", utterances, options, quick=quick)
             endpoints = await endpoint_sweep(pool, settings, models, tmp_dir, utterances) if extras else []
+            admission = (
+                await admission_check(pool, settings, models, tmp_dir, utterances, options, sweep) if extras else None
+            )
         offline = (
             await asyncio.to_thread(offline_endpoint_check, settings, OFFLINE_SILENCES_MS, speech_dir) if extras else []
         )
@@ -115,6 +118,7 @@ async def _run_bench(
         endpoint_sweep=endpoints,
         offline=offline,
         turn_end=turn_end,
+        admission=admission,
         quick=quick,
         wall_s=time.monotonic() - t_start,
     )

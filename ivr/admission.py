@@ -31,10 +31,10 @@ class AdmissionConfig(BaseModel):
     """`Settings.admission` (``IVR_ADMISSION__...``)."""
 
     max_calls: int = Field(
-        40,
+        10,
         ge=1,
         description="live calls one node serves; one more hears 'all lines are busy' and is offered a callback "
-        "(measured on 2 cores with `make bench`, see README)",
+        "(the largest level of `make bench` within the 1.2 s p95 on a shared 2-core machine; measure yours)",
     )
 
 

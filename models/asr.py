@@ -63,9 +63,12 @@ class AsrConfig(BaseModel):
     fast_short_utterances: bool = Field(True, description="encode only real frames instead of padding to 30 s")
     workers: int = Field(1, ge=1, description="transcription threads shared by all calls")
     queue_size: int = Field(32, ge=1, description="pending utterances before new ones are refused")
-    cpu_threads: int = Field(2, ge=1)
+    cpu_threads: int = Field(1, ge=1, description="CTranslate2 threads per utterance (per worker process)")
     processes: int = Field(
-        0, ge=0, description="worker processes running Whisper (models/asr_pool.py); 0: threads in the server process"
+        2,
+        ge=0,
+        description="worker processes running Whisper (models/asr_pool.py), one utterance each at a time; "
+        "0: threads in the server process",
     )
     process_nice: int = Field(
         5, ge=0, le=19, description="niceness of those processes: the server's audio pacing wins a busy CPU"
