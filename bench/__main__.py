@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-extras", action="store_true", help="only the sweep: no codec speed, endpoint-silence or offline checks"
     )
+    parser.add_argument(
+        "--peer", action="store_true", help="also one caller to Pipecat, side by side (`make bench-peer` sets it up)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 and 2 callers, one utterance each, no sweeps")
     args = parser.parse_args(argv)
 
@@ -48,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         capacity=args.capacity,
     )
     return asyncio.run(
-        run_bench(settings, out=Path(args.out), options=options, quick=args.quick, extras=not args.no_extras)
+        run_bench(
+            settings, out=Path(args.out), options=options, quick=args.quick, extras=not args.no_extras, peer=args.peer
+        )
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.callers import CallerSummary, CallPlan, callers_process_main
 from bench.report import fmt, level_ok
-from bench.server import BenchServer, LoopLag, start_server
+from bench.server import LoopLag, Target, start_server
 from bench.speech import Script, Utterance, scripts_for
 from bench.stats import count_splits, latency_ms, median, percentile
 from ivr.config import Settings
@@ -30,7 +30,7 @@ class RunOutcome:
 
     summaries: list[CallerSummary]
     records: list[dict[str, Any] | None]
-    servers: list[BenchServer]  # the server each call went to
+    servers: list[Target]  # the server each call went to
     server_cpu_s: float
     caller_cpu_s: float
     loop_lag: dict[str, float]
@@ -39,7 +39,7 @@ class RunOutcome:
 
 async def run_calls(
     pool: concurrent.futures.Executor,
-    calls: list[tuple[BenchServer, Script]],
+    calls: list[tuple[Target, Script]],
     *,
     stagger_s: float,
     reply_timeout_s: float = 10.0,
@@ -51,14 +51,14 @@ async def run_calls(
     one busy caller loop does not make the server look late.
     """
     loop = asyncio.get_running_loop()
-    lead_s = calls[0][0].services.settings.audio.outbound_lead_ms / 1000
+    lead_s = calls[0][0].lead_s
     n = len(calls)
     plans = [CallPlan(server.ws_url, script, stagger_s * i / n) for i, (server, script) in enumerate(calls)]
     k = max(1, min(caller_processes, n))
     lag = LoopLag()
     lag.start()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    _server_workers_cpu(calls[0][0])  # start counting the ASR pool's CPU from here
+    calls[0][0].worker_cpu_s()  # start counting the ASR pool's CPU from here
     wall0 = time.monotonic()
     parts = await asyncio.gather(
         *(loop.run_in_executor(pool, callers_process_main, plans[j::k], lead_s, reply_timeout_s) for j in range(k))
@@ -76,16 +76,8 @@ async def run_calls(
     # The server's worker processes (ASR pool) count towards the server; the caller processes do not (they are
     # long-lived pool workers, not reaped children, so RUSAGE_CHILDREN never includes them).
     cpu_s = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-    cpu_s += _server_workers_cpu(calls[0][0])
+    cpu_s += calls[0][0].worker_cpu_s()
     return RunOutcome(summaries, records, [server for server, _ in calls], cpu_s, caller_cpu, lag_stats, wall)
-
-
-def _server_workers_cpu(server: BenchServer) -> float:
-    """CPU seconds the server's worker processes (ASR pool) used since the previous call of this function."""
-    from models.asr_pool import ProcessTranscriber
-
-    transcriber = server.services.asr.transcriber
-    return transcriber.take_cpu_s() if isinstance(transcriber, ProcessTranscriber) else 0.0
 
 
 def refused_busy(record: dict[str, Any] | None) -> bool:
@@ -93,7 +85,7 @@ def refused_busy(record: dict[str, Any] | None) -> bool:
     return bool(record) and any(e["kind"] == "refused_busy" for e in (record or {}).get("events", []))
 
 
-def records_of(picked: list[tuple[CallerSummary, dict[str, Any] | None, BenchServer]]) -> list[dict[str, Any] | None]:
+def records_of(picked: list[tuple[CallerSummary, dict[str, Any] | None, Target]]) -> list[dict[str, Any] | None]:
     return [r for _, r, _ in picked]
 
 
@@ -108,7 +100,7 @@ def on_hold_from_s(record: dict[str, Any] | None) -> float | None:
     return None
 
 
-def summarize(run: RunOutcome, only: BenchServer | None = None) -> dict[str, Any]:
+def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
     """Everything measured for the calls of `run` (only those to `only`, if given)."""
     picked = [
         (s, r, srv)
@@ -157,7 +149,7 @@ def summarize(run: RunOutcome, only: BenchServer | None = None) -> dict[str, Any
                     if isinstance(event["data"].get(stage), (int, float)):
                         values.append(float(event["data"][stage]))
         recordings = [p for p in s.plays if not p[0].startswith("piper:")]
-        splits += count_splits(record, recordings, server.services.settings.audio.endpoint_silence_ms)
+        splits += count_splits(record, recordings, server.endpoint_silence_ms)
     # A call turned away at capacity is hung up on by design: what its caller then fails to say is no error.
     errors = [s.error for s, r, _ in picked if s.error and not refused_busy(r)]
 
@@ -233,7 +225,7 @@ async def concurrency_sweep(
     )
     phrase_first = Path(options.flow).resolve() != BENCH_FLOW
     try:
-        default_silence = server.services.settings.audio.endpoint_silence_ms
+        default_silence = server.endpoint_silence_ms
         for n in options.levels:
             turns = 1 if quick else (options.single_call_turns if n == 1 else options.turns)
             scripts = scripts_for(n, turns, utterances, phrase_first=phrase_first)
@@ -339,3 +331,35 @@ async def admission_check(
     level = summarize(run)
     level["capacity"] = capacity
     return level
+
+
+async def peer_comparison(
+    pool: concurrent.futures.Executor,
+    settings: Settings,
+    models: Any,
+    data_dir: Path,
+    utterances: list[Utterance],
+    options: SweepOptions,
+) -> dict[str, Any]:
+    """One caller to our server, then the same caller to the peer (Pipecat, `bench/peer/server.py`), back to back:
+    the same recordings, the same simulated Twilio caller, the same minute of this machine."""
+    from bench.server import start_peer
+
+    script = scripts_for(1, options.single_call_turns, utterances, phrase_first=False)[0]
+    out: dict[str, Any] = {}
+    ours = await start_server(settings, models, data_dir / "data-peer-ours", flow=str(BENCH_FLOW))
+    try:
+        print("\nside by side, 1 caller: ours ...", flush=True)
+        out["ours"] = summarize(await run_calls(pool, [(ours, script)], stagger_s=0.0))
+    finally:
+        await ours.close()
+    peer = await start_peer()
+    try:
+        print("side by side, 1 caller: peer (Pipecat) ...", flush=True)
+        out["peer"] = summarize(await run_calls(pool, [(peer, script)], stagger_s=0.0))
+    finally:
+        await peer.close()
+    for key in ("response_latency", "response_after_recording"):
+        a, b = out["ours"][key]["p50_ms"], out["peer"][key]["p50_ms"]
+        out[f"peer_over_ours_p50_{key}"] = round(b / a, 2) if a and b else None
+    return out

@@ -42,6 +42,7 @@ def build_results(
     quick: bool,
     turn_end: dict[str, Any] | None = None,
     admission: dict[str, Any] | None = None,
+    peer: dict[str, Any] | None = None,
     wall_s: float,
 ) -> dict[str, Any]:
     """The contents of `bench/results.json`."""
@@ -84,6 +85,7 @@ def build_results(
         "recommended_endpoint_silence_ms": min(never_split) if never_split else None,
         "turn_end_offline": turn_end,
         "admission_check": admission,
+        "peer_side_by_side": peer,
         "targets": {
             # Issue 12: one caller (from the last voiced frame), and 40 callers (from the end of the recording).
             "1_caller_p50_ms<=450": sr["p50_ms"] is not None and sr["p50_ms"] <= 450,
@@ -156,6 +158,18 @@ def print_summary(results: dict[str, Any], out: Callable[[str], None] = print) -
             "recommended endpoint_silence_ms (smallest that split no recording, live or offline): "
             f"{results['recommended_endpoint_silence_ms']}"
         )
+    vs = results.get("peer_side_by_side")
+    if vs:
+        out(
+            "\nside by side, 1 caller, same recordings (Pipecat 1.14 local Whisper tiny.en + Piper, bench/peer/server.py)"
+        )
+        for who in ("ours", "peer"):
+            r, e = vs[who]["response_latency"], vs[who]["response_after_recording"]
+            out(
+                f"  {who:5} turns {r['n']}: p50 {fmt(r['p50_ms'])} ms, p95 {fmt(r['p95_ms'])} ms from the last voiced "
+                f"frame; p50 {fmt(e['p50_ms'])} ms from the end of the recording; unanswered {vs[who]['unanswered_within_3s']}"
+            )
+        out(f"  peer / ours at p50: {vs['peer_over_ours_p50_response_latency']}x")
     ad = results.get("admission_check")
     if ad:
         out(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.endpointing import OFFLINE_SILENCES_MS, offline_endpoint_check
-from bench.load import SweepOptions, admission_check, concurrency_sweep, endpoint_sweep
+from bench.load import SweepOptions, admission_check, concurrency_sweep, endpoint_sweep, peer_comparison
 from bench.mulaw_speed import mulaw_speed, phone_speech_pcm
 from bench.report import build_results, print_summary
 from bench.speech import SPEECH_DIR, load_utterances
@@ -28,6 +28,7 @@ async def run_bench(
     options: SweepOptions | None = None,
     quick: bool = False,
     extras: bool = True,
+    peer: bool = False,
     models: Any = None,
     speech_dir: Path = SPEECH_DIR,
 ) -> int:
@@ -48,6 +49,7 @@ async def run_bench(
             options=options or SweepOptions(),
             quick=quick,
             extras=extras and not quick,
+            peer=peer and not quick,
             models=models,
             speech_dir=speech_dir,
         )
@@ -63,6 +65,7 @@ async def _run_bench(
     options: SweepOptions,
     quick: bool,
     extras: bool,
+    peer: bool,
     models: Any,
     speech_dir: Path,
 ) -> int:
@@ -98,6 +101,7 @@ async def _run_bench(
         ) as pool:
             sweep = await concurrency_sweep(pool, settings, models, tmp_dir / "data", utterances, options, quick=quick)
             endpoints = await endpoint_sweep(pool, settings, models, tmp_dir, utterances) if extras else []
+            versus = await peer_comparison(pool, settings, models, tmp_dir, utterances, options) if peer else None
             admission = (
                 await admission_check(pool, settings, models, tmp_dir, utterances, options, sweep) if extras else None
             )
@@ -119,6 +123,7 @@ async def _run_bench(
         offline=offline,
         turn_end=turn_end,
         admission=admission,
+        peer=versus,
         quick=quick,
         wall_s=time.monotonic() - t_start,
     )
