@@ -71,7 +71,10 @@ class AsrConfig(BaseModel):
         "0: threads in the server process",
     )
     process_nice: int = Field(
-        5, ge=0, le=19, description="niceness of those processes: the server's audio pacing wins a busy CPU"
+        0,
+        ge=0,
+        le=19,
+        description="niceness of those processes (0: none; 5 measured worse on a machine shared with other work)",
     )
 
 

@@ -5,9 +5,10 @@ In-process, CTranslate2 releases the GIL while it computes, but feature extracti
 and the server's own frame work (VAD, endpointing, JSON, base64 for every 20 ms of every call) still share one
 interpreter; with many calls the event loop and recognition queue behind each other. Worker processes give the
 server's interpreter a core of its own and run utterances side by side, one CTranslate2 thread each
-(`AsrConfig.cpu_threads`), with no oversubscription on a small machine. The workers run at a lower priority
-(`AsrConfig.process_nice`): when the CPU is short, recognition queues a little longer rather than the calls'
-outbound audio stalling (CTranslate2 computes on threads of its own, so only a process can be reniced).
+(`AsrConfig.cpu_threads`), with no oversubscription on a small machine. The workers can run at a lower priority
+(`AsrConfig.process_nice`; CTranslate2 computes on threads of its own, so only a process can be reniced), but on
+the shared 2-core machine niceness 5 made 10 and 20 callers slower and stall more than 0 (bench, back to back),
+so the default is 0.
 `AsrService` drives this exactly as it drives an in-process `Transcriber` (`IVR_ASR__PROCESSES=2`).
 """
 
