@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all install check test test-fast demo bench serve cluster flows-test clean
+.PHONY: all install check test test-fast demo bench bench-peer serve cluster flows-test clean
 
 all: test
 
@@ -35,8 +35,24 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m ivr.demo
 
+# The whole load sweep (1, 10, 20, 40, 60 callers on real speech) plus the endpointing checks: about 7 minutes,
+# 2 more with the side-by-side peer run (included once `make bench-peer` has created its virtualenv).
+# A shorter run: make bench BENCH_ARGS="--levels 1,10 --no-extras".
+PEER := bench/peer/.venv
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench --out bench/results.json
+	$(BIN)/python -m bench --out bench/results.json $(if $(wildcard $(PEER)/bin/python),--peer,) $(BENCH_ARGS)
+
+# The peer (not part of `make test`): Pipecat's local Whisper + Piper pipeline in its own virtualenv, one caller
+# to each server back to back on the same recordings, with the same models (bench/peer/server.py).
+$(PEER)/.installed: bench/peer/requirements.txt
+	test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER)/bin/python -m pip install --quiet -r bench/peer/requirements.txt
+	touch $@
+
+bench-peer: $(STAMP) $(PEER)/.installed
+	$(BIN)/python -m bench --levels 1 --no-extras --peer --out bench/results-peer.json
 
 serve: $(STAMP)
 	$(BIN)/ivr serve --insecure-dev

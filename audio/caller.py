@@ -106,6 +106,13 @@ class CallerAudio:
         long_silence = self.silence.update(voiced)
         return FrameResult(voiced, events, spl, long_silence)
 
+    def end_utterance(self) -> EndpointEvent | None:
+        """Ends the utterance in progress now (a turn-end policy decided the caller has finished)."""
+        event = self.endpointer.end_now()
+        if isinstance(event, SpeechEnded):
+            self.utterance_peak_spl = self.loudness.peak_spl_db
+        return event
+
     def quiet(self) -> None:
         """While the bot talks, the caller's silence is not a long silence."""
         self.silence.reset()

@@ -66,7 +66,7 @@ class SpeechEnded:
     voiced_ms: int
     """Total voiced time inside the utterance."""
     reason: str
-    """"silence" or "max_length"."""
+    """"silence", "max_length" or "turn_end" (a turn-end policy ended it, see `Endpointer.end_now`)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class Endpointer:
         self._last_voiced = 0
         self._voiced_frames = 0
         self._unvoiced_streak = 0
+        self._silence_override: int | None = None
 
     @property
     def in_speech(self) -> bool:
@@ -145,6 +146,34 @@ class Endpointer:
     @property
     def frames_seen(self) -> int:
         return self._index + 1
+
+    # -- hooks for a turn-end policy (`ivr.turn_end`): it may end an utterance sooner or later than silence_ms --
+
+    @property
+    def trailing_silence_ms(self) -> int:
+        """Unvoiced time since the last voiced frame of the utterance in progress (0 when not in speech)."""
+        return self._unvoiced_streak * self.config.frame_ms if self._in_speech else 0
+
+    @property
+    def will_be_utterance(self) -> bool:
+        """The utterance in progress has enough voiced time to be one (not a cough to discard) if it ended now."""
+        return self._in_speech and self._voiced_frames * self.config.frame_ms >= self.config.min_speech_ms
+
+    def utterance_so_far(self) -> np.ndarray:
+        """The utterance in progress as it would end now (pre-roll, speech, trailing silence up to pre-roll)."""
+        if not self._in_speech:
+            return np.zeros(0, dtype=np.int16)
+        keep_until = min(self._last_voiced + self._pre_roll_frames, self._index)
+        frames = self._frames[: keep_until - self._first_index + 1]
+        return np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
+
+    def wait_for_silence(self, silence_ms: int | None) -> None:
+        """The silence that ends the utterance in progress (None: back to ``silence_ms``); reset by new speech."""
+        self._silence_override = None if silence_ms is None else max(1, -(-silence_ms // self.config.frame_ms))
+
+    def end_now(self) -> EndpointEvent | None:
+        """Ends the utterance in progress at once (reason ``"turn_end"``); None when there is none."""
+        return self._finish("turn_end") if self._in_speech else None
 
     def push(self, frame: np.ndarray, voiced: bool) -> list[EndpointEvent]:
         """Feed one frame and its VAD verdict; returns the events it caused (usually none)."""
@@ -181,9 +210,11 @@ class Endpointer:
             self._voiced_frames += 1
             self._last_voiced = i
             self._unvoiced_streak = 0
+            self._silence_override = None
         else:
             self._unvoiced_streak += 1
-            if self._unvoiced_streak >= self._silence_frames:
+            silence = self._silence_frames if self._silence_override is None else self._silence_override
+            if self._unvoiced_streak >= silence:
                 return [self._finish("silence")]
         if i - self._onset + 1 >= self._max_frames:
             return [self._finish("max_length")]
@@ -195,6 +226,7 @@ class Endpointer:
         frames = self._frames
         self._frames = []
         self._in_speech = False
+        self._silence_override = None
         if reason == "max_length":
             end = self._index
         else:

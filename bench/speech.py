@@ -51,8 +51,8 @@ def load_utterances(synthesize: Callable[[str], bytes] | None, speech_dir: Path 
     return out
 
 
-def scripts_for(n_callers: int, recordings_per_call: int, utterances: list[Utterance]) -> list[Script]:
-    """What each caller says: a Piper phrase the shipped flow understands, then real recordings.
+def scripts_for(n_callers: int, turns: int, utterances: list[Utterance], *, phrase_first: bool = True) -> list[Script]:
+    """What each caller says: `turns` utterances, real recordings (after a Piper phrase, with `phrase_first`).
 
     "Where is my parcel?" takes the ecommerce flow to "please say your order number", where the recordings
     (which are not order numbers) get re-asks instead of an early hand-over to an agent, so most utterances
@@ -61,10 +61,10 @@ def scripts_for(n_callers: int, recordings_per_call: int, utterances: list[Utter
     phrases = [u for u in utterances if u.source == "piper"]
     recordings = [u for u in utterances if u.source == "recording"] or utterances
     k = len(recordings)
+    lead = phrases[:1] if phrase_first and turns > 0 else []
+    recordings_per_call = max(0, turns - len(lead))
     scripts = []
     for c in range(n_callers):
-        picked = phrases[:1] + [
-            recordings[(c * recordings_per_call + j) % k] for j in range(min(recordings_per_call, k))
-        ]
+        picked = lead + [recordings[(c * recordings_per_call + j) % k] for j in range(recordings_per_call)]
         scripts.append([(u.label, u.audio) for u in picked])
     return scripts

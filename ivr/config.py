@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Each component's configuration lives beside it; Settings nests them.
 from audio.caller import AudioConfig
 from flows.backends import BackendConfig
+from ivr.admission import AdmissionConfig
 from ivr.agents import DeskConfig
 from ivr.call_limits import CallLimitsConfig
 from ivr.callbacks import CallbackConfig
@@ -26,11 +27,13 @@ from ivr.privacy import PrivacyConfig
 from ivr.queue_hours import QueueHoursConfig
 from ivr.report import CostConfig
 from ivr.storage_queue import StorageConfig
+from ivr.turn_end import TurnEndConfig
 from models.asr import AsrConfig
 from models.intent import Industry, answer_threshold
 from models.tts import TtsConfig
 
 __all__ = [
+    "AdmissionConfig",
     "AsrConfig",
     "AudioConfig",
     "BackendConfig",
@@ -45,6 +48,7 @@ __all__ = [
     "Settings",
     "StorageConfig",
     "TtsConfig",
+    "TurnEndConfig",
 ]
 
 
@@ -85,6 +89,8 @@ class Settings(BaseSettings):
     node_id: str = Field(default_factory=default_node_id, description="this node's name in a fleet (IVR_NODE_ID)")
     redis_url: str | None = Field(None, description="live state shared by a fleet (IVR_REDIS_URL); none: one node")
     cluster: ClusterConfig = ClusterConfig()
+    turn_end: TurnEndConfig = TurnEndConfig()
+    admission: AdmissionConfig = AdmissionConfig()
 
     @model_validator(mode="after")
     def _default_public_url(self) -> Settings:

@@ -150,9 +150,12 @@ class Dialogue:
     async def _understand(self, item: Utterance | Digits | LongSilence) -> tuple[CallerInput, TurnTiming | None] | None:
         if isinstance(item, Utterance):
             timing = self._ledger.speech_heard(item.last_voiced_at, item.endpointed_at)
+            asked_at = self._clock.now()
             transcript = await self._transcribe(item)
             if transcript is None:
                 return None
+            # A transcript started during the trailing pause cost the caller only what was left of it.
+            asr_s = self._clock.now() - asked_at if item.early_transcript is not None else transcript.asr_s
             # PCI: a card number said out loud is masked before anything (NLU, sentiment, flow, storage) sees it.
             text = mask_card_numbers(transcript.text.strip())
             if self._resume_after_backchannel(text):
@@ -163,7 +166,7 @@ class Dialogue:
             sentiment = self.services.sentiment.score(text)
             self.ctx.last_loudness_spl_db = item.spl_db
             self.services.frustration.update(self.ctx, sentiment, loudness_spl_db=item.spl_db)
-            self._ledger.transcribed(timing, transcript.asr_s, HowSaid(sentiment.compound, item.spl_db))
+            self._ledger.transcribed(timing, asr_s, HowSaid(sentiment.compound, item.spl_db))
             return CallerInput(kind="speech", text=text, asr_confidence=transcript.confidence), timing
         if isinstance(item, Digits):
             self._interrupted = None
@@ -175,9 +178,13 @@ class Dialogue:
         return CallerInput(kind="silence"), None
 
     async def _transcribe(self, item: Utterance) -> Transcript | None:
-        audio16 = resample(item.audio.astype(np.float32) / 32768.0, 8000, 16000)
         try:
-            transcript = await self.services.asr.transcribe(audio16, self.ctx.call_sid)
+            if item.early_transcript is not None:
+                # Transcribed during the caller's trailing pause (`ivr.turn_end`): this audio, already under way.
+                transcript = await item.early_transcript
+            else:
+                audio16 = resample(item.audio.astype(np.float32) / 32768.0, 8000, 16000)
+                transcript = await self.services.asr.transcribe(audio16, self.ctx.call_sid)
         except AsrOverloaded as exc:
             self.error("asr_overloaded", str(exc))
         except Exception as exc:  # noqa: BLE001 - a model failure must not end the call silently

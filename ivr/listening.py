@@ -9,6 +9,7 @@ masked: a key typed in a card slot, and any card number typed anywhere else, is 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,6 +22,8 @@ from flows.actions import Listen
 from ivr.call_log import CallLog
 from ivr.clock import Clock
 from ivr.keypad import DigitCollector, Digits
+from ivr.turn_end import TurnEnd
+from models.asr import Transcript
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,8 @@ class Utterance:
     duration_s: float
     spl_db: float | None
     during_playback: bool
+    # The turn-end policy's transcription of exactly this audio, started during the trailing pause (None: none).
+    early_transcript: asyncio.Task[Transcript] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,7 @@ class Listening:
         *,
         bot_speaking: Callable[[], bool],
         emit: Callable[[Heard], None],
+        turn_end: TurnEnd | None = None,
     ) -> None:
         self.options = options
         self.audio = CallerAudio(options.caller_audio)
@@ -80,6 +86,9 @@ class Listening:
         self._listen = Listen(mode="both")
         self._last_voiced_at = 0.0
         self._barged_in = False
+        self.turn_end = turn_end
+        if turn_end is not None:
+            turn_end.on_complete = self._end_turn_now
 
     def expect(self, listen: Listen) -> None:
         self._listen = listen
@@ -98,6 +107,8 @@ class Listening:
                     self._utterance_ended(ev, now)
                 elif isinstance(ev, SpeechDiscarded):
                     self._call.record("noise_discarded", {"voiced_ms": ev.voiced_ms})
+            if self.turn_end is not None:
+                self.turn_end.after_frame(self.audio, result.voiced, may_transcribe=not self._listen.pci)
             speaking = self._bot_speaking()
             if speaking and not self._barged_in and self._caller_kept_talking():
                 self._barged_in = True
@@ -124,6 +135,16 @@ class Listening:
 
     def close(self) -> None:
         self.keypad.close()
+        if self.turn_end is not None:
+            self.turn_end.close()
+
+    def _end_turn_now(self) -> None:
+        """The turn-end policy heard a finished turn: the utterance ends without waiting out the silence."""
+        ev = self.audio.end_utterance()
+        if isinstance(ev, SpeechEnded):
+            self._utterance_ended(ev, self._clock.now())
+        elif isinstance(ev, SpeechDiscarded):
+            self._call.record("noise_discarded", {"voiced_ms": ev.voiced_ms})
 
     def _caller_kept_talking(self) -> bool:
         endpointer = self.audio.endpointer
@@ -140,8 +161,11 @@ class Listening:
                 "during_playback": self._barged_in,
             },
         )
+        early = self.turn_end.take_transcript() if self.turn_end is not None else None
         if self._listen.pci:
             # Card digits are keypad-only: what the caller says now is neither transcribed nor kept.
+            if early is not None:
+                early.cancel()
             self._call.record("speech_ignored_pci", {"duration_s": round(ev.duration_s, 2)})
             return
         self._emit(
@@ -152,5 +176,6 @@ class Listening:
                 duration_s=ev.duration_s,
                 spl_db=self.audio.utterance_peak_spl,
                 during_playback=self._barged_in,
+                early_transcript=early,
             )
         )

@@ -17,6 +17,7 @@ from flows.context import CallContext
 from flows.engine import FlowEngine
 from flows.gateway import BackendGateway
 from flows.schema import Flow
+from ivr.admission import BUSY_PROMPTS, Admission
 from ivr.config import Settings
 from ivr.escalation import EscalationPolicy
 from ivr.escalator import Escalator
@@ -29,6 +30,7 @@ from ivr.prompts import SERVER_PROMPTS
 from ivr.storage import AsyncStorage, Storage
 from ivr.storage_queue import SPOOL_FILE
 from models.asr import AsrService, Transcriber
+from models.asr_pool import ProcessTranscriber
 from models.intent import IntentClassifier, IntentResult, answer_threshold, parse_yes_no
 from models.regions import Region, get_region
 from models.sentiment import SentimentScorer
@@ -54,10 +56,12 @@ class Models:
 
     @classmethod
     def load(cls, settings: Settings) -> Models:
-        transcriber = Transcriber(settings.asr)
+        a = settings.asr
+        # Worker processes (models/asr_pool.py) when configured: one utterance per process at a time.
+        transcriber = ProcessTranscriber(a, a.processes) if a.processes else Transcriber(a)
         synth = Synthesizer(settings.tts)
         return cls(
-            asr=AsrService(transcriber, workers=settings.asr.workers, queue_size=settings.asr.queue_size),
+            asr=AsrService(transcriber, workers=max(a.workers, a.processes), queue_size=a.queue_size),
             tts=TtsService(synth, workers=settings.tts.workers, cache_dir=settings.data_dir / "tts-cache"),
             intents=IntentClassifier.load(),
             sentiment=SentimentScorer(),
@@ -66,6 +70,8 @@ class Models:
     async def close(self) -> None:
         await self.asr.close()
         await self.tts.close()
+        if isinstance(self.asr.transcriber, ProcessTranscriber):
+            await asyncio.to_thread(self.asr.transcriber.close)
 
 
 class RegionalNlu:
@@ -115,6 +121,7 @@ class Services:
     dialler: CallbackDialler | None = None  # places booked callbacks (runs while the app does)
     nodes: NodeRegistry | None = None
     fleet: Fleet | None = None  # live state shared through Redis; None on a single node
+    admission: Admission | None = None  # capacity check (ivr/admission.py); None: every call is served
     sessions: dict[str, LiveCall] = field(default_factory=dict)
     # Context of calls handed to an agent, kept so a transfer back resumes with everything known; bounded
     # by age and count (`Settings.privacy`) so no caller's transcript or CRM data stays in memory for good.
@@ -234,7 +241,7 @@ class Services:
         )
 
     def fixed_prompts(self) -> list[str]:
-        return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS)
+        return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS) + list(BUSY_PROMPTS)
 
     async def close(self) -> None:
         if self.fleet is not None:
@@ -344,6 +351,7 @@ async def build_all(
         services.desk.broadcast_alert = services.fleet.alert
         services.desk.ws_tickets = services.fleet.desk_tickets(services.desk.ws_tickets.ttl_s)
         await services.fleet.start()
+    services.admission = Admission(settings.admission, metrics)
     await models.tts.warm(services.fixed_prompts())
     # Models and tables live for the whole process: keep them out of the collector's full sweeps, which
     # otherwise stall the event loop (and so outbound audio) for tens of milliseconds under load.

@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from flows.context import CallContext
+from ivr.admission import turn_away
 from ivr.call_limits import CallWatchdog
 from ivr.call_log import CallLog
 from ivr.clock import Clock, LoopClock
@@ -25,6 +26,7 @@ from ivr.frame_order import FrameOrder
 from ivr.listening import Heard, Listening, ListeningOptions
 from ivr.services import Services
 from ivr.speech import Speech
+from ivr.turn_end import turn_end_for
 from ivr.turns import TurnLedger
 from telephony.carrier import CarrierSerializer
 from telephony.events import (
@@ -86,6 +88,7 @@ class CallSession:
             self.call,
             bot_speaking=lambda: self.speech.is_playing,
             emit=self._heard,
+            turn_end=turn_end_for(services.settings.turn_end, services.asr, lambda: self.call_sid),
         )
 
     @property
@@ -198,7 +201,12 @@ class CallSession:
         self.call.log.info("call started from %s (stream %s)", _masked_number(event.caller), event.stream_id)
         self.ledger.call_started()
         self.speech.start()
-        self._spawn(self.dialogue.run(), "dialogue")
+        live, admission = len(services.sessions), services.admission
+        if admission is None or admission.admits(live):
+            self._spawn(self.dialogue.run(), "dialogue")
+        else:
+            busy = turn_away(admission, services.callbacks, ctx, self.call, self.speech, self.close, live_calls=live)
+            self._spawn(busy, "all_lines_busy")
         self._watchdog = CallWatchdog(services.settings.calls, self.clock, self.close)
         self._spawn(self._watchdog.run(), "watchdog")
 

@@ -2,7 +2,9 @@
 into the `Playout` pacer, and can be interrupted and resumed exactly where it was cut.
 
 A reply is rendered one sentence at a time: the first plays while the next is made, and an interruption
-knows exactly which sentences were never synthesised. Fixed prompts come from the TTS cache.
+knows exactly which sentences were never synthesised. The first sentence is cut after its opening clause
+(`split_first_clause`), so the caller hears the reply start after a clause's rendering, not a sentence's.
+Fixed prompts come from the TTS cache.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Protocol
 from ivr.call_log import CallLog
 from ivr.clock import Clock
 from ivr.playout import Cut, Playout, TurnAudio
-from models.speech_text import normalize_for_speech, split_sentences
+from models.speech_text import normalize_for_speech, split_first_clause, split_sentences
 from telephony.events import OutboundCommand
 
 FirstFrame = Callable[[float], None]
@@ -154,7 +156,9 @@ class Speech:
             self.playout.enqueue(turn, cached)
         else:
             if job.text:
-                job.sentences = split_sentences(normalize_for_speech(job.text))
+                sentences = split_sentences(normalize_for_speech(job.text))
+                # The first audio leaves once the opening clause is rendered, not the whole first sentence.
+                job.sentences = split_first_clause(sentences[0]) + sentences[1:] if sentences else []
             while job.sentences_done < len(job.sentences):
                 audio = await self._tts.render_sentence(job.sentences[job.sentences_done])
                 self.tts_failures = 0

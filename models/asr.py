@@ -23,7 +23,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import ctranslate2
 import numpy as np
@@ -63,7 +63,19 @@ class AsrConfig(BaseModel):
     fast_short_utterances: bool = Field(True, description="encode only real frames instead of padding to 30 s")
     workers: int = Field(1, ge=1, description="transcription threads shared by all calls")
     queue_size: int = Field(32, ge=1, description="pending utterances before new ones are refused")
-    cpu_threads: int = Field(2, ge=1)
+    cpu_threads: int = Field(1, ge=1, description="CTranslate2 threads per utterance (per worker process)")
+    processes: int = Field(
+        2,
+        ge=0,
+        description="worker processes running Whisper (models/asr_pool.py), one utterance each at a time; "
+        "0: threads in the server process",
+    )
+    process_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="niceness of those processes (0: none; 5 measured worse on a machine shared with other work)",
+    )
 
 
 @dataclass(frozen=True)
@@ -249,13 +261,19 @@ def _prob(mean_logprob: float) -> float:
     return float(min(1.0, max(0.0, math.exp(mean_logprob))))
 
 
+class SpeechToText(Protocol):
+    """What `AsrService` runs: a `Transcriber`, or `models.asr_pool.ProcessTranscriber` (worker processes)."""
+
+    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+
+
 class AsrService:
     """Async front for one Transcriber, shared by all calls: bounded queue, a few worker threads.
 
     CTranslate2 releases the GIL while it computes, so threads keep the event loop responsive.
     """
 
-    def __init__(self, transcriber: Transcriber, workers: int = 1, queue_size: int = 32) -> None:
+    def __init__(self, transcriber: SpeechToText, workers: int = 1, queue_size: int = 32) -> None:
         if workers < 1 or queue_size < 1:
             raise ValueError("workers and queue_size must be at least 1")
         self._transcriber = transcriber
@@ -271,6 +289,16 @@ class AsrService:
         """Utterances accepted and not yet finished (running or waiting)."""
         with self._lock:
             return self._pending
+
+    @property
+    def transcriber(self) -> SpeechToText:
+        return self._transcriber
+
+    @property
+    def has_idle_worker(self) -> bool:
+        """A transcription submitted now would start at once (optional work, like speculation, checks this)."""
+        with self._lock:
+            return not self._closed and self._pending < self._workers
 
     async def transcribe(self, audio: np.ndarray, call_sid: str) -> Transcript:
         if self._closed:

@@ -39,7 +39,7 @@ import unicodedata
 
 import phonenumbers
 
-__all__ = ["normalize_for_speech", "split_sentences"]
+__all__ = ["normalize_for_speech", "split_first_clause", "split_sentences"]
 
 MAX_SENTENCE_CHARS = 160
 """Longer sentences are cut at a comma/semicolon so the first audio of a long sentence is not delayed."""
@@ -353,3 +353,32 @@ def _cut_long(sentence: str) -> list[str]:
         sentence = sentence[cut + 1 :].strip()
     pieces.append(sentence)
     return pieces
+
+
+# Words a spoken clause naturally breaks before: the rest of the sentence reads as a new phrase after them.
+_CLAUSE_STARTERS = frozenset(
+    "and or but so because while when if where as to for with from on at by until unless after before since is was "
+    "are were".split()
+)
+FIRST_CLAUSE_MIN_WORDS = 2
+FIRST_CLAUSE_MAX_WORDS = 6
+
+
+def split_first_clause(sentence: str) -> list[str]:
+    """The first sentence of a reply cut after its opening clause, so the first audio is rendered sooner.
+
+    Piper renders a whole sentence before any of it can play; its time grows with the sentence. The cut falls
+    at a comma, semicolon, colon or dash within the first ``FIRST_CLAUSE_MAX_WORDS`` words, else before a word
+    a clause starts with ("and", "to", "is", ...) after at least ``FIRST_CLAUSE_MIN_WORDS`` words, leaving at least
+    three words after it, so each piece still reads as a phrase ("Sorry," | "that doesn't sound ..."). A
+    sentence with no such point comes back whole.
+    """
+    words = sentence.split()
+    last = min(FIRST_CLAUSE_MAX_WORDS, len(words) - 3)
+    for i in range(1, last + 1):
+        if words[i - 1][-1] in ",;:" or words[i] in ("-", "--", "\u2014"):
+            return [" ".join(words[:i]), " ".join(words[i:])]
+    for i in range(FIRST_CLAUSE_MIN_WORDS, last + 1):
+        if words[i].lower().strip(",;:") in _CLAUSE_STARTERS:
+            return [" ".join(words[:i]), " ".join(words[i:])]
+    return [sentence]

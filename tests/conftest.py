@@ -62,7 +62,12 @@ def shared_models(tmp_path_factory: pytest.TempPathFactory):
 
     # Deterministic speech: a caller's phrase sounds the same in every run, so what Whisper hears does too.
     settings = Settings(data_dir=tmp_path_factory.mktemp("models"), tts={"deterministic": True})
-    return Models.load(settings)
+    models = Models.load(settings)
+    yield models
+    from models.asr_pool import ProcessTranscriber
+
+    if isinstance(models.asr.transcriber, ProcessTranscriber):
+        models.asr.transcriber.close()  # the Whisper worker processes
 
 
 @pytest.fixture(scope="session")

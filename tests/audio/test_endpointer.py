@@ -118,3 +118,38 @@ def test_config_rejects_nonsense():
         EndpointerConfig(frame_ms=0)
     with pytest.raises(ValueError):
         EndpointerConfig(silence_ms=0)
+
+
+def _feed_until_pause(ep: Endpointer, pcm: np.ndarray, pause_ms: int) -> list[object]:
+    """Pushes the recording, then silence until `pause_ms` of trailing pause; returns the events."""
+    events: list[object] = []
+    for frame, voiced in zip(frames_of(pcm), vad_flags(pcm), strict=True):
+        events += ep.push(frame, bool(voiced))
+    quiet = np.zeros(160, dtype=np.int16)
+    while ep.in_speech and ep.trailing_silence_ms < pause_ms:
+        events += ep.push(quiet, False)
+    return events
+
+
+def test_hooks_for_a_turn_end_policy_end_sooner_or_later_than_the_silence(speech_dir):
+    speech = np.concatenate([silence(0.5), phone_pcm("coqui-ai__LJ001-0013")])
+    config = EndpointerConfig(silence_ms=400)
+
+    # What the utterance would be if it ended now is exactly what ending it now gives.
+    ep = Endpointer(config)
+    _feed_until_pause(ep, speech, 200)
+    assert ep.will_be_utterance and ep.trailing_silence_ms >= 200
+    so_far = ep.utterance_so_far()
+    ended = ep.end_now()
+    assert isinstance(ended, SpeechEnded) and ended.reason == "turn_end"
+    assert np.array_equal(ended.audio, so_far)
+    assert ep.end_now() is None and not ep.in_speech
+
+    # Asked to wait longer, the endpointer lets a 600 ms pause pass; new speech restores the usual silence.
+    ep = Endpointer(config)
+    _feed_until_pause(ep, speech, 120)
+    ep.wait_for_silence(900)
+    assert _feed_until_pause(ep, np.zeros(0, dtype=np.int16), 600) == [] and ep.in_speech
+    ep.wait_for_silence(None)
+    events = _feed_until_pause(ep, np.zeros(0, dtype=np.int16), 1000)
+    assert [type(e) for e in events] == [SpeechEnded] and not ep.in_speech

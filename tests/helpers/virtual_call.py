@@ -155,6 +155,10 @@ class FakeAsr:
     def pending(self) -> int:
         return self._pending
 
+    @property
+    def has_idle_worker(self) -> bool:
+        return not self.closed and self._pending == 0  # one worker, like the default AsrService
+
     def _answer_for(self, audio16: np.ndarray) -> tuple[float | None, Heard]:
         pitch = _pitch_of(audio16)
         if pitch is not None:

@@ -1,0 +1,49 @@
+"""What the bench counts, on made-up arrivals: reply stalls against real-time pace and latency from the end
+of the recording (pure functions of what a caller received; no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.callers import STALL_S, after_recording, reply_stalls
+from telephony.events import Clear, Mark, PlayAudio
+
+FRAME = b"\xff" * 160
+
+
+def reply(turn: int, frames: int) -> list[PlayAudio | Mark]:
+    return [PlayAudio(FRAME) for _ in range(frames)] + [Mark(f"say#{turn}:{frames}")]
+
+
+def paced(start: float, frames: int) -> list[float]:
+    return [start + 0.02 * i for i in range(frames)]
+
+
+def test_a_reply_on_pace_or_ahead_of_it_has_no_stall():
+    commands = reply(1, 50)
+    assert reply_stalls(commands, paced(1.0, 50)) == 0
+    # Sent 100 ms ahead in a burst, then paced: never behind.
+    assert reply_stalls(commands, [1.0] * 5 + paced(1.02, 45)) == 0
+
+
+def test_a_gap_longer_than_the_limit_is_one_stall_and_the_pace_restarts_after_it():
+    arrivals = paced(1.0, 20) + paced(1.4 + STALL_S + 0.05, 30)  # 20 frames, then the rest too late
+    assert reply_stalls(reply(1, 50), arrivals) == 1
+    # A gap just under the limit is not a stall.
+    assert reply_stalls(reply(1, 50), paced(1.0, 20) + paced(1.4 + STALL_S - 0.03, 30)) == 0
+
+
+def test_the_pause_between_two_replies_is_not_a_stall_but_a_gap_between_sentences_of_one_reply_is():
+    two_replies = reply(1, 10) + reply(2, 10)
+    assert reply_stalls(two_replies, paced(1.0, 10) + paced(5.0, 10)) == 0
+    two_sentences = reply(1, 10) + reply(1, 10)
+    assert reply_stalls(two_sentences, paced(1.0, 10) + paced(1.2 + STALL_S + 0.1, 10)) == 1
+    cleared = reply(1, 10)[:-1] + [Clear()] + reply(1, 10)
+    assert reply_stalls(cleared, paced(1.0, 10) + paced(3.0, 10)) == 0
+
+
+def test_latency_from_the_end_of_the_recording():
+    # A 2 s recording played from t=1 s; the caller's VAD heard its last voice at 2.9 s; the reply came at 3.5 s.
+    plays = [("rec", 1.0, 100)]
+    (lat,) = after_recording([0.6], [2.9], plays)
+    assert lat == pytest.approx(0.5)

@@ -1,0 +1,45 @@
+"""Whisper in worker processes (models/asr_pool.py): the same words as in-process, two utterances at once,
+keywords passed through, and the workers' CPU time accounted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from models.asr import AsrConfig, AsrService
+from models.asr_pool import ProcessTranscriber
+
+pytestmark = pytest.mark.slow
+
+RECORDINGS = ("cmusphinx__001.wav", "coqui-ai__LJ001-0013.wav")
+
+
+@pytest.fixture(scope="module")
+def pool_transcriber():
+    transcriber = ProcessTranscriber(AsrConfig(cpu_threads=1), processes=2)
+    yield transcriber
+    transcriber.close()
+
+
+async def test_worker_processes_hear_what_the_in_process_model_hears(
+    pool_transcriber, asr_transcriber, phone_recording
+):
+    service = AsrService(pool_transcriber, workers=2)
+    audios = [phone_recording(name)[0] for name in RECORDINGS]
+    pooled = await asyncio.gather(*(service.transcribe(a, f"CA{i}") for i, a in enumerate(audios)))
+    await service.close()
+
+    for audio, result in zip(audios, pooled, strict=True):
+        local = asr_transcriber.transcribe(audio)
+        assert result.text == local.text and result.text
+        assert result.path == local.path
+    assert pool_transcriber.take_cpu_s() > 0
+    assert pool_transcriber.take_cpu_s() == 0.0  # taken once
+
+
+def test_keywords_reach_the_worker(pool_transcriber, phone_recording):
+    audio, _ = phone_recording(RECORDINGS[0])
+    assert pool_transcriber.transcribe(audio, fast=False).path == "padded"
+    with pytest.raises(TypeError):
+        pool_transcriber.transcribe(audio, no_such_option=True)

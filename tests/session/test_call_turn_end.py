@@ -1,0 +1,101 @@
+"""Semantic end of turn on virtual time (ivr/turn_end.py): a question or a one-word answer ends the turn before
+the endpointing silence, a trailing "and" or a number being read keeps the turn open through a longer pause,
+and the transcript made during the pause is the turn's transcript (no second recognition)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.turn_end import judge
+from tests.helpers.virtual_call import NORMAL, SILENCE_FRAME, UNKNOWN, FakeAsr, Heard, voiced_audio
+
+pytestmark = pytest.mark.looptime
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("Where is my parcel?", "final"),
+        ("Yes.", "final"),
+        ("no thank you", "final"),
+        ("I'd like to return a jacket.", "complete"),
+        ("I'd like to return a jacket and", "incomplete"),
+        ("Printing, in the only sense,", "incomplete"),
+        ("My order number is 1 2 3", "number"),
+        ("it's four five six", "number"),
+        ("1 2 3 4.", "number"),
+        ("In 1813.", "complete"),
+        ("", "unsure"),
+    ],
+)
+def test_words_say_whether_the_turn_is_over(text, verdict):
+    assert judge(text) == verdict
+
+
+async def test_a_question_ends_the_turn_before_the_endpointing_silence(make_harness):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05))
+    call = await h.call(UNKNOWN).start()
+    await call.wait_for_bot()
+    said = await call.say("Where is my parcel?")
+    reply_at = await call.wait_for_bot()
+    record = await call.finish()
+
+    (turn,) = record["turns"]
+    assert turn["text"] == "Where is my parcel?"
+    silence_ms = h.settings.audio.endpoint_silence_ms
+    end_ms = h.settings.turn_end.final_end_ms
+    # Transcribed after speculate_after_ms of pause, judged a question, ended at final_end_ms: well before
+    # the 400 ms a fixed silence needs, and with no recognition left to wait for.
+    assert end_ms <= turn["latency"]["endpoint_wait"] <= end_ms + 40 < silence_ms
+    assert turn["latency"]["asr"] == 0.0
+    assert (reply_at - said.last_voiced_at) * 1000 < silence_ms
+    assert len(h.asr.calls) == 1
+    assert [e["reason"] for e in call.events(record, "utterance")] == ["turn_end"]
+
+
+async def test_a_statement_still_waits_for_the_endpointing_silence(make_harness):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05))
+    call = await h.call(UNKNOWN).start()
+    await call.wait_for_bot()
+    await call.say("I'd like to return something.")
+    await call.wait_for_bot()
+    record = await call.finish()
+
+    (turn,) = record["turns"]
+    silence_ms = h.settings.audio.endpoint_silence_ms
+    assert silence_ms <= turn["latency"]["endpoint_wait"] <= silence_ms + 20
+    assert turn["latency"]["asr"] == 0.0  # transcribed during the pause, ready when it ended
+    assert len(h.asr.calls) == 1
+
+
+@pytest.mark.parametrize("words", ["I'd like to return and", "my order number is 4 7"])
+async def test_a_pause_after_unfinished_words_does_not_split_the_turn(make_harness, words):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05))
+    call = await h.call(UNKNOWN).start()
+    await call.wait_for_bot()
+    pitch = h.asr.expect(Heard(words))
+    pause_s = 0.6  # longer than the 400 ms endpointing silence: a fixed silence would cut the turn here
+    audio = voiced_audio(1.2, f0=pitch, amplitude=NORMAL)
+    audio += SILENCE_FRAME * round(pause_s / 0.02) + voiced_audio(0.8, f0=pitch, amplitude=NORMAL)
+    await call.play(audio, f'says "{words}", pauses {pause_s} s, goes on')
+    await call.wait_for_bot()
+    record = await call.finish()
+
+    utterances = call.events(record, "utterance")
+    assert len(utterances) == 1, utterances  # one turn, not two
+    assert utterances[0]["duration_s"] >= 1.2 + pause_s + 0.8 - 0.1
+    (turn,) = record["turns"]
+    assert turn["latency"]["endpoint_wait"] > h.settings.audio.endpoint_silence_ms
+
+
+async def test_without_semantic_turn_ends_the_same_pause_splits_the_turn(make_harness):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05), turn_end={"semantic": False})
+    call = await h.call(UNKNOWN).start()
+    await call.wait_for_bot()
+    pitch = h.asr.expect(Heard("I'd like to return and"))
+    audio = voiced_audio(1.2, f0=pitch, amplitude=NORMAL) + SILENCE_FRAME * 30 + voiced_audio(0.8, f0=pitch)
+    await call.play(audio, "says a phrase ending in 'and', pauses 0.6 s, goes on")
+    await call.wait_for_bot()
+    record = await call.finish()
+
+    assert len(call.events(record, "utterance")) == 2
