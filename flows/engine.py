@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, VerificationEvent
+from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, SlotKind, VerificationEvent
 from flows.context import CallContext, Customer, Turn
 from flows.gateway import BackendBadResponse, BackendError, BackendGateway, BackendTimeout
 from flows.identity import customer_from_result
@@ -151,6 +151,9 @@ _KEY_WORDS = {
     "hash": "#",
     "pound": "#",
 }
+
+
+_VALUE_EXPECTS: dict[str, SlotKind] = {"digits": "digits", "alnum": "order_number"}
 
 
 def spoken_digits(text: str) -> str:
@@ -426,7 +429,7 @@ class FlowEngine:
         """(Re)ask whatever the call is waiting for."""
         if st.waiting == "callback":
             yield Say(self.flow.prompt_text("_callback_question"), prompt_id="_callback_question")
-            yield Listen("both", max_digits=1, finish_on="")
+            yield Listen("both", max_digits=1, finish_on="", expects="yes_no")
             return
         if st.waiting == "clarify" and st.clarify:
             first, *rest = [self.flow.intent_label(i) for i in st.clarify.guesses]
@@ -445,7 +448,7 @@ class FlowEngine:
                 say = self._say(ctx, st, prompt=step.confirm_prompt or "_confirm_value", extra={"value": readback})
             assert say is not None
             yield say
-            yield Listen("dtmf" if step.pci else "both", max_digits=1, finish_on="", pci=step.pci)
+            yield Listen("dtmf" if step.pci else "both", max_digits=1, finish_on="", pci=step.pci, expects="yes_no")
             return
         say = self._say(ctx, st, getattr(step, "prompt", None), getattr(step, "text", None))
         if say is not None:
@@ -466,9 +469,10 @@ class FlowEngine:
                 finish_on=step.finish_on,
                 pci=step.pci,
                 timeout_s=step.timeout_s,
+                expects=step.expects or _VALUE_EXPECTS.get(step.value),
             )
         elif isinstance(step, ConfirmStep):
-            yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
+            yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s, expects="yes_no")
         elif isinstance(step, VerifyStep):
             # One key more than the longest answer: the finish key after a full entry ends it, and is not left
             # over for the next question.

@@ -28,6 +28,7 @@ from ivr.keypad import Digits
 from ivr.listening import BargeIn, Heard, Listening, LongSilence, Utterance
 from ivr.prompts import ASR_RETRY, HOLD_REMINDER
 from ivr.services import Services
+from ivr.slot_listening import answers_yes_no
 from ivr.speech import Interruption, Speech
 from ivr.turns import HowSaid, TurnLedger, TurnTiming
 from models.asr import AsrOverloaded, Transcript
@@ -200,6 +201,11 @@ class Dialogue:
         """A cough, click or "uh-huh" does not end the bot's turn: replay from where it was cut."""
         interrupted, self._interrupted = self._interrupted, None
         if interrupted is None or not is_backchannel(text):
+            return False
+        # Cut in the last sentence of the last reply, the question itself: "yeah" over it is the answer.
+        in_question = len(interrupted.unheard) <= 1 and all(not job.sentences for job in interrupted.unheard)
+        if in_question and answers_yes_no(self._listening.listen, text):
+            self.record("answered_over_prompt", {"heard": text})
             return False
         self._speech.resume(interrupted)
         self.record("resumed_after_backchannel", {"heard": text})

@@ -21,6 +21,7 @@ from flows.actions import Listen
 from ivr.call_log import CallLog
 from ivr.clock import Clock
 from ivr.keypad import DigitCollector, Digits
+from ivr.slot_listening import silence_ms_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,12 @@ class Listening:
     def expect(self, listen: Listen) -> None:
         self._listen = listen
         self.keypad.expect(listen)
+        self.audio.endpointer.set_silence_ms(silence_ms_for(listen))
+
+    @property
+    def listen(self) -> Listen:
+        """What the current step waits for."""
+        return self._listen
 
     def hear_audio(self, payload: bytes) -> None:
         for frame in self.audio.frames(payload):

