@@ -47,7 +47,7 @@ from flows.schema import (
     Template,
     VerifyStep,
 )
-from models.intent import IntentResult
+from models.intent import IntentResult, parse_yes_no
 
 STATE_KEY = "flow_state"
 _MAX_HOPS = 100  # steps entered without caller input: a loop in the flow graph, not a real call
@@ -454,11 +454,16 @@ class FlowEngine:
         if say is not None:
             yield say
         if isinstance(step, MenuStep):
-            for opt in self._visible(ctx, st, step):
+            visible = self._visible(ctx, st, step)
+            for opt in visible:
                 line = self._say(ctx, st, opt.prompt, opt.text)
                 if line is not None:
                     yield line
-            yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
+            # A menu answered by "yes"/"no" ("anything else?") is a yes/no question to listening.
+            yes_no = any(parse_yes_no(p) is not None for opt in visible for p in opt.phrases)
+            yield Listen(
+                "both", max_digits=1, finish_on="", timeout_s=step.timeout_s, expects="yes_no" if yes_no else None
+            )
         elif isinstance(step, IntentStep):
             yield Listen("voice", timeout_s=step.timeout_s)
         elif isinstance(step, CollectStep):

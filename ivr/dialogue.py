@@ -68,6 +68,8 @@ class Dialogue:
         self._call = call
         self._clock = clock
         self._listening = listening
+        self._replies_sent = 0
+        self._replies_started = 0
         self._speech = speech
         self._ledger = ledger
         self._spawn = spawn
@@ -202,14 +204,24 @@ class Dialogue:
         interrupted, self._interrupted = self._interrupted, None
         if interrupted is None or not is_backchannel(text):
             return False
-        # Cut in the last sentence of the last reply, the question itself: "yeah" over it is the answer.
-        in_question = len(interrupted.unheard) <= 1 and all(not job.sentences for job in interrupted.unheard)
+        # Cut while the last reply (the question itself) was playing: "yeah" over it is the answer.
+        in_question = self._replies_started == self._replies_sent
         if in_question and answers_yes_no(self._listening.listen, text):
             self.record("answered_over_prompt", {"heard": text})
             return False
         self._speech.resume(interrupted)
         self.record("resumed_after_backchannel", {"heard": text})
         return True
+
+    def _started(self, then: Callable[[float], None] | None) -> Callable[[float], None]:
+        """A reply's first-frame callback that also counts it as heard (see `_resume_after_backchannel`)."""
+
+        def first_frame(t: float) -> None:
+            self._replies_started += 1
+            if then is not None:
+                then(t)
+
+        return first_frame
 
     def _keep_company(self) -> None:
         """On hold for a person: the flow is done; keep the caller company without repeating ourselves."""
@@ -236,7 +248,8 @@ class Dialogue:
                 if isinstance(action, Say):
                     first_frame = self._ledger.reply_requested(timing) if timing is not None and not replies else None
                     replies.append(action.text)
-                    self._speech.say(action.text, prompt_id=action.prompt_id, on_first_frame=first_frame)
+                    self._replies_sent += 1
+                    self._speech.say(action.text, prompt_id=action.prompt_id, on_first_frame=self._started(first_frame))
                 elif isinstance(action, Listen):
                     self._listening.expect(action)
                 elif isinstance(action, Escalate):

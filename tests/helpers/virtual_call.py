@@ -415,13 +415,14 @@ class FakeTwilioRest:
 # ================================================================================================ services
 @cache
 def _intents() -> Any:
-    from models.intent import IntentClassifier
+    from models.intent import IntentModels
 
-    return IntentClassifier.load()
+    # Phrase embeddings are kept between test runs (data/, git-ignored): a flow is embedded once per machine.
+    return IntentModels(cache_dir=Path(__file__).resolve().parents[2] / "data" / "intent-cache")
 
 
 def intent_classifier() -> Any:
-    """The real intent classifier, trained once per process (about a second)."""
+    """The real intent models (one per process; each flow's classifier is built on first use)."""
     return _intents()
 
 
