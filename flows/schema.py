@@ -373,7 +373,8 @@ class CollectStep(_Spoken):
     )
     pattern: str | None = Field(None, description="regex the whole (normalised) value must match")
     expects: Literal["digits", "order_number", "email", "date"] | None = Field(
-        None, description="how the caller says it (sets endpointing); default: digits for digits, order_number for alnum"
+        None,
+        description="how the caller says it (sets endpointing); default: digits for digits, order_number for alnum",
     )
     max_digits: int | None = Field(None, ge=1)
     finish_on: str = "#"
