@@ -253,7 +253,9 @@ class FlowEngine:
         if not 0.0 < answer_threshold <= 1.0:
             raise ValueError(f"answer_threshold must be in (0, 1], got {answer_threshold}")
         self.flow = flow
-        self.nlu = nlu
+        # An NLU serving several flows (flows.testing.ModelNlu) is bound to this flow's intents.
+        bind = getattr(nlu, "for_flow", None)
+        self.nlu: Nlu = bind(flow) if callable(bind) else nlu
         self.gateway = gateway
         self.answer_threshold = answer_threshold
         self.log = log or logging.getLogger(__name__)

@@ -86,15 +86,20 @@ class ModelNlu:
         self.models = models  # models.intent.IntentModels: one classifier per flow
         self.region = region
         self.flow = flow
-        self.classifier = models.classifier(flow.intent_set().spec()) if flow is not None else None
+        intents = flow.intent_set() if flow is not None else None
+        # A flow that declares no intents understands none: every request is out of scope there.
+        self.classifier = models.classifier(intents.spec()) if intents is not None and intents.intents else None
+        self._bound = flow is not None
 
     def for_flow(self, flow: Flow) -> ModelNlu:
         """The same models and region, classifying with `flow`'s intents."""
         return ModelNlu(self.models, self.region, flow)
 
     def classify(self, text: str) -> IntentResult:
-        if self.classifier is None:
+        if not self._bound:
             raise RuntimeError("ModelNlu is not bound to a flow: use for_flow(flow)")
+        if self.classifier is None:
+            return IntentResult("", 0.0, [], 1.0)
         result: IntentResult = self.classifier.classify(
             self.region.normalise(text) if self.region is not None else text
         )
@@ -334,7 +339,8 @@ def _describe(action: Action) -> str:
 async def run_test(flow: Flow, test: FlowTest, nlu: Nlu, *, call_sid: str | None = None) -> TestResult:
     """Replay one conversation against the engine; the first unmet expectation fails the test."""
     gateway = ScriptedGateway(test.backend)
-    recorder = _RecordingNlu(nlu)
+    bind = getattr(nlu, "for_flow", None)
+    recorder = _RecordingNlu(bind(flow) if callable(bind) else nlu)
     log = logging.getLogger(f"flows.testing.{flow.name}")
     handler = _ListHandler(forward_to=log.parent)
     log.addHandler(handler)

@@ -126,6 +126,20 @@ def _features(scores: np.ndarray, n_intents: int) -> tuple[np.ndarray, np.ndarra
     return order[:, 0], np.stack([best, best - second, best - oos], axis=1)
 
 
+def _all_features(scores: np.ndarray, n_intents: int) -> np.ndarray:
+    """(rows, n_intents, 3): each intent's score, its margin to its strongest rival (the best intent against the
+    runner-up, every other against the best) and its margin to the out-of-scope class."""
+    intent_scores = scores[:, :n_intents]
+    order = np.argsort(-intent_scores, axis=1)
+    rows = np.arange(scores.shape[0])
+    top = intent_scores[rows, order[:, 0]]
+    second = intent_scores[rows, order[:, 1]] if n_intents > 1 else np.full_like(top, -1.0)
+    is_top = np.arange(n_intents)[None, :] == order[:, :1]
+    rival = np.where(is_top, second[:, None], top[:, None])
+    oos = scores[:, n_intents : n_intents + 1]
+    return np.stack([intent_scores, intent_scores - rival, intent_scores - oos], axis=2)
+
+
 @dataclass
 class IntentClassifier:
     """One flow's intents: maps an utterance to an intent with a calibrated confidence."""
@@ -168,15 +182,19 @@ class IntentClassifier:
         model = cls(spec, encoder, emb, lab)
         sims = emb @ emb.T
         sims[sims >= NEAR_DUPLICATE] = -1.0  # the phrase itself and its near-copies
-        best, feats = _features(_class_scores(sims, lab, n_intents + 1), n_intents)
-        truth = (best == lab).astype(int)  # out-of-scope phrases are never "right"
+        scores = _class_scores(sims, lab, n_intents + 1)
+        best, _ = _features(scores, n_intents)
+        # One row per phrase and intent, as classify scores them: right only for the phrase's own intent when it
+        # also wins (an out-of-scope phrase is never right), so near-ties and runner-ups learn low values.
+        feats = _all_features(scores, n_intents).reshape(-1, 3)
+        truth = ((np.arange(n_intents)[None, :] == lab[:, None]) & (best == lab)[:, None]).astype(int).reshape(-1)
         if truth.min() == truth.max():
             raise ValueError("cannot calibrate: every example is classified the same way; add out-of-scope phrases")
         reg = LogisticRegression(C=10.0, max_iter=1000, class_weight={1: IN_SCOPE_WEIGHT, 0: 1.0}).fit(feats, truth)
         model.coef = reg.coef_[0].astype(np.float64)
         model.intercept = float(reg.intercept_[0])
         in_scope = lab < n_intents
-        model.loo_accuracy = float(truth[in_scope].mean())
+        model.loo_accuracy = float((best == lab)[in_scope].mean())
         log.info(
             "intent classifier built: %d intents, %d examples, %d out-of-scope, leave-one-out accuracy %.3f",
             n_intents,
@@ -207,14 +225,11 @@ class IntentClassifier:
         for row, text in zip(scores, cleaned, strict=True):
             order = np.argsort(-row[:n_intents])
             oos = float(max(row[n_intents], 0.0))
-            probs = []
-            for rank, c in enumerate(order[: 1 + _N_ALTERNATIVES]):
-                # The best intent is measured against the runner-up, every other one against the best.
-                rival = row[order[1]] if rank == 0 and n_intents > 1 else row[order[0]] if rank else -1.0
-                feats = np.array([row[c], row[c] - rival, row[c] - row[n_intents]])
-                probs.append((names[c], float(self._prob(feats[None, :])[0]) if text else 0.0))
-            (intent, confidence), rest = probs[0], probs[1:]
-            results.append(IntentResult(intent, round(confidence, 4), [(n, round(p, 4)) for n, p in rest], oos))
+            probs = self._prob(_all_features(row[None, :], n_intents)[0])
+            probs = probs if text else np.zeros_like(probs)
+            ranked = [(names[c], round(float(probs[c]), 4)) for c in order[: 1 + _N_ALTERNATIVES]]
+            (intent, confidence), rest = ranked[0], ranked[1:]
+            results.append(IntentResult(intent, confidence, rest, oos))
         return results
 
     def classify(self, text: str) -> IntentResult:
