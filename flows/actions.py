@@ -35,6 +35,8 @@ class Listen:
     timeout_s: float = 8.0
     expects: SlotKind | None = None
     """What kind of answer the step waits for; listening sets its endpointing from it (ivr/slot_listening.py)."""
+    vocabulary: str | None = None
+    """Words the recogniser should expect here (the flow's and the step's `asr_vocabulary`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -428,7 +428,13 @@ class FlowEngine:
     # ------------------------------------------------------------ asking
 
     async def _ask(self, ctx: CallContext, st: FlowState, step: Step) -> AsyncIterator[Action]:
-        """(Re)ask whatever the call is waiting for."""
+        """(Re)ask whatever the call is waiting for; every Listen carries the words to expect there."""
+        words = [*self.flow.asr_vocabulary, *step.asr_vocabulary]
+        vocabulary = ", ".join(dict.fromkeys(words)) or None
+        async for action in self._ask_actions(ctx, st, step):
+            yield replace(action, vocabulary=vocabulary) if isinstance(action, Listen) else action
+
+    async def _ask_actions(self, ctx: CallContext, st: FlowState, step: Step) -> AsyncIterator[Action]:
         if st.waiting == "callback":
             yield Say(self.flow.prompt_text("_callback_question"), prompt_id="_callback_question")
             yield Listen("both", max_digits=1, finish_on="", expects="yes_no")

@@ -305,6 +305,9 @@ class _Model(BaseModel):
 
 class _StepBase(_Model):
     description: str = ""
+    asr_vocabulary: list[str] = Field(
+        default_factory=list, description="words the recogniser should expect at this step, after the flow's"
+    )
     resolves: bool = Field(
         False, description="reaching this step resolves the caller's issue unless their next input objects"
     )
@@ -523,6 +526,9 @@ class Flow(_Model):
     intent_labels: dict[str, str] = Field(default_factory=dict)
     intent_libraries: list[str] = Field(default_factory=list, description="flows/intents/<name>.yaml to import")
     intents: dict[str, IntentDef] = Field(default_factory=dict, description="this flow's own intents")
+    asr_vocabulary: list[str] = Field(
+        default_factory=list, description="product names and terms callers use (Whisper prompt at every step)"
+    )
     no_input: NoInputPolicy = NoInputPolicy()
     max_no_match: int = Field(2, ge=0, description="misunderstood answers reprompted before escalating")
     steps: dict[str, Step] = Field(min_length=1)

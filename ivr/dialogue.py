@@ -174,7 +174,9 @@ class Dialogue:
     async def _transcribe(self, item: Utterance) -> Transcript | None:
         audio16 = resample(item.audio.astype(np.float32) / 32768.0, 8000, 16000)
         try:
-            transcript = await self.services.asr.transcribe(audio16, self.ctx.call_sid)
+            transcript = await self.services.asr.transcribe(
+                audio16, self.ctx.call_sid, vocabulary=self._listening.listen.vocabulary
+            )
         except AsrOverloaded as exc:
             self.error("asr_overloaded", str(exc))
         except Exception as exc:  # noqa: BLE001 - a model failure must not end the call silently

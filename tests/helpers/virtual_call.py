@@ -135,6 +135,7 @@ class FakeAsr:
     def __init__(self, *, delay_s: float = 0.3) -> None:
         self.delay_s = delay_s
         self.calls: list[AsrCall] = []
+        self.vocabularies: list[str | None] = []  # what the recogniser was told to expect, per utterance
         self._by_pitch: dict[float, Heard] = {}
         self._next_pitch = 0
         self._fifo: deque[Heard] = deque()
@@ -163,7 +164,8 @@ class FakeAsr:
                 return near, self._by_pitch[near]
         return pitch, (self._fifo.popleft() if self._fifo else Heard(""))
 
-    async def transcribe(self, audio16: np.ndarray, call_sid: str) -> Transcript:
+    async def transcribe(self, audio16: np.ndarray, call_sid: str, *, vocabulary: str | None = None) -> Transcript:
+        self.vocabularies.append(vocabulary)
         if self.closed:
             raise RuntimeError("AsrService is closed")
         audio16 = np.asarray(audio16)
