@@ -38,6 +38,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench --out bench/results.json
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m bench.nlu --out bench/nlu.json
+	printf 'I lost my card\nwhat is the weather like\n' | $(BIN)/python -m ivr.cli nlu --flow banking
 
 serve: $(STAMP)
 	$(BIN)/ivr serve --insecure-dev

@@ -68,8 +68,8 @@ class Dialogue:
         self._call = call
         self._clock = clock
         self._listening = listening
-        self._replies_sent = 0
-        self._replies_started = 0
+        self._latest_reply: object | None = None
+        self._latest_reply_heard = False
         self._speech = speech
         self._ledger = ledger
         self._spawn = spawn
@@ -136,7 +136,9 @@ class Dialogue:
                 self._keep_company()
                 continue
             guess = self.nlu.classify(inp.text) if inp.kind == "speech" else None
-            decision = self.services.escalator.check(self.ctx, last_intent=guess.intent if guess else None)
+            # Only an understood request names the topic (and so the queue); a low-confidence guess does not.
+            topic = guess.intent if guess and guess.confidence >= self.services.answer_threshold else None
+            decision = self.services.escalator.check(self.ctx, last_intent=topic)
             if decision is not None:
                 if guess is not None:
                     self._record_unanswered_turn(inp.text, guess)
@@ -207,7 +209,7 @@ class Dialogue:
         if interrupted is None or not is_backchannel(text):
             return False
         # Cut while the last reply (the question itself) was playing: "yeah" over it is the answer.
-        in_question = self._replies_started == self._replies_sent
+        in_question = self._latest_reply_heard
         if in_question and answers_yes_no(self._listening.listen, text):
             self.record("answered_over_prompt", {"heard": text})
             return False
@@ -216,10 +218,14 @@ class Dialogue:
         return True
 
     def _started(self, then: Callable[[float], None] | None) -> Callable[[float], None]:
-        """A reply's first-frame callback that also counts it as heard (see `_resume_after_backchannel`)."""
+        """A reply's first-frame callback that also notes whether the latest reply (the question, if the step
+        asks one) has started playing (see `_resume_after_backchannel`)."""
+        token = object()
+        self._latest_reply, self._latest_reply_heard = token, False
 
         def first_frame(t: float) -> None:
-            self._replies_started += 1
+            if self._latest_reply is token:
+                self._latest_reply_heard = True
             if then is not None:
                 then(t)
 
@@ -250,7 +256,6 @@ class Dialogue:
                 if isinstance(action, Say):
                     first_frame = self._ledger.reply_requested(timing) if timing is not None and not replies else None
                     replies.append(action.text)
-                    self._replies_sent += 1
                     self._speech.say(action.text, prompt_id=action.prompt_id, on_first_frame=self._started(first_frame))
                 elif isinstance(action, Listen):
                     self._listening.expect(action)
