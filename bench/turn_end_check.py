@@ -31,8 +31,9 @@ async def _one(settings: Settings, transcriber: Any, audio: bytes) -> tuple[int,
     from ivr.turn_end import TurnEnd
     from models.asr import Transcript
 
-    async def transcribe(audio8k: np.ndarray) -> Transcript:
-        result: Transcript = transcriber.transcribe(resample(audio8k.astype(np.float32) / 32768.0, 8000, 16000))
+    async def transcribe(audio8k: np.ndarray, vocabulary: str | None) -> Transcript:
+        audio16 = resample(audio8k.astype(np.float32) / 32768.0, 8000, 16000)
+        result: Transcript = transcriber.transcribe(audio16, vocabulary=vocabulary)
         return result
 
     caller = CallerAudio(settings.audio.caller_audio())

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 ListenMode = Literal["voice", "dtmf", "both"]
+SlotKind = Literal["digits", "order_number", "email", "date", "yes_no"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,10 @@ class Listen:
     finish_on: str = "#"
     pci: bool = False
     timeout_s: float = 8.0
+    expects: SlotKind | None = None
+    """What kind of answer the step waits for; listening sets its endpointing from it (ivr/slot_listening.py)."""
+    vocabulary: str | None = None
+    """Words the recogniser should expect here (the flow's and the step's `asr_vocabulary`)."""
 
 
 @dataclass(frozen=True, slots=True)

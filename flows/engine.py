@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, VerificationEvent
+from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, SlotKind, VerificationEvent
 from flows.context import CallContext, Customer, Turn
 from flows.gateway import BackendBadResponse, BackendError, BackendGateway, BackendTimeout
 from flows.identity import customer_from_result
@@ -47,7 +47,7 @@ from flows.schema import (
     Template,
     VerifyStep,
 )
-from models.intent import IntentResult
+from models.intent import IntentResult, parse_yes_no
 
 STATE_KEY = "flow_state"
 _MAX_HOPS = 100  # steps entered without caller input: a loop in the flow graph, not a real call
@@ -153,6 +153,9 @@ _KEY_WORDS = {
 }
 
 
+_VALUE_EXPECTS: dict[str, SlotKind] = {"digits": "digits", "alnum": "order_number"}
+
+
 def spoken_digits(text: str) -> str:
     """Digits in a spoken or transcribed number: "one two three, double four" -> "12344", "1 2 3" -> "123"."""
     out: list[str] = []
@@ -250,7 +253,9 @@ class FlowEngine:
         if not 0.0 < answer_threshold <= 1.0:
             raise ValueError(f"answer_threshold must be in (0, 1], got {answer_threshold}")
         self.flow = flow
-        self.nlu = nlu
+        # An NLU serving several flows (flows.testing.ModelNlu) is bound to this flow's intents.
+        bind = getattr(nlu, "for_flow", None)
+        self.nlu: Nlu = bind(flow) if callable(bind) else nlu
         self.gateway = gateway
         self.answer_threshold = answer_threshold
         self.log = log or logging.getLogger(__name__)
@@ -423,10 +428,16 @@ class FlowEngine:
     # ------------------------------------------------------------ asking
 
     async def _ask(self, ctx: CallContext, st: FlowState, step: Step) -> AsyncIterator[Action]:
-        """(Re)ask whatever the call is waiting for."""
+        """(Re)ask whatever the call is waiting for; every Listen carries the words to expect there."""
+        words = [*self.flow.asr_vocabulary, *step.asr_vocabulary]
+        vocabulary = ", ".join(dict.fromkeys(words)) or None
+        async for action in self._ask_actions(ctx, st, step):
+            yield replace(action, vocabulary=vocabulary) if isinstance(action, Listen) else action
+
+    async def _ask_actions(self, ctx: CallContext, st: FlowState, step: Step) -> AsyncIterator[Action]:
         if st.waiting == "callback":
             yield Say(self.flow.prompt_text("_callback_question"), prompt_id="_callback_question")
-            yield Listen("both", max_digits=1, finish_on="")
+            yield Listen("both", max_digits=1, finish_on="", expects="yes_no")
             return
         if st.waiting == "clarify" and st.clarify:
             first, *rest = [self.flow.intent_label(i) for i in st.clarify.guesses]
@@ -445,17 +456,22 @@ class FlowEngine:
                 say = self._say(ctx, st, prompt=step.confirm_prompt or "_confirm_value", extra={"value": readback})
             assert say is not None
             yield say
-            yield Listen("dtmf" if step.pci else "both", max_digits=1, finish_on="", pci=step.pci)
+            yield Listen("dtmf" if step.pci else "both", max_digits=1, finish_on="", pci=step.pci, expects="yes_no")
             return
         say = self._say(ctx, st, getattr(step, "prompt", None), getattr(step, "text", None))
         if say is not None:
             yield say
         if isinstance(step, MenuStep):
-            for opt in self._visible(ctx, st, step):
+            visible = self._visible(ctx, st, step)
+            for opt in visible:
                 line = self._say(ctx, st, opt.prompt, opt.text)
                 if line is not None:
                     yield line
-            yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
+            # A menu answered by "yes"/"no" ("anything else?") is a yes/no question to listening.
+            yes_no = any(parse_yes_no(p) is not None for opt in visible for p in opt.phrases)
+            yield Listen(
+                "both", max_digits=1, finish_on="", timeout_s=step.timeout_s, expects="yes_no" if yes_no else None
+            )
         elif isinstance(step, IntentStep):
             yield Listen("voice", timeout_s=step.timeout_s)
         elif isinstance(step, CollectStep):
@@ -466,9 +482,10 @@ class FlowEngine:
                 finish_on=step.finish_on,
                 pci=step.pci,
                 timeout_s=step.timeout_s,
+                expects=step.expects or _VALUE_EXPECTS.get(step.value),
             )
         elif isinstance(step, ConfirmStep):
-            yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s)
+            yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s, expects="yes_no")
         elif isinstance(step, VerifyStep):
             # One key more than the longest answer: the finish key after a full entry ends it, and is not left
             # over for the next question.

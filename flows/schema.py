@@ -22,25 +22,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.intent import BUSINESS_INTENTS, Industry, answer_threshold
-
-KNOWN_INTENTS: tuple[str, ...] = BUSINESS_INTENTS
-
-# Spoken names for intents, used in the clarification question ("is it about X, or Y?"). A flow may override.
-DEFAULT_INTENT_LABELS: dict[str, str] = {
-    "track_order": "tracking an order",
-    "delivery_problem": "a problem with a delivery",
-    "return_refund": "a return or refund",
-    "cancel_order": "cancelling an order",
-    "billing_problem": "a problem with your bill",
-    "pay_bill": "paying your bill",
-    "top_up": "topping up your account",
-    "change_plan": "changing your plan",
-    "lost_card": "a lost or stolen card",
-    "check_balance": "checking your balance",
-    "speak_to_agent": "speaking to a person",
-    "goodbye": "ending the call",
-}
+from flows.intent_library import FlowIntents, IntentDef, IntentLibraryError
+from models.intent import Industry, answer_threshold
 
 # Prompts the engine itself speaks. A flow overrides any of them under `prompts:` with the same id.
 DEFAULT_PROMPTS: dict[str, str] = {
@@ -322,6 +305,9 @@ class _Model(BaseModel):
 
 class _StepBase(_Model):
     description: str = ""
+    asr_vocabulary: list[str] = Field(
+        default_factory=list, description="words the recogniser should expect at this step, after the flow's"
+    )
     resolves: bool = Field(
         False, description="reaching this step resolves the caller's issue unless their next input objects"
     )
@@ -389,6 +375,10 @@ class CollectStep(_Spoken):
         "digits", description="digits; alnum: letters and digits like A1001 (keypad gives digits); number: amount"
     )
     pattern: str | None = Field(None, description="regex the whole (normalised) value must match")
+    expects: Literal["digits", "order_number", "email", "date"] | None = Field(
+        None,
+        description="how the caller says it (sets endpointing); default: digits for digits, order_number for alnum",
+    )
     max_digits: int | None = Field(None, ge=1)
     finish_on: str = "#"
     confirm: bool = True
@@ -534,6 +524,11 @@ class Flow(_Model):
     queue: str = Field("general", description="agent queue for escalations from this flow")
     prompts: dict[str, str] = Field(default_factory=dict)
     intent_labels: dict[str, str] = Field(default_factory=dict)
+    intent_libraries: list[str] = Field(default_factory=list, description="flows/intents/<name>.yaml to import")
+    intents: dict[str, IntentDef] = Field(default_factory=dict, description="this flow's own intents")
+    asr_vocabulary: list[str] = Field(
+        default_factory=list, description="product names and terms callers use (Whisper prompt at every step)"
+    )
     no_input: NoInputPolicy = NoInputPolicy()
     max_no_match: int = Field(2, ge=0, description="misunderstood answers reprompted before escalating")
     steps: dict[str, Step] = Field(min_length=1)
@@ -553,8 +548,17 @@ class Flow(_Model):
     def fixed_prompts(self) -> dict[str, str]:
         return {pid: text for pid, text in self.all_prompts().items() if Template(text).is_fixed}
 
+    def intent_set(self) -> FlowIntents:
+        """The intents this flow understands: its imported libraries plus its own `intents:` block."""
+        return FlowIntents(self.intent_libraries, self.intents)
+
     def intent_label(self, intent: str) -> str:
-        return self.intent_labels.get(intent) or DEFAULT_INTENT_LABELS.get(intent) or intent.replace("_", " ")
+        if intent in self.intent_labels:
+            return self.intent_labels[intent]
+        try:
+            return self.intent_set().label(intent)
+        except IntentLibraryError:
+            return intent.replace("_", " ")
 
 
 # ---------------------------------------------------------------- cross-checks
@@ -591,6 +595,14 @@ def check_flow(flow: Flow) -> list[tuple[Loc, str]]:
 
     if flow.start not in steps:
         issues.append((("start",), f"unknown step '{flow.start}'"))
+    known_intents: set[str] = set()
+    try:
+        intent_set = flow.intent_set()
+        known_intents = set(intent_set.names)
+        if intent_set.intents:
+            intent_set.spec()
+    except IntentLibraryError as exc:
+        issues.append((("intents",) if flow.intents else ("intent_libraries",), str(exc)))
     for name in saved & (RESERVED_ROOTS | slots):
         issues.append((("steps",), f"lookup save_as '{name}' clashes with a slot or a built-in name"))
 
@@ -651,16 +663,16 @@ def check_flow(flow: Flow) -> list[tuple[Loc, str]]:
                 if not (opt.key or opt.phrases or opt.intents):
                     issues.append((oloc, "a menu option needs a 'key', 'phrases' or 'intents' to be chosen"))
                 for intent in opt.intents:
-                    if intent not in KNOWN_INTENTS:
-                        issues.append((oloc + ("intents",), f"unknown intent '{intent}'"))
+                    if intent not in known_intents:
+                        issues.append((oloc + ("intents",), _unknown_intent(intent, known_intents)))
                 if opt.key and opt.key in keys and not (opt.when or step.options[keys[opt.key]].when):
                     issues.append((oloc + ("key",), f"key '{opt.key}' is already used by option {keys[opt.key]}"))
                 if opt.key:
                     keys.setdefault(opt.key, i)
         if isinstance(step, IntentStep):
             for intent in step.routes:
-                if intent not in KNOWN_INTENTS:
-                    issues.append((base + ("routes", intent), f"unknown intent '{intent}'"))
+                if intent not in known_intents:
+                    issues.append((base + ("routes", intent), _unknown_intent(intent, known_intents)))
         if isinstance(step, BranchStep):
             for i, case in enumerate(step.cases):
                 check_cond(base + ("cases", i, "when"), case.when)
@@ -693,6 +705,11 @@ def check_flow(flow: Flow) -> list[tuple[Loc, str]]:
                 issues.append((("steps", sid), f"step '{sid}' is unreachable from start '{flow.start}'"))
         issues += _unverified_paths(flow)
     return issues
+
+
+def _unknown_intent(intent: str, known: set[str]) -> str:
+    listed = ", ".join(sorted(known)) or "none: declare them under intents: or import intent_libraries:"
+    return f"unknown intent '{intent}' (this flow's intents: {listed})"
 
 
 def _unverified_paths(flow: Flow) -> list[tuple[Loc, str]]:

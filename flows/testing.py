@@ -31,6 +31,7 @@ A test file (``flows/shipped/tests/<flow>.yaml``)::
 from __future__ import annotations
 
 import copy
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable
@@ -79,13 +80,26 @@ _ACTION_TYPES: dict[str, type] = {
 
 
 class ModelNlu:
-    """The production NLU: region slang normalised, then the intent classifier; yes/no by parse_yes_no."""
+    """The production NLU: region slang normalised, then the flow's intent classifier; yes/no by parse_yes_no."""
 
-    def __init__(self, classifier: Any, region: Any | None = None) -> None:
-        self.classifier = classifier
+    def __init__(self, models: Any, region: Any | None = None, flow: Flow | None = None) -> None:
+        self.models = models  # models.intent.IntentModels: one classifier per flow
         self.region = region
+        self.flow = flow
+        intents = flow.intent_set() if flow is not None else None
+        # A flow that declares no intents understands none: every request is out of scope there.
+        self.classifier = models.classifier(intents.spec()) if intents is not None and intents.intents else None
+        self._bound = flow is not None
+
+    def for_flow(self, flow: Flow) -> ModelNlu:
+        """The same models and region, classifying with `flow`'s intents."""
+        return ModelNlu(self.models, self.region, flow)
 
     def classify(self, text: str) -> IntentResult:
+        if not self._bound:
+            raise RuntimeError("ModelNlu is not bound to a flow: use for_flow(flow)")
+        if self.classifier is None:
+            return IntentResult("", 0.0, [], 1.0)
         result: IntentResult = self.classifier.classify(
             self.region.normalise(text) if self.region is not None else text
         )
@@ -97,12 +111,18 @@ class ModelNlu:
         return parse_yes_no(self.region.normalise(text) if self.region is not None else text)
 
 
-def build_model_nlu(region: str | None = "us_west") -> ModelNlu:
-    """Load the intent model (trained once per process) and the named region's slang table."""
-    from models.intent import IntentClassifier
+def build_model_nlu(region: str | None = "us_west", flow: Flow | None = None, models: Any | None = None) -> ModelNlu:
+    """The region's slang table and the intent models (each flow's classifier built once per process)."""
     from models.regions import load_regions
 
-    return ModelNlu(IntentClassifier.load(), load_regions()[region] if region else None)
+    return ModelNlu(models or _shared_models(), load_regions()[region] if region else None, flow)
+
+
+@functools.cache
+def _shared_models() -> Any:
+    from models.intent import IntentModels
+
+    return IntentModels(cache_dir=Path("data") / "intent-cache")
 
 
 class _RecordingNlu:
@@ -319,7 +339,8 @@ def _describe(action: Action) -> str:
 async def run_test(flow: Flow, test: FlowTest, nlu: Nlu, *, call_sid: str | None = None) -> TestResult:
     """Replay one conversation against the engine; the first unmet expectation fails the test."""
     gateway = ScriptedGateway(test.backend)
-    recorder = _RecordingNlu(nlu)
+    bind = getattr(nlu, "for_flow", None)
+    recorder = _RecordingNlu(bind(flow) if callable(bind) else nlu)
     log = logging.getLogger(f"flows.testing.{flow.name}")
     handler = _ListHandler(forward_to=log.parent)
     log.addHandler(handler)
@@ -467,7 +488,7 @@ async def run_test_file(path: str | Path, nlu: Nlu | None = None) -> list[TestRe
     nlus: dict[str | None, Nlu] = {}
     for test in tests:
         if nlu is None and test.region not in nlus:
-            nlus[test.region] = build_model_nlu(test.region)
+            nlus[test.region] = build_model_nlu(test.region, flow)
         results.append(await run_test(flow, test, nlu or nlus[test.region]))
     return results
 

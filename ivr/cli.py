@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_ftest = flows_sub.add_parser("test", help="replay scripted conversations at text level")
     p_ftest.add_argument("paths", nargs="*", help="conversation test YAML files (default: the shipped ones)")
 
+    p_nlu = sub.add_parser(
+        "nlu",
+        help="classify stdin lines with a flow's intents: one JSON per line",
+        description="Read utterances one per line on stdin; print one JSON object per line with intent, "
+        "confidence, decision (answer at or above the flow's threshold, else clarify) and alternatives.",
+    )
+    p_nlu.add_argument("--flow", required=True, help="a shipped flow's name or a flow YAML file")
+    p_nlu.add_argument("--region", help="normalise regional wording first, as on a call (e.g. us_west)")
+
     p_report = sub.add_parser("report", help="first response, containment, escalations, cost per resolution")
     p_report.add_argument("--json", action="store_true", help="print the report as JSON")
     p_report.add_argument("--export-retraining", help="write the unclear-intent transcripts to this JSONL file")
@@ -155,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.flows_command == "validate":
             return flows_cli.validate_main(paths or [str(p) for p in flows_cli.shipped_flow_paths()])
         return flows_cli.test_main(paths or [])
+    if args.command == "nlu":
+        from flows.nlu_cli import nlu_main
+
+        return nlu_main(args.flow, args.region)
 
     settings = load_settings(args)
 

@@ -29,6 +29,7 @@ from ivr.keypad import Digits
 from ivr.listening import BargeIn, Heard, Listening, LongSilence, Utterance
 from ivr.prompts import ASR_RETRY
 from ivr.services import Services
+from ivr.slot_listening import answers_yes_no
 from ivr.speech import Interruption, Speech
 from ivr.turns import HowSaid, TurnLedger, TurnTiming
 from models.asr import AsrOverloaded, Transcript
@@ -66,6 +67,8 @@ class Dialogue:
         self._call = call
         self._clock = clock
         self._listening = listening
+        self._latest_reply: object | None = None
+        self._latest_reply_heard = False
         self._speech = speech
         self._ledger = ledger
         self._spawn = spawn
@@ -139,7 +142,9 @@ class Dialogue:
                 await self._on_hold(inp)
                 continue
             guess = self.nlu.classify(inp.text) if inp.kind == "speech" else None
-            decision = self.services.escalator.check(self.ctx, last_intent=guess.intent if guess else None)
+            # Only an understood request names the topic (and so the queue); a low-confidence guess does not.
+            topic = guess.intent if guess and guess.confidence >= self.services.answer_threshold else None
+            decision = self.services.escalator.check(self.ctx, last_intent=topic)
             if decision is not None:
                 if guess is not None:
                     self._record_unanswered_turn(inp.text, guess)
@@ -184,7 +189,9 @@ class Dialogue:
                 transcript = await item.early_transcript
             else:
                 audio16 = resample(item.audio.astype(np.float32) / 32768.0, 8000, 16000)
-                transcript = await self.services.asr.transcribe(audio16, self.ctx.call_sid)
+                transcript = await self.services.asr.transcribe(
+                    audio16, self.ctx.call_sid, vocabulary=self._listening.listen.vocabulary
+                )
         except AsrOverloaded as exc:
             self.error("asr_overloaded", str(exc))
         except Exception as exc:  # noqa: BLE001 - a model failure must not end the call silently
@@ -214,9 +221,28 @@ class Dialogue:
         interrupted, self._interrupted = self._interrupted, None
         if interrupted is None or not is_backchannel(text):
             return False
+        # Cut while the last reply (the question itself) was playing: "yeah" over it is the answer.
+        in_question = self._latest_reply_heard
+        if in_question and answers_yes_no(self._listening.listen, text):
+            self.record("answered_over_prompt", {"heard": text})
+            return False
         self._speech.resume(interrupted)
         self.record("resumed_after_backchannel", {"heard": text})
         return True
+
+    def _started(self, then: Callable[[float], None] | None) -> Callable[[float], None]:
+        """A reply's first-frame callback that also notes whether the latest reply (the question, if the step
+        asks one) has started playing (see `_resume_after_backchannel`)."""
+        token = object()
+        self._latest_reply, self._latest_reply_heard = token, False
+
+        def first_frame(t: float) -> None:
+            if self._latest_reply is token:
+                self._latest_reply_heard = True
+            if then is not None:
+                then(t)
+
+        return first_frame
 
     async def _on_hold(self, inp: CallerInput) -> None:
         """On hold for a person the flow is done; the hold line speaks on its own clock, keys go to it."""
@@ -241,7 +267,7 @@ class Dialogue:
                 if isinstance(action, Say):
                     first_frame = self._ledger.reply_requested(timing) if timing is not None and not replies else None
                     replies.append(action.text)
-                    self._speech.say(action.text, prompt_id=action.prompt_id, on_first_frame=first_frame)
+                    self._speech.say(action.text, prompt_id=action.prompt_id, on_first_frame=self._started(first_frame))
                 elif isinstance(action, Listen):
                     self._listening.expect(action)
                 elif isinstance(action, Escalate):

@@ -223,7 +223,8 @@ class EscalationPolicy:
         )
 
     def _check_negative_phrases(self, ctx: CallContext, *_: object) -> str | None:
-        n = len(ctx.negative_phrases)
+        # Distinct phrases: "cancel ... cancel ... cancel" is one business word said again, not mounting anger.
+        n = len(set(ctx.negative_phrases))
         if n < self.cfg.negative_phrases:
             return None
         return f"Caller said {_join(_counted(ctx.negative_phrases))} ({n} negative phrases)"

@@ -22,6 +22,7 @@ from flows.actions import Listen
 from ivr.call_log import CallLog
 from ivr.clock import Clock
 from ivr.keypad import DigitCollector, Digits
+from ivr.slot_listening import silence_ms_for
 from ivr.turn_end import TurnEnd
 from models.asr import Transcript
 
@@ -93,6 +94,12 @@ class Listening:
     def expect(self, listen: Listen) -> None:
         self._listen = listen
         self.keypad.expect(listen)
+        self.audio.endpointer.set_silence_ms(silence_ms_for(listen))
+
+    @property
+    def listen(self) -> Listen:
+        """What the current step waits for."""
+        return self._listen
 
     def hear_audio(self, payload: bytes) -> None:
         for frame in self.audio.frames(payload):
@@ -108,7 +115,9 @@ class Listening:
                 elif isinstance(ev, SpeechDiscarded):
                     self._call.record("noise_discarded", {"voiced_ms": ev.voiced_ms})
             if self.turn_end is not None:
-                self.turn_end.after_frame(self.audio, result.voiced, may_transcribe=not self._listen.pci)
+                self.turn_end.after_frame(
+                    self.audio, result.voiced, may_transcribe=not self._listen.pci, vocabulary=self._listen.vocabulary
+                )
             speaking = self._bot_speaking()
             if speaking and not self._barged_in and self._caller_kept_talking():
                 self._barged_in = True

@@ -31,7 +31,7 @@ from ivr.storage import AsyncStorage, Storage
 from ivr.storage_queue import SPOOL_FILE
 from models.asr import AsrService, Transcriber
 from models.asr_pool import ProcessTranscriber
-from models.intent import IntentClassifier, IntentResult, answer_threshold, parse_yes_no
+from models.intent import IntentClassifier, IntentModels, IntentResult, answer_threshold, parse_yes_no
 from models.regions import Region, get_region
 from models.sentiment import SentimentScorer
 from models.tts import Synthesizer, TtsService
@@ -51,7 +51,7 @@ class Models:
 
     asr: AsrService
     tts: TtsService
-    intents: IntentClassifier
+    intents: IntentModels  # one classifier per flow, built on first use
     sentiment: SentimentScorer
 
     @classmethod
@@ -63,7 +63,7 @@ class Models:
         return cls(
             asr=AsrService(transcriber, workers=max(a.workers, a.processes), queue_size=a.queue_size),
             tts=TtsService(synth, workers=settings.tts.workers, cache_dir=settings.data_dir / "tts-cache"),
-            intents=IntentClassifier.load(),
+            intents=IntentModels(cache_dir=settings.data_dir / "intent-cache"),
             sentiment=SentimentScorer(),
         )
 
@@ -229,7 +229,7 @@ class Services:
             return False
 
     def new_nlu(self) -> RegionalNlu:
-        return RegionalNlu(self.models.intents, self.region)
+        return RegionalNlu(self.models.intents.classifier(self.flow.intent_set().spec()), self.region)
 
     def new_engine(self, nlu: RegionalNlu, call_log: logging.LoggerAdapter[logging.Logger]) -> FlowEngine:
         return FlowEngine(
@@ -353,6 +353,8 @@ async def build_all(
         await services.fleet.start()
     services.admission = Admission(settings.admission, metrics)
     await models.tts.warm(services.fixed_prompts())
+    # The flow's intent classifier is built before the first call, off the loop (embedding its phrases).
+    await asyncio.to_thread(models.intents.classifier, flow.intent_set().spec())
     # Models and tables live for the whole process: keep them out of the collector's full sweeps, which
     # otherwise stall the event loop (and so outbound audio) for tens of milliseconds under load.
     gc.freeze()

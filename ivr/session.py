@@ -24,6 +24,7 @@ from ivr.clock import Clock, LoopClock
 from ivr.dialogue import Dialogue
 from ivr.frame_order import FrameOrder
 from ivr.listening import Heard, Listening, ListeningOptions
+from ivr.privacy import mask_phone
 from ivr.services import Services
 from ivr.speech import Speech
 from ivr.turn_end import turn_end_for
@@ -198,7 +199,8 @@ class CallSession:
         self.call.record(
             "start", {"stream_sid": event.stream_id, "carrier": event.carrier, "returning": bool(ctx.turns)}
         )
-        self.call.log.info("call started from %s (stream %s)", _masked_number(event.caller), event.stream_id)
+        caller = mask_phone(event.caller) if event.caller else "unknown"
+        self.call.log.info("call started from %s (stream %s)", caller, event.stream_id)
         self.ledger.call_started()
         self.speech.start()
         live, admission = len(services.sessions), services.admission
@@ -294,9 +296,3 @@ def _outcome_for(ctx: CallContext | None) -> str:
     if not any(t.channel in ("voice", "dtmf") and t.text for t in ctx.turns):
         return "silent"
     return "abandoned"
-
-
-def _masked_number(number: str | None) -> str:
-    if not number:
-        return "unknown"
-    return number[:-4] + "****" if len(number) > 6 else "****"

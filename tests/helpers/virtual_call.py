@@ -135,6 +135,7 @@ class FakeAsr:
     def __init__(self, *, delay_s: float = 0.3) -> None:
         self.delay_s = delay_s
         self.calls: list[AsrCall] = []
+        self.vocabularies: list[str | None] = []  # what the recogniser was told to expect, per utterance
         self._by_pitch: dict[float, Heard] = {}
         self._next_pitch = 0
         self._fifo: deque[Heard] = deque()
@@ -167,7 +168,8 @@ class FakeAsr:
                 return near, self._by_pitch[near]
         return pitch, (self._fifo.popleft() if self._fifo else Heard(""))
 
-    async def transcribe(self, audio16: np.ndarray, call_sid: str) -> Transcript:
+    async def transcribe(self, audio16: np.ndarray, call_sid: str, *, vocabulary: str | None = None) -> Transcript:
+        self.vocabularies.append(vocabulary)
         if self.closed:
             raise RuntimeError("AsrService is closed")
         audio16 = np.asarray(audio16)
@@ -428,13 +430,14 @@ class FakeTwilioRest:
 # ================================================================================================ services
 @cache
 def _intents() -> Any:
-    from models.intent import IntentClassifier
+    from models.intent import IntentModels
 
-    return IntentClassifier.load()
+    # Phrase embeddings are kept between test runs (data/, git-ignored): a flow is embedded once per machine.
+    return IntentModels(cache_dir=Path(__file__).resolve().parents[2] / "data" / "intent-cache")
 
 
 def intent_classifier() -> Any:
-    """The real intent classifier, trained once per process (about a second)."""
+    """The real intent models (one per process; each flow's classifier is built on first use)."""
     return _intents()
 
 

@@ -84,3 +84,12 @@ def test_long_utterance_takes_the_padded_path(asr_transcriber, phone_recording):
 def test_bad_audio_gets_a_clear_error(asr_transcriber, bad, error):
     with pytest.raises(error):
         asr_transcriber.transcribe(bad)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "padded"])
+def test_a_vocabulary_prompt_keeps_recognition_and_is_not_echoed(asr_transcriber, phone_recording, fast):
+    audio, reference = phone_recording("cmusphinx__005.wav")  # playing cards, nothing to do with the prompt
+    vocabulary = "Acme Shop, parcel, courier, order A1001"
+    result = asr_transcriber.transcribe(audio, fast=fast, vocabulary=vocabulary)
+    assert wer(reference, result.text) < 0.25, result.text
+    assert "acme" not in result.text.lower() and "a1001" not in result.text.lower()

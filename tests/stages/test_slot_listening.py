@@ -1,0 +1,66 @@
+"""Slot-aware listening on real recordings through 8 kHz mu-law and webrtcvad: a step waiting for an order number
+hears groups read with 700 ms pauses as one answer, where a conversational step would have cut them into three;
+number words said in groups become one digit string; "yeah" answers a yes/no step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audio import mulaw
+from audio.caller import CallerAudio, CallerAudioConfig
+from audio.endpoint import EndpointerConfig, SpeechEnded
+from flows.actions import Listen
+from ivr.slot_listening import answers_yes_no, join_spoken_digits, silence_ms_for
+from tests.helpers.speech import phone_pcm, silence
+
+GROUPS = ("cmusphinx__001", "cmusphinx__003", "lhotse-speech__LJ002-0020")  # ~1-1.5 s each, like "A one zero"
+
+
+def utterances(listen: Listen, pause_s: float) -> list[SpeechEnded]:
+    """What a caller's audio becomes at a step that listens like `listen` (the server's 400 ms default)."""
+    audio = CallerAudio(CallerAudioConfig(endpoint=EndpointerConfig(silence_ms=400)))
+    audio.endpointer.set_silence_ms(silence_ms_for(listen))
+    parts = [silence(0.5)]
+    for name in GROUPS:
+        parts += [phone_pcm(name), silence(pause_s)]
+    parts.append(silence(2.5))
+    wire = mulaw.encode(np.concatenate(parts))
+    ended = []
+    for frame in audio.frames(wire):
+        ended += [e for e in audio.process(frame).events if isinstance(e, SpeechEnded)]
+    return ended
+
+
+def test_an_order_number_read_with_700ms_pauses_is_one_answer() -> None:
+    at_order_step = utterances(Listen("both", slot="order_id", expects="order_number"), pause_s=0.7)
+    assert len(at_order_step) == 1
+    total = sum(len(phone_pcm(n)) for n in GROUPS) / 8000 + 2 * 0.7
+    assert at_order_step[0].duration_s >= total - 0.6  # all three groups, not the last one alone
+
+
+def test_the_same_pauses_at_a_conversational_step_are_three_turns() -> None:
+    assert len(utterances(Listen("voice"), pause_s=0.7)) == 3
+
+
+def test_a_long_pause_still_ends_the_order_number() -> None:
+    assert len(utterances(Listen("both", expects="order_number"), pause_s=2.0)) == 3
+
+
+@pytest.mark.parametrize(
+    "said,language,digits",
+    [
+        ("four five six, seven eight nine", "en", "456789"),
+        ("my order is one two three ... four five", "en", "my order is 12345"),
+        ("uno dos tres cuatro", "es", "1234"),
+        ("eins zwei drei", "de", "123"),
+    ],
+)
+def test_spoken_digit_groups_become_one_digit_string(said: str, language: str, digits: str) -> None:
+    assert join_spoken_digits(said, language) == digits
+
+
+@pytest.mark.parametrize("said", ["yeah", "sure", "okay", "right", "yep"])
+def test_yeah_answers_a_yes_no_step_but_is_a_backchannel_elsewhere(said: str) -> None:
+    assert answers_yes_no(Listen("both", max_digits=1, finish_on="", expects="yes_no"), said)
+    assert not answers_yes_no(Listen("voice"), said)
