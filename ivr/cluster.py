@@ -84,6 +84,8 @@ class Cluster:
                 "IVR_REDIS_URL": self.redis_url,
                 "IVR_PUBLIC_URL": self.url,
                 "IVR_DATA_DIR": str(self.workdir / node_id),
+                # One phrase-embedding cache for the fleet: a node that joins later starts without re-embedding.
+                "IVR_INTENT_CACHE_DIR": str(self.workdir / "intent-cache"),
             }
         )
         env.update(self.env)
@@ -124,7 +126,7 @@ class Cluster:
                 [haproxy, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT, preexec_fn=_unblock_signals
             )
 
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
         """Until every node and the balancer answer /healthz; a node that exits fails at once."""
         deadline = time.monotonic() + timeout_s
         pending = [n.url for n in self.nodes.values()] + ([self.url] if self.balancer else [])

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     insecure_dev: bool = False
     data_dir: Path = Path("./data")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite file under data_dir")
+    intent_cache_dir: Path | None = Field(
+        None, description="phrase embeddings kept between starts (default data_dir/intent-cache); nodes may share it"
+    )
     region: str = "us_west"
     industry: Industry = "general"
     flow: str = "ecommerce_delivery"

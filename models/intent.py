@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -286,7 +287,8 @@ class IntentModels:
         if path is None or not self._vectors:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
+        # A file of its own per process: nodes of a fleet may share the cache directory.
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         texts = list(self._vectors)
         np.savez(tmp, texts=np.array(texts), vectors=np.stack([self._vectors[t] for t in texts]))
         tmp.replace(path)

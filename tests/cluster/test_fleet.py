@@ -32,6 +32,7 @@ from tests.helpers.twilio_recorder import TwilioRecorder
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
 
+ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/7"  # a database of its own, flushed per run
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 LEASE_S = 4.0
@@ -78,6 +79,8 @@ def cluster(fleet_db: str, recorder: TwilioRecorder, tmp_path: Path, unused_tcp_
             "IVR_CLUSTER__LEASE_S": str(LEASE_S),
             "IVR_CLUSTER__HEARTBEAT_S": "1",
             "IVR_LOG_LEVEL": "INFO",
+            # The suite's phrase-embedding cache: the nodes start without re-embedding every flow's phrases.
+            "IVR_INTENT_CACHE_DIR": str(ROOT / "data" / "intent-cache"),
         },
     )
     try:
