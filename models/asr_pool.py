@@ -15,6 +15,8 @@ so the default is 0.
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
+import logging
 import multiprocessing
 import os
 import threading
@@ -24,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from models.asr import AsrConfig, Transcriber, Transcript
+
+log = logging.getLogger(__name__)
 
 _worker: Transcriber | None = None  # the one model of a worker process (set by its initializer)
 
@@ -54,22 +58,41 @@ class ProcessTranscriber:
             raise ValueError(f"processes must be >= 1, got {processes}")
         self.cfg = cfg
         self.processes = processes
-        # Spawned, not forked: the parent may already hold model and loop threads that a fork would copy broken.
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=processes,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load,
-            initargs=(cfg.model_copy(update={"workers": 1}),),
-        )
         self._lock = threading.Lock()
         self._cpu_s = 0.0
+        self.restarts = 0
+        self._pool = self._start()
+
+    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
+        # Spawned, not forked: the parent may already hold model and loop threads that a fork would copy broken.
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_load,
+            initargs=(self.cfg.model_copy(update={"workers": 1}),),
+        )
         # Load every worker's model now: the first caller must not wait for a model load.
-        for ready in [self._pool.submit(_ready) for _ in range(processes)]:
+        for ready in [pool.submit(_ready) for _ in range(self.processes)]:
             ready.result()
+        return pool
 
     def transcribe(self, audio: np.ndarray, **kwargs: Any) -> Transcript:
-        """Same arguments and result as `Transcriber.transcribe` (keywords are passed on unchanged)."""
-        result, cpu_s = self._pool.submit(_transcribe, np.ascontiguousarray(audio), kwargs).result()
+        """Same arguments and result as `Transcriber.transcribe` (keywords are passed on unchanged).
+
+        A worker that dies (killed, out of memory) breaks the whole pool: it is started again once and the
+        utterance retried, so one lost process costs a model load, not every later call's recognition.
+        """
+        audio = np.ascontiguousarray(audio)
+        pool = self._pool
+        try:
+            result, cpu_s = pool.submit(_transcribe, audio, kwargs).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            log.error("an ASR worker process died; starting the pool again")
+            with self._lock:
+                if self._pool is pool:  # one restart, however many threads saw the same broken pool
+                    self._pool = self._start()
+                    self.restarts += 1
+            result, cpu_s = self._pool.submit(_transcribe, audio, kwargs).result()
         with self._lock:
             self._cpu_s += cpu_s
         return result

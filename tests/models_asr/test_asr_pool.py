@@ -43,3 +43,19 @@ def test_keywords_reach_the_worker(pool_transcriber, phone_recording):
     assert pool_transcriber.transcribe(audio, fast=False).path == "padded"
     with pytest.raises(TypeError):
         pool_transcriber.transcribe(audio, no_such_option=True)
+
+
+def test_a_worker_that_dies_is_replaced_and_the_utterance_still_transcribed(phone_recording):
+    import os
+    import signal
+
+    transcriber = ProcessTranscriber(AsrConfig(cpu_threads=1), processes=1)
+    try:
+        audio, _ = phone_recording(RECORDINGS[0])
+        before = transcriber.transcribe(audio).text
+        (pid,) = list(transcriber._pool._processes)  # the worker process
+        os.kill(pid, signal.SIGKILL)
+        assert transcriber.transcribe(audio).text == before
+        assert transcriber.restarts == 1
+    finally:
+        transcriber.close()
