@@ -132,19 +132,6 @@ _NUMBER_WORDS = {
     "eight": 8,
     "nine": 9,
 }
-_TEENS = {
-    "ten": 10,
-    "eleven": 11,
-    "twelve": 12,
-    "thirteen": 13,
-    "fourteen": 14,
-    "fifteen": 15,
-    "sixteen": 16,
-    "seventeen": 17,
-    "eighteen": 18,
-    "nineteen": 19,
-}
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _KEY_WORDS = {
     **{k: str(v) for k, v in _NUMBER_WORDS.items() if k not in ("oh", "o", "nought")},
     "star": "*",
@@ -157,10 +144,11 @@ _VALUE_EXPECTS: dict[str, SlotKind] = {"digits": "digits", "alnum": "order_numbe
 
 
 def spoken_digits(text: str) -> str:
-    """Digits in a spoken or transcribed number: "one two three, double four" -> "12344", "1 2 3" -> "123"."""
+    """Digits in a spoken or transcribed number, groups said with pauses joined: "one two three, double four"
+    -> "12344", "1 2 3" -> "123", "twenty three" -> "23" (compound numbers read by text2num)."""
     out: list[str] = []
     repeat = 1
-    for word in re.findall(r"[a-z]+|\d+", text.lower()):
+    for word in re.findall(r"[a-z]+|\d+", words_to_numbers(text.lower())):
         if word.isdigit():
             out.append(word * repeat if repeat > 1 and len(word) == 1 else word)
             repeat = 1
@@ -174,7 +162,7 @@ def spoken_digits(text: str) -> str:
 
 def spoken_alnum(text: str) -> str:
     """An id like "A1001" from "a one zero zero one" or "A-1001": a single letter counts only before a digit."""
-    tokens = re.findall(r"[a-z]+|\d+", text.lower())
+    tokens = re.findall(r"[a-z]+|\d+", words_to_numbers(text.lower()))
     out: list[str] = []
     for i, word in enumerate(tokens):
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
@@ -190,31 +178,25 @@ def spoken_alnum(text: str) -> str:
 
 
 def spoken_number(text: str) -> str | None:
-    """An amount: "20", "$20.50", "twenty five", "one hundred and fifty" -> "20", "20.50", "25", "150"."""
+    """An amount: "20", "$20.50", "twenty five", "one hundred and fifty" -> "20", "20.50", "25", "150".
+
+    Number words are read by text2num (maintained, and it reads German and Spanish too), not by a word table.
+    """
     m = re.search(r"\d+(?:\.\d{1,2})?", text.replace(",", ""))
     if m:
         return m.group(0)
-    total, current, seen = 0, 0, False
-    for word in re.findall(r"[a-z]+", text.lower()):
-        if word in _NUMBER_WORDS and word not in ("oh", "o"):
-            current += _NUMBER_WORDS[word]
-        elif word in _TEENS:
-            current += _TEENS[word]
-        elif word in _TENS:
-            current += _TENS[word]
-        elif word == "hundred":
-            current = max(current, 1) * 100
-        elif word == "thousand":
-            total += max(current, 1) * 1000
-            current = 0
-        elif word == "and" and seen:
-            continue
-        else:
-            if seen:
-                break
-            continue
-        seen = True
-    return str(total + current) if seen else None
+    words = " ".join(re.findall(r"[a-z]+", text.lower()))
+    # text2num leaves a lone "one" alone (it is also a pronoun); as an amount it is a number.
+    m = re.search(r"\d+", words_to_numbers(words) if words != "one" else "1")
+    return m.group(0) if m else None
+
+
+def words_to_numbers(text: str, language: str = "en") -> str:
+    """Number words as digits ("twenty three" -> "23", "uno dos" -> "1 2"); other words untouched."""
+    from text_to_num import alpha2digit
+
+    converted: str = alpha2digit(text, language)
+    return converted
 
 
 def _words(text: str) -> str:

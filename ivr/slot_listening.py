@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from flows.actions import Listen, SlotKind
+from flows.engine import words_to_numbers
 from models.intent import parse_yes_no
 
 SLOT_SILENCE_MS: dict[SlotKind, int] = {
@@ -38,8 +39,6 @@ def answers_yes_no(listen: Listen, text: str) -> bool:
 def join_spoken_digits(text: str, language: str = "en") -> str:
     """Number words as digits, and digit groups said with pauses joined: "four five six, seven eight" -> "45678".
 
-    text2num's alpha2digit reads English, German, Spanish, French, Italian, Portuguese and Dutch number words.
+    text2num reads English, German, Spanish, French, Italian, Portuguese and Dutch number words.
     """
-    from text_to_num import alpha2digit
-
-    return _DIGIT_GROUPS.sub("", alpha2digit(text, language))
+    return _DIGIT_GROUPS.sub("", words_to_numbers(text, language))

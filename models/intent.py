@@ -11,11 +11,13 @@ businesses, assistants' tasks, near-miss requests from the same domain). Matchin
 keeps "can you delete my saved credit card" away from lost_card.
 
 Why a learned calibrator over the similarities rather than a softmax of them: a similarity of 0.6 means "the same
-request" for one intent and "a neighbour" for another, and the margins to the runner-up and to the out-of-scope
-class carry most of the evidence. A logistic regression on (best score, margin to the second intent, margin to
-out-of-scope) is fitted on leave-one-out predictions of the spec's own phrases (near-duplicates of the held-out
-phrase are left out too, since a caller never says an example verbatim): its output is the probability that the
-best intent is right and the request is in scope, which is what the answer threshold needs.
+request" for one intent and "a neighbour" for another, and the margins to the strongest rival and to the
+out-of-scope class carry most of the evidence. A logistic regression on (score, margin to the strongest rival,
+margin to out-of-scope) is fitted on leave-one-out scores of the spec's own phrases (near-duplicates of the
+held-out phrase are left out too, since a caller never says an example verbatim), one row per phrase and intent:
+right only for the phrase's own intent when it also wins. So runner-ups and near-ties learn low values, and the
+output for the best intent is the probability that it is right and the request in scope, which is what the
+answer threshold needs.
 """
 
 from __future__ import annotations

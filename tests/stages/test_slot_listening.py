@@ -11,6 +11,7 @@ from audio import mulaw
 from audio.caller import CallerAudio, CallerAudioConfig
 from audio.endpoint import EndpointerConfig, SpeechEnded
 from flows.actions import Listen
+from flows.engine import spoken_alnum, spoken_number
 from ivr.slot_listening import answers_yes_no, join_spoken_digits, silence_ms_for
 from tests.helpers.speech import phone_pcm, silence
 
@@ -64,3 +65,20 @@ def test_spoken_digit_groups_become_one_digit_string(said: str, language: str, d
 def test_yeah_answers_a_yes_no_step_but_is_a_backchannel_elsewhere(said: str) -> None:
     assert answers_yes_no(Listen("both", max_digits=1, finish_on="", expects="yes_no"), said)
     assert not answers_yes_no(Listen("voice"), said)
+
+
+@pytest.mark.parametrize(
+    "said,order_id",
+    [("B two zero ... zero one", "B2001"), ("a one, zero zero one", "A1001"), ("order twenty thirty one", "2031")],
+)
+def test_an_order_number_said_in_groups_is_read_as_one_id(said: str, order_id: str) -> None:
+    assert spoken_alnum(said) == order_id
+
+
+def test_amounts_in_words_are_read_by_text2num() -> None:
+    assert [spoken_number(t) for t in ("twenty five", "one hundred and fifty", "one", "nothing")] == [
+        "25",
+        "150",
+        "1",
+        None,
+    ]
