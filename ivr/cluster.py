@@ -84,8 +84,10 @@ class Cluster:
                 "IVR_REDIS_URL": self.redis_url,
                 "IVR_PUBLIC_URL": self.url,
                 "IVR_DATA_DIR": str(self.workdir / node_id),
-                # One phrase-embedding cache for the fleet: a node that joins later starts without re-embedding.
+                # One phrase-embedding and prompt cache for the fleet: a node that joins later starts without
+                # re-embedding every phrase or re-rendering every fixed prompt.
                 "IVR_INTENT_CACHE_DIR": str(self.workdir / "intent-cache"),
+                "IVR_TTS__CACHE_DIR": str(self.workdir / "tts-cache"),
             }
         )
         env.update(self.env)

@@ -62,7 +62,9 @@ class Models:
         synth = Synthesizer(settings.tts)
         return cls(
             asr=AsrService(transcriber, workers=max(a.workers, a.processes), queue_size=a.queue_size),
-            tts=TtsService(synth, workers=settings.tts.workers, cache_dir=settings.data_dir / "tts-cache"),
+            tts=TtsService(
+                synth, workers=settings.tts.workers, cache_dir=settings.tts.cache_dir or settings.data_dir / "tts-cache"
+            ),
             intents=IntentModels(cache_dir=settings.intent_cache_dir or settings.data_dir / "intent-cache"),
             sentiment=SentimentScorer(),
         )

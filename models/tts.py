@@ -51,6 +51,9 @@ class TtsConfig(BaseModel):
     deterministic: bool = Field(
         False, description="render without Piper's random generator noise: the same text gives the same audio"
     )
+    cache_dir: Path | None = Field(
+        None, description="rendered prompts kept between starts (default data_dir/tts-cache); nodes may share it"
+    )
 
 
 def _session(model: Path, threads: int) -> onnxruntime.InferenceSession:
