@@ -44,7 +44,7 @@ from flows.gateway import BackendError, BackendGateway
 from flows.pci import mask_card_numbers
 from ivr import agents as ag
 from ivr.agents import AgentRow, DeskConfig, LegRow, Reach
-from ivr.auth import DeskTickets, LocalDeskTickets, TicketBook
+from ivr.auth import DeskTickets, LocalDeskTickets, TicketBook, require_twilio_signature
 from ivr.metrics import Metrics
 from ivr.storage import AsyncStorage, CallbackRow, EscalationRow, Storage, escalations, utcnow
 from ivr.storage_queue import StorageUnavailable
@@ -53,7 +53,6 @@ from telephony.twiml import (
     back_to_stream_twiml,
     dial_agent_twiml,
     goodbye_twiml,
-    is_valid_signature,
     stream_token,
     stream_url,
     whisper_twiml,
@@ -736,16 +735,14 @@ class AgentDesk:
         return agent
 
     def _check_twilio(self, request: web.Request, params: dict[str, str]) -> None:
-        if not self.webhook_token:
-            if self.insecure_dev:
-                return
-            raise web.HTTPForbidden(text="no Twilio auth token configured")
-        url = self.public_url + request.path_qs
-        if not is_valid_signature(self.webhook_token, url, params, request.headers.get("X-Twilio-Signature", "")):
-            if self.metrics is not None:
-                self.metrics.errors.labels("bad_signature").inc()
-            log.warning("desk webhook %s with a bad signature", request.path)
-            raise web.HTTPForbidden(text="invalid Twilio signature")
+        require_twilio_signature(
+            request,
+            params,
+            auth_token=self.webhook_token,
+            public_url=self.public_url,
+            insecure_dev=self.insecure_dev,
+            on_bad=self.metrics.errors.labels("bad_signature").inc if self.metrics is not None else None,
+        )
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return _static("agent.html", "text/html")

@@ -9,7 +9,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 
 from ivr.access_log import RedactingAccessLogger
-from ivr.auth import SpentKeys, UseOnce, require_token
+from ivr.auth import SpentKeys, UseOnce, require_token, require_twilio_signature
 from ivr.call_log import printable
 from ivr.privacy import ErasureRequest
 from ivr.services import Services
@@ -20,7 +20,6 @@ from telephony.twilio import TwilioSerializer
 from telephony.twiml import (
     STREAM_TOKEN_MAX_AGE_S,
     connect_stream_twiml,
-    is_valid_signature,
     stream_token,
     stream_url,
 )
@@ -94,16 +93,14 @@ async def voice_webhook(request: web.Request) -> web.Response:
     settings = services.settings
     form = await request.post()
     params = {k: str(v) for k, v in form.items()}
-    token = settings.twilio_auth_token
-    if token:
-        # Behind a TLS-terminating proxy request.url is not what Twilio signed: rebuild it from the public URL.
-        url = settings.public_url.rstrip("/") + request.path_qs
-        if not is_valid_signature(token, url, params, request.headers.get("X-Twilio-Signature", "")):
-            services.metrics.errors.labels("bad_signature").inc()
-            log.warning("voice webhook with a bad signature for call %s", printable(params.get("CallSid", "-")))
-            raise web.HTTPForbidden(text="invalid Twilio signature")
-    elif not settings.insecure_dev:
-        raise web.HTTPForbidden(text="no Twilio auth token configured")
+    require_twilio_signature(
+        request,
+        params,
+        auth_token=settings.twilio_auth_token,
+        public_url=settings.public_url,
+        insecure_dev=settings.insecure_dev,
+        on_bad=services.metrics.errors.labels("bad_signature").inc,
+    )
     if request.app[DRAINING].is_set():
         # The load balancer already sees 503 on /healthz; a call that still arrives is answered, not dropped.
         log.info("call %s arrived while draining; answering it", printable(params.get("CallSid", "-")))
@@ -113,8 +110,8 @@ async def voice_webhook(request: web.Request) -> web.Response:
         for key in ("CallSid", "From", "To", "Caller", "Called", "Direction", "FromCountry", "CallerCountry")
         if key in params
     }
-    if token and call_sid:
-        stream_params["token"] = stream_token(token, call_sid)
+    if settings.twilio_auth_token and call_sid:
+        stream_params["token"] = stream_token(settings.twilio_auth_token, call_sid)
     twiml = connect_stream_twiml(stream_url(settings.public_url), stream_params)
     return web.Response(text=twiml, content_type="application/xml")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -10,6 +11,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
+
+from telephony.twiml import is_valid_signature
+
+log = logging.getLogger("ivr.auth")
 
 
 def require_token(request: web.Request, token: str | None) -> None:
@@ -133,3 +138,29 @@ class LocalDeskTickets:
     async def redeem(self, ticket: str | None) -> tuple[bool, str | None]:
         owner = self._owners.pop(ticket or "", None)
         return self.book.redeem(ticket), owner
+
+
+def require_twilio_signature(
+    request: web.Request,
+    params: dict[str, str],
+    *,
+    auth_token: str | None,
+    public_url: str,
+    insecure_dev: bool,
+    on_bad: Callable[[], None] | None = None,
+) -> None:
+    """Every Twilio webhook (voice, a dial's outcome, a placed callback, an inbound SMS): 403 unless the
+    `X-Twilio-Signature` matches. Without an auth token only `insecure_dev` lets a request through.
+
+    Behind a TLS-terminating proxy or a load balancer `request.url` is not what Twilio signed: the URL is rebuilt
+    from the public one."""
+    if not auth_token:
+        if insecure_dev:
+            return
+        raise web.HTTPForbidden(text="no Twilio auth token configured")
+    url = public_url.rstrip("/") + request.path_qs
+    if not is_valid_signature(auth_token, url, params, request.headers.get("X-Twilio-Signature", "")):
+        if on_bad is not None:
+            on_bad()
+        log.warning("Twilio webhook %s with a bad signature", request.path)
+        raise web.HTTPForbidden(text="invalid Twilio signature")

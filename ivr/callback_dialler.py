@@ -34,13 +34,13 @@ from sqlalchemy import select, update
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
+from ivr.auth import require_twilio_signature
 from ivr.callbacks import CallbackService
 from ivr.clock import Clock
 from ivr.privacy import mask_phone
 from ivr.queue_hours import next_open
 from ivr.storage import CallbackRow, Storage, callbacks, escalations, utcnow
 from telephony.twilio_rest import OPT_OUT_KEYWORDS, TwilioApiError, sms_keyword
-from telephony.twiml import is_valid_signature
 
 if TYPE_CHECKING:
     from ivr.agent_desk import AgentDesk
@@ -223,13 +223,13 @@ class CallbackDialler:
 
     async def _signed(self, request: web.Request) -> dict[str, str]:
         params = {k: str(v) for k, v in (await request.post()).items()}
-        if self.auth_token:
-            url = self.service.public_url + request.path_qs
-            if not is_valid_signature(self.auth_token, url, params, request.headers.get("X-Twilio-Signature", "")):
-                log.warning("%s with a bad Twilio signature", request.path.rsplit("/", 1)[-1])
-                raise web.HTTPForbidden(text="invalid Twilio signature")
-        elif not self.insecure_dev:
-            raise web.HTTPForbidden(text="no Twilio auth token configured")
+        require_twilio_signature(
+            request,
+            params,
+            auth_token=self.auth_token,
+            public_url=self.service.public_url,
+            insecure_dev=self.insecure_dev,
+        )
         return params
 
     async def _row(self, request: web.Request, params: dict[str, str]) -> CallbackRow:
