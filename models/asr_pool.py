@@ -19,6 +19,7 @@ import concurrent.futures.process
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -34,6 +35,8 @@ _worker: Transcriber | None = None  # the one model of a worker process (set by 
 
 def _load(cfg: AsrConfig) -> None:
     global _worker  # noqa: PLW0603 - per-process model, loaded once by the pool's initializer
+    # Ctrl-C reaches the whole process group: the server drains and then closes its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cfg.process_nice:
         os.nice(cfg.process_nice)
     _worker = Transcriber(cfg)
