@@ -6,7 +6,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -164,3 +164,30 @@ def require_twilio_signature(
             on_bad()
         log.warning("Twilio webhook %s with a bad signature", request.path)
         raise web.HTTPForbidden(text="invalid Twilio signature")
+
+
+class RequestCounter(Protocol):
+    """Requests per key over a sliding window: in this process (`LocalRequestCounter`) or for the whole fleet
+    (`ivr.fleet`), since behind a load balancer one client's requests reach every node."""
+
+    async def hit(self, key: str, window_s: float) -> int:
+        """Counts this request; returns how many the key made within the last `window_s` (this one included)."""
+        ...
+
+
+class LocalRequestCounter:
+    def __init__(self, clock: Callable[[], float], max_keys: int = 10_000) -> None:
+        self.clock = clock
+        self.max_keys = max_keys
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+
+    async def hit(self, key: str, window_s: float) -> int:
+        now = self.clock()
+        hits = self._hits.pop(key, None) or deque()
+        while hits and hits[0] <= now - window_s:
+            hits.popleft()
+        hits.append(now)
+        self._hits[key] = hits  # most recent last: the oldest key is forgotten first
+        while len(self._hits) > self.max_keys:
+            self._hits.popitem(last=False)
+        return len(hits)

@@ -30,7 +30,6 @@ import html
 import inspect
 import logging
 import secrets
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +42,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 
-from ivr.auth import require_token
+from ivr.auth import LocalRequestCounter, RequestCounter, require_token
 from ivr.privacy import mask_phone
 from ivr.queue_hours import QueueHours, QueueHoursConfig, clock_words, customer_zone, day_words, in_words, zone_words
 from ivr.queue_hours import slots as queue_slots
@@ -133,7 +132,8 @@ class CallbackService:
         self.hours = hours or QueueHoursConfig()
         self.api_token = api_token
         self.authorize = authorize
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        # Requests per link; a fleet counts them in Redis (`ivr.fleet`), so the limit holds across nodes.
+        self.requests: RequestCounter = LocalRequestCounter(lambda: self.clock().timestamp(), MAX_TRACKED_LINKS)
 
     def link(self, token: str) -> str:
         return f"{self.public_url}/callback/{token}"
@@ -378,20 +378,12 @@ class CallbackService:
         created = created if created.tzinfo else created.replace(tzinfo=UTC)
         return self.clock() - created > timedelta(days=self.config.link_ttl_days)
 
-    def _over_rate(self, token: str) -> bool:
+    async def _over_rate(self, token: str) -> bool:
         """Counts this request against the link's per-minute budget; True when it is over."""
-        now = self.clock().timestamp()
-        hits = self._hits.pop(token, None) or deque()
-        while hits and hits[0] <= now - RATE_WINDOW_S:
-            hits.popleft()
-        hits.append(now)
-        self._hits[token] = hits  # most recent last: the oldest link is forgotten first
-        while len(self._hits) > MAX_TRACKED_LINKS:
-            self._hits.popitem(last=False)
-        return len(hits) > self.config.max_requests_per_minute
+        return await self.requests.hit(token, RATE_WINDOW_S) > self.config.max_requests_per_minute
 
     async def _page(self, request: web.Request) -> web.Response:
-        if self._over_rate(request.match_info["token"]):
+        if await self._over_rate(request.match_info["token"]):
             return self._render(429, "Too many requests", f"<p>{html.escape(RATE_TEXT)}</p>")
         row = await self.storage.get_callback(token=request.match_info["token"])
         if row is None:
@@ -453,7 +445,7 @@ class CallbackService:
         return current + ask + zone_note + "".join(sections)
 
     async def _pick(self, request: web.Request) -> web.Response:
-        if self._over_rate(request.match_info["token"]):
+        if await self._over_rate(request.match_info["token"]):
             return self._render(429, "Too many requests", f"<p>{html.escape(RATE_TEXT)}</p>")
         if request.content_type == "application/json":
             data = await request.json()
@@ -481,7 +473,7 @@ class CallbackService:
         )
 
     async def _cancel(self, request: web.Request) -> web.Response:
-        if self._over_rate(request.match_info["token"]):
+        if await self._over_rate(request.match_info["token"]):
             return self._render(429, "Too many requests", f"<p>{html.escape(RATE_TEXT)}</p>")
         try:
             await self.cancel(request.match_info["token"])

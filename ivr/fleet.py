@@ -9,6 +9,8 @@
   WebSocket may reach another.
 - Spent stream tokens (``ivr:stream-token:<token>``, SET NX): the webhook may land on one node and the media
   stream on another, and a replayed token is still refused on every node.
+- Request counts (``ivr:rate:<what>:<key>``, a sorted set per key): a callback link's per-minute limit holds
+  across nodes, whichever node each request reaches.
 - Contexts of escalated calls (``ivr:context:<call>``, JSON, expiring with `Settings.privacy.context_ttl_s`):
   a call an agent transfers back may return on any node and resumes with everything known; erasure removes
   them here too.
@@ -22,6 +24,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -102,6 +105,9 @@ class Fleet:
 
     def desk_tickets(self, ttl_s: float) -> SharedDeskTickets:
         return SharedDeskTickets(self, ttl_s)
+
+    def request_counter(self, prefix: str) -> SharedRequestCounter:
+        return SharedRequestCounter(self, prefix)
 
     def spent_keys(self, ttl_s: float) -> SharedSpentKeys:
         return SharedSpentKeys(self, ttl_s)
@@ -202,3 +208,22 @@ class SharedDeskTickets:
         if owner is None:
             return False, None
         return True, _as_bytes(owner).decode() or None
+
+
+@dataclass
+class SharedRequestCounter:
+    """`ivr.auth.RequestCounter` for a fleet: a sliding window of request times per key in Redis."""
+
+    fleet: Fleet
+    prefix: str
+
+    async def hit(self, key: str, window_s: float) -> int:
+        name = f"ivr:rate:{self.prefix}:{key}"
+        now = time.time()
+        async with self.fleet.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(name, 0, now - window_s)
+            pipe.zadd(name, {f"{now:.6f}:{secrets.token_hex(4)}": now})
+            pipe.zcard(name)
+            pipe.expire(name, max(1, int(window_s) + 1))
+            _, _, count, _ = await pipe.execute()
+        return int(count)

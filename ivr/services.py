@@ -352,6 +352,7 @@ async def build_all(
         services.desk.broadcast = services.fleet.queue_changed
         services.desk.broadcast_alert = services.fleet.alert
         services.desk.ws_tickets = services.fleet.desk_tickets(services.desk.ws_tickets.ttl_s)
+        services.callbacks.requests = services.fleet.request_counter("callback-link")
         await services.fleet.start()
     services.admission = Admission(settings.admission, metrics)
     await models.tts.warm(services.fixed_prompts())

@@ -1,6 +1,7 @@
 """Live state a fleet keeps in Redis, as two nodes see it. An escalated call's context: the call returns from the
 agent on another node and resumes with everything known (customer, slots, turns), once; erasure by phone
-removes it everywhere. A desk WebSocket ticket: issued by one node, redeemed once on any."""
+removes it everywhere. A desk WebSocket ticket: issued by one node, redeemed once on any. A callback link's
+request limit: one budget whichever node each request reaches."""
 
 from __future__ import annotations
 
@@ -73,3 +74,13 @@ async def test_a_desk_ticket_from_one_node_opens_the_websocket_on_another_once(f
     assert await b.desk_tickets(30).redeem(ticket) == (True, "alice")
     assert await a.desk_tickets(30).redeem(ticket) == (False, None)
     assert await b.desk_tickets(30).redeem("forged") == (False, None)
+
+
+async def test_a_links_request_limit_holds_across_nodes(fleets: tuple[Fleet, Fleet]) -> None:
+    """A client alternating between two nodes gets no more than the one limit (20 a minute by default)."""
+    a, b = fleets
+    counts = [await (a if i % 2 else b).request_counter("callback-link").hit("tok-1", 60.0) for i in range(21)]
+
+    assert counts == list(range(1, 22))  # the 21st request is over a 20-a-minute limit, whichever node took it
+    assert await a.request_counter("callback-link").hit("tok-2", 60.0) == 1  # each link has its own budget
+    assert 0 < await a.redis.ttl("ivr:rate:callback-link:tok-1") <= 61  # the counter expires with its window
