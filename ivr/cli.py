@@ -228,6 +228,7 @@ async def serve(settings: Settings) -> int:
         services.db,
         settings.cluster,
         on_calls_ended=services.desk.notify if services.desk else None,
+        on_error=services.metrics.errors.labels("fleet").inc,
     )
     await keeper.start()
     keeping = asyncio.create_task(keeper.run(), name="node-keeper")

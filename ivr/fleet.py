@@ -64,6 +64,7 @@ class Fleet:
     on_queue_changed: Callable[[], Awaitable[None]] | None = None
     on_transferring: Callable[[str], object] | None = None
     on_alert: Callable[[str, str], Awaitable[None]] | None = None
+    on_error: Callable[[], None] | None = None  # counts each failure (`ivr_errors_total{kind="fleet"}`)
     _listener: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
@@ -119,6 +120,7 @@ class Fleet:
         except Exception:
             # Other nodes' agents then see the change at their next refresh; this node's already have it.
             log.exception("node %s: could not publish %s", self.node_id, event.kind)
+            self._failed()
 
     # -- what the others tell this node ------------------------------------------------------
     async def start(self) -> None:
@@ -138,6 +140,7 @@ class Fleet:
             except Exception:
                 # Redis restarted or the link dropped: agents here fall back on their page's refresh meanwhile.
                 log.exception("node %s: fleet event subscription lost; reconnecting", self.node_id)
+                self._failed()
                 await asyncio.sleep(1.0)
 
     async def _dispatch(self, pubsub: PubSub) -> None:
@@ -152,6 +155,7 @@ class Fleet:
                 )
             except (ValueError, KeyError, TypeError):
                 log.warning("node %s: ignored a malformed fleet event", self.node_id)
+                self._failed()
                 continue
             if event.node == self.node_id:
                 continue
@@ -164,6 +168,11 @@ class Fleet:
                     await self.on_alert(*event.alert)
             except Exception:
                 log.exception("node %s: handling a %s event failed", self.node_id, event.kind)
+                self._failed()
+
+    def _failed(self) -> None:
+        if self.on_error is not None:
+            self.on_error()
 
     async def close(self) -> None:
         if self._listener is not None:

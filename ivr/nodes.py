@@ -100,6 +100,7 @@ class NodeKeeper:
     db: AsyncStorage
     config: ClusterConfig
     on_calls_ended: Callable[[], Awaitable[None]] | None = None
+    on_error: Callable[[], None] | None = None  # counts each failed renewal or sweep
 
     async def start(self) -> None:
         """Joins: takes the lease first (so no survivor sweeps us), then closes what our own previous
@@ -135,6 +136,8 @@ class NodeKeeper:
             except Exception:
                 # Redis or the database away for a moment: the lease outlives a few missed renewals.
                 log.exception("node %s: lease renewal or sweep failed", self.nodes.node_id)
+                if self.on_error is not None:
+                    self.on_error()
             await asyncio.sleep(self.config.heartbeat_s)
 
     async def _ended(self) -> None:

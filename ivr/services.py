@@ -349,6 +349,7 @@ async def build_all(
         services.fleet.on_queue_changed = services.desk.push_local
         services.fleet.on_transferring = services.mark_transferring_here
         services.fleet.on_alert = services.desk.alert_local
+        services.fleet.on_error = metrics.errors.labels("fleet").inc
         services.desk.broadcast = services.fleet.queue_changed
         services.desk.broadcast_alert = services.fleet.alert
         services.desk.ws_tickets = services.fleet.desk_tickets(services.desk.ws_tickets.ttl_s)

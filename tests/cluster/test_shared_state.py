@@ -5,13 +5,14 @@ request limit: one budget whichever node each request reaches."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
 
 from flows.context import CallContext, Customer, Turn
-from ivr.fleet import CONTEXT_JSON, Fleet
+from ivr.fleet import CHANNEL, CONTEXT_JSON, Fleet
 
 REDIS_URL = "redis://127.0.0.1:6379/8"
 
@@ -84,3 +85,20 @@ async def test_a_links_request_limit_holds_across_nodes(fleets: tuple[Fleet, Fle
     assert counts == list(range(1, 22))  # the 21st request is over a 20-a-minute limit, whichever node took it
     assert await a.request_counter("callback-link").hit("tok-2", 60.0) == 1  # each link has its own budget
     assert 0 < await a.redis.ttl("ivr:rate:callback-link:tok-1") <= 61  # the counter expires with its window
+
+
+async def test_a_malformed_fleet_event_is_counted_and_the_next_one_still_handled(fleets: tuple[Fleet, Fleet]) -> None:
+    a, b = fleets
+    errors: list[int] = []
+    changed = asyncio.Event()
+
+    async def queue_changed() -> None:
+        changed.set()
+
+    b.on_error, b.on_queue_changed = (lambda: errors.append(1)), queue_changed
+    await b.start()
+    await a.redis.publish(CHANNEL, "not json")
+    await a.queue_changed()
+
+    await asyncio.wait_for(changed.wait(), timeout=5)
+    assert errors == [1]
