@@ -181,8 +181,14 @@ class Endpointer:
         return np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
 
     def wait_for_silence(self, silence_ms: int | None) -> None:
-        """The silence that ends the utterance in progress (None: back to ``silence_ms``); reset by new speech."""
-        self._silence_override = None if silence_ms is None else max(1, -(-silence_ms // self.config.frame_ms))
+        """A longer silence to end the utterance in progress (None: back to the step's); reset by new speech.
+
+        Never shorter than the step's own silence (`set_silence_ms`): a step that waits 1.5 s between digit groups
+        keeps waiting that long whatever a policy asks."""
+        if silence_ms is None:
+            self._silence_override = None
+        else:
+            self._silence_override = max(self._silence_frames, 1, -(-silence_ms // self.config.frame_ms))
 
     def end_now(self) -> EndpointEvent | None:
         """Ends the utterance in progress at once (reason ``"turn_end"``); None when there is none."""

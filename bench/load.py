@@ -111,6 +111,7 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
     # A caller on hold for a person is not waiting for the bot: what they say then (and the hold reminders that
     # may follow) is neither a response latency nor an unanswered turn.
     latencies: list[float] = []
+    slowest: list[tuple[float, str]] = []  # (latency, what the caller had said): which recordings make the p95
     after_rec: list[float] = []
     unanswered = on_hold = 0
     for s, record, _ in picked:
@@ -124,6 +125,9 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
             if hold_from is None or t < hold_from
         ]
         latencies += answered
+        for lat, t in zip(s.response_latencies_s, s.replied_to_s, strict=True):
+            said = [label for label, start, _ in s.plays if start <= t]
+            slowest.append((lat, said[-1] if said else "?"))
         after_rec += [
             lat
             for lat, t in zip(s.after_recording_s, s.replied_to_s, strict=True)
@@ -161,6 +165,9 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
         "utterances_per_call": max((len(s.plays) for s in summaries), default=0),
         "response_latency": latency_ms(latencies),
         "response_after_recording": latency_ms(after_rec),
+        "slowest_responses": [
+            {"ms": round(lat * 1000, 1), "after": label} for lat, label in sorted(slowest, reverse=True)[:5]
+        ],
         "unanswered_utterances": unanswered,
         # What a caller counts as no answer: nothing at all, or the first word only after REPLY_PATIENCE_S.
         "unanswered_within_3s": unanswered + sum(1 for lat in after_rec if lat > REPLY_PATIENCE_S),

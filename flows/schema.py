@@ -279,6 +279,12 @@ class Template:
     def is_fixed(self) -> bool:
         return not _PLACEHOLDER.search(self.source)
 
+    @property
+    def fixed_start(self) -> str:
+        """The words before the first placeholder ("Thanks, I have noted that you said ")."""
+        m = _PLACEHOLDER.search(self.source)
+        return self.source if m is None else self.source[: m.start()]
+
     def render(self, ns: dict[str, Any], missing: list[str] | None = None) -> str:
         def sub(m: re.Match[str]) -> str:
             value = resolve_path(ns, m.group(1))
@@ -547,6 +553,12 @@ class Flow(_Model):
 
     def fixed_prompts(self) -> dict[str, str]:
         return {pid: text for pid, text in self.all_prompts().items() if Template(text).is_fixed}
+
+    def reply_starts(self) -> list[str]:
+        """The fixed words every templated reply begins with (prompts and steps' `text:`), for the prompt cache."""
+        texts = list(self.all_prompts().values()) + [t for t in (getattr(s, "text", None) for s in self.steps.values())]
+        starts = {Template(t).fixed_start for t in texts if isinstance(t, str) and not Template(t).is_fixed}
+        return sorted(start for start in starts if start.strip())
 
     def intent_set(self) -> FlowIntents:
         """The intents this flow understands: its imported libraries plus its own `intents:` block."""

@@ -131,6 +131,10 @@ class Playout:
     def queued_frames(self) -> int:
         return sum(1 for item in self._queue if isinstance(item, _Frame))
 
+    def ahead_s(self) -> float:
+        """Audio queued or already sent that the caller has not heard yet: how soon more is needed."""
+        return self.queued_frames * FRAME_S + self.buffered_s()
+
     def buffered_s(self) -> float:
         """Audio already sent to the carrier and not yet played."""
         return max(0.0, self._play_clock - self._clock())

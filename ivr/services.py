@@ -34,7 +34,7 @@ from models.asr_pool import ProcessTranscriber
 from models.intent import IntentClassifier, IntentModels, IntentResult, answer_threshold, parse_yes_no
 from models.regions import Region, get_region
 from models.sentiment import SentimentScorer
-from models.tts import Synthesizer, TtsService
+from models.tts import Synthesizer, TtsService, reply_opening
 from telephony.twilio_rest import TwilioRest
 
 if TYPE_CHECKING:
@@ -243,7 +243,10 @@ class Services:
         )
 
     def fixed_prompts(self) -> list[str]:
-        return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS) + list(BUSY_PROMPTS)
+        """Everything said word for word, rendered before the first call: prompts, and the short openings that
+        templated replies start with (their first audio then comes from the cache, see `models.tts`)."""
+        openings = [o for o in map(reply_opening, self.flow.reply_starts()) if o is not None]
+        return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS) + list(BUSY_PROMPTS) + openings
 
     async def close(self) -> None:
         if self.fleet is not None:

@@ -30,7 +30,7 @@ class Synthesis(Protocol):
 
     def cached(self, text: str) -> bytes | None: ...
 
-    async def render_sentence(self, sentence: str) -> bytes: ...
+    async def render_sentence(self, sentence: str, *, due_in_s: float = 0.0) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -160,7 +160,10 @@ class Speech:
                 # The first audio leaves once the opening clause is rendered, not the whole first sentence.
                 job.sentences = split_first_clause(sentences[0]) + sentences[1:] if sentences else []
             while job.sentences_done < len(job.sentences):
-                audio = await self._tts.render_sentence(job.sentences[job.sentences_done])
+                # Needed when the audio already queued runs out: renderings for other calls' replies that are
+                # needed sooner (their first words) go first.
+                due_in_s = self.playout.ahead_s()
+                audio = await self._tts.render_sentence(job.sentences[job.sentences_done], due_in_s=due_in_s)
                 self.tts_failures = 0
                 self.playout.enqueue(turn, audio)
                 job.sentences_done += 1

@@ -55,6 +55,10 @@ _ANSWERS = frozenset(
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
 
+def _whole_number(word: str) -> bool:
+    return word.isdigit() and len(word) >= 3
+
+
 class TurnEndConfig(BaseModel):
     """`Settings.turn_end` (``IVR_TURN_END__...``)."""
 
@@ -65,7 +69,12 @@ class TurnEndConfig(BaseModel):
         400, ge=20, description="pause that ends a turn ending in a full stop (bench/turn_end_check.py: none split)"
     )
     incomplete_end_ms: int = Field(900, ge=100, description="pause that ends a turn ending in 'and', 'the', ...")
-    number_end_ms: int = Field(800, ge=100, description="pause that ends a turn ending in a number being read")
+    number_end_ms: int = Field(
+        600,
+        ge=100,
+        description="pause that ends a turn ending in a number being read (steps that expect digits wait longer: "
+        "ivr/slot_listening.py)",
+    )
 
 
 def judge(text: str) -> Verdict:
@@ -86,9 +95,13 @@ def judge(text: str) -> Verdict:
         if not (word.isdigit() or word in _NUMBER_WORDS):
             break
         trailing_numbers += 1
-    # Digits read in groups ("4 7", "four seven") or a number left open ("my order is 1 2"); not "In 1813.",
-    # where Whisper's full stop after a single number says the caller has finished.
-    if trailing_numbers >= 2 or (trailing_numbers == 1 and not stripped.endswith((".", "?", "!"))):
+    # Digits read in groups ("4 7", "four seven") or a number left open ("my order is 1 2", "in 18"); not "In
+    # 1813.", where Whisper's full stop says the caller has finished, nor a lone number of three or more digits
+    # ("In 1813"): Whisper leaves the full stop off now and then, and a year or an amount read whole is finished
+    # (a step that expects digits waits for the next group anyway: `ivr/slot_listening.py`).
+    if trailing_numbers >= 2 or (
+        trailing_numbers == 1 and not stripped.endswith((".", "?", "!")) and not _whole_number(words[-1])
+    ):
         return "number"
     last = words[-1]
     if last in _UNFINISHED or stripped.endswith((",", ";", ":", "-", "...")):

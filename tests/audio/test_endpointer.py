@@ -153,3 +153,16 @@ def test_hooks_for_a_turn_end_policy_end_sooner_or_later_than_the_silence(speech
     ep.wait_for_silence(None)
     events = _feed_until_pause(ep, np.zeros(0, dtype=np.int16), 1000)
     assert [type(e) for e in events] == [SpeechEnded] and not ep.in_speech
+
+
+def test_a_policy_cannot_cut_short_the_pause_a_step_waits_for(speech_dir):
+    # A step reading an order number waits 1.5 s between digit groups; "a number is being read" (600 ms) must not
+    # end that caller's turn after the first group.
+    speech = np.concatenate([silence(0.5), phone_pcm("coqui-ai__LJ001-0013")])
+    ep = Endpointer(EndpointerConfig(silence_ms=400))
+    ep.set_silence_ms(1500)
+    _feed_until_pause(ep, speech, 120)
+    ep.wait_for_silence(600)
+    assert _feed_until_pause(ep, np.zeros(0, dtype=np.int16), 1400) == [] and ep.in_speech
+    events = _feed_until_pause(ep, np.zeros(0, dtype=np.int16), 1600)
+    assert [type(e) for e in events] == [SpeechEnded]

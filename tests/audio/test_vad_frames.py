@@ -55,3 +55,19 @@ def test_16khz_frames_need_16khz_lengths():
         Vad(sample_rate=11025)
     with pytest.raises(ValueError):
         Vad(aggressiveness=4)
+
+
+def test_a_muted_line_before_the_caller_speaks_does_not_stretch_their_words_into_the_silence_after(speech_dir):
+    # "seven of clubs" ends on a faint breath. Fed exact zeros first, WebRTC's VAD tuned its noise model to
+    # them and called that breath and three frames of the silence after it speech: every turn ended 200 ms late.
+    words = phone_pcm("cmusphinx__003")
+    words = np.concatenate([words, np.zeros(-len(words) % 160, dtype=np.int16)])
+    quiet = np.zeros(8000 * 2, dtype=np.int16)
+
+    alone = np.flatnonzero(vad_flags(words))
+    after_a_muted_line = np.flatnonzero(vad_flags(np.concatenate([quiet, words, quiet])))
+
+    assert alone.size
+    shift = len(quiet) // 160
+    assert after_a_muted_line.max() - shift == alone.max()
+    assert after_a_muted_line.min() - shift == alone.min()

@@ -227,6 +227,7 @@ class FakeTts:
         self.render_delay_s = render_delay_s
         self._cache: dict[str, bytes] = {}
         self.rendered: list[str] = []  # sentences synthesised (not cached), in order
+        self.due_in_s: list[float] = []  # how soon each sentence asked for was needed (the audio queued ahead of it)
         self._failures: deque[BaseException] = deque()
 
     def audio_for(self, text: str) -> bytes:
@@ -250,7 +251,8 @@ class FakeTts:
     def cached(self, text: str) -> bytes | None:
         return self._cache.get(normalize_for_speech(text))
 
-    async def render_sentence(self, sentence: str) -> bytes:
+    async def render_sentence(self, sentence: str, *, due_in_s: float = 0.0) -> bytes:
+        self.due_in_s.append(due_in_s)
         await asyncio.sleep(self.render_delay_s)
         if self._failures:
             raise self._failures.popleft()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -212,3 +213,52 @@ def test_normalized_money_and_dates_are_heard_correctly(synth, whisper) -> None:
     digits = "".join(c for c in heard if c.isalnum() or c == " ").lower()
     assert "12" in digits and "50" in digits, heard
     assert "november" in digits and "24" in digits, heard
+
+
+async def test_a_templated_reply_starts_from_the_prompt_cache_once_its_flow_is_warmed(synth, service) -> None:
+    from flows.cli import load_flow
+    from flows.schema import Template
+    from models.speech_text import split_first_clause
+    from models.tts import reply_opening
+
+    flow = load_flow(Path(__file__).resolve().parents[2] / "bench" / "flows" / "take_message.yaml")
+    openings = [o for o in map(reply_opening, flow.reply_starts()) if o is not None]
+    assert "Thanks," in openings
+    await service.warm(openings)
+
+    reply = Template(flow.steps["read_back"].text).render({"said": "my card was stolen"})
+    first, rest = split_first_clause(split_sentences(normalize_for_speech(reply))[0])
+    before = synth.synth_calls
+    assert await service.render_sentence(first) == service.cached("Thanks,")
+    assert synth.synth_calls == before  # the caller hears "Thanks," at once; only "I have noted ..." is rendered
+    assert "my card was stolen" in rest
+
+
+async def test_a_new_reply_is_rendered_before_sentences_whose_audio_is_needed_later(synth, service) -> None:
+    # One worker, busy: a later sentence of one call's reply (4 s of its audio still to play) and the opening of
+    # another call's reply (needed now) wait. The opening goes first, though it was asked for second.
+    busy = asyncio.ensure_future(service.render_sentence("The line is busy while this sentence is rendered."))
+    await asyncio.sleep(0)
+    later = asyncio.ensure_future(service.render_sentence("and it arrives on Tuesday afternoon.", due_in_s=4.0))
+    await asyncio.sleep(0)
+    opening = asyncio.ensure_future(service.render_sentence("I found your order from last week"))
+    await asyncio.gather(busy, later, opening)
+    order = [t.text for t in list(synth.timings)[-3:]]
+    assert order == [
+        "The line is busy while this sentence is rendered.",
+        "I found your order from last week",
+        "and it arrives on Tuesday afternoon.",
+    ]
+
+
+async def test_a_reply_given_up_before_its_turn_is_never_rendered(synth, service) -> None:
+    busy = asyncio.ensure_future(service.render_sentence("The line is busy while this sentence is rendered."))
+    await asyncio.sleep(0)
+    before = synth.synth_calls
+    dropped = asyncio.ensure_future(service.render_sentence("The caller barged in before this was made."))
+    await asyncio.sleep(0)
+    dropped.cancel()
+    await busy
+    await asyncio.sleep(0.05)
+    assert synth.synth_calls == before
+    assert "The caller barged in before this was made." not in [t.text for t in synth.timings]

@@ -70,6 +70,11 @@ async def test_a_rendered_reply_after_a_key_entry_records_the_synthesis_time(mak
     assert latency["tts_first_frame"] == h.tts.render_delay_s * 1000  # not cached: rendered sentence by sentence
     assert "asr" not in latency and "endpoint_wait" not in latency
     assert (reply_at - pressed_at) * 1000 == pytest.approx(latency["total"], abs=0.2)
+    # The reply's first piece was asked for as needed now; each later one as needed once the audio queued
+    # ahead of it has played (so other calls' first words may go before it: models/tts.py).
+    due = dict(zip(h.tts.rendered, h.tts.due_in_s, strict=True))
+    assert due["I heard 2 0 0 1 0, is that right?"] == 0.0
+    assert due["Say yes or press 1, or say no or press 2."] > 1.0  # "I heard ..." is queued ahead of it
 
 
 async def test_a_real_recording_is_endpointed_once_by_silence_and_its_words_make_the_turn(make_harness):
