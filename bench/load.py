@@ -187,6 +187,8 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
         "server_cpu_s_per_call_minute": round(run.server_cpu_s / call_minutes, 2)
         if call_minutes and only is None
         else None,
+        # Both cores of a 2-core machine busy (2.0) means the level asks for more than the machine has.
+        "cores_busy": round((run.server_cpu_s + run.caller_cpu_s) / run.wall_s, 2) if run.wall_s else None,
         "late_audio_mid_sentence": sum(s.late_mid_sentence for s in summaries),
         "max_mid_sentence_gap_ms": max((s.max_mid_sentence_gap_ms for s in summaries), default=0.0),
         "sentence_stalls": sum(s.sentence_stalls for s in summaries),

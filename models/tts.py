@@ -158,6 +158,11 @@ class Synthesizer:
         """Piper runs so far (one per ``synthesize``/``synthesize_phone`` call): cache hits don't add to it."""
         self.timings: deque[SynthTiming] = deque(maxlen=history)
         """The most recent Piper runs, oldest first."""
+        self._s_per_char = 0.006  # one thread on this project's 2-core machine, idle: 449 ms for 80 characters
+
+    def render_estimate_s(self, text: str) -> float:
+        """About how long rendering `text` takes now (from recent runs)."""
+        return self._s_per_char * len(text)
 
     def synthesize(self, text: str) -> np.ndarray:
         """Whole ``text`` (normalised for speech) as int16 PCM at ``sample_rate``; empty if nothing to say."""
@@ -171,6 +176,8 @@ class Synthesizer:
             ended = time.monotonic()
             with self._lock:
                 self.timings.append(SynthTiming(spoken, started, ended))
+                if spoken:  # seconds per character as the machine runs now (busier: slower), for scheduling
+                    self._s_per_char += 0.2 * ((ended - started) / len(spoken) - self._s_per_char)
         if self.trim:
             chunks = [trim_silence(c, self.sample_rate) for c in chunks]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
@@ -180,18 +187,21 @@ class Synthesizer:
         return to_phone_frames(self.synthesize(sentence), self.sample_rate)
 
 
-class _SoonestFirst:
-    """Renderings run `workers` at a time on `pool`, the one whose audio is needed soonest first.
+class _RenderQueue:
+    """Renderings run `workers` at a time on `pool`, the one that must start soonest first: the time its audio
+    is needed less the time it takes to render (least slack first).
 
     First come, first served makes a new reply's opening clause (needed now) wait behind the later sentences of
     replies that still have seconds of audio queued: at 40 callers on two cores its first audio came 5.6 s late
-    (p95, `make bench`). Ordered by when each piece is needed, the opening goes first and a later sentence is
-    still ready before the audio ahead of it runs out. A job whose awaiter gave up (barge-in) is dropped unrun.
+    (p95, `make bench`). Ordered by when each piece must start, the opening goes first and a long later sentence
+    still starts early enough to be ready before the audio ahead of it runs out. A job whose awaiter gave up
+    (barge-in) is dropped unrun.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, workers: int) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, workers: int, estimate: Callable[[str], float]) -> None:
         self._pool = pool
         self._workers = workers
+        self._estimate = estimate
         self._running = 0
         self._waiting: list[tuple[float, int, Callable[[str], bytes], str, asyncio.Future[bytes]]] = []
         self._order = itertools.count()
@@ -204,7 +214,8 @@ class _SoonestFirst:
     def submit(self, fn: Callable[[str], bytes], text: str, due_in_s: float = 0.0) -> asyncio.Future[bytes]:
         loop = asyncio.get_running_loop()
         result: asyncio.Future[bytes] = loop.create_future()
-        heapq.heappush(self._waiting, (loop.time() + max(0.0, due_in_s), next(self._order), fn, text, result))
+        start_by = loop.time() + max(0.0, due_in_s) - self._estimate(text)
+        heapq.heappush(self._waiting, (start_by, next(self._order), fn, text, result))
         self._start_next()
         return result
 
@@ -256,7 +267,7 @@ class TtsService:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.synth = synth
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tts")
-        self._jobs = _SoonestFirst(self._pool, workers)
+        self._jobs = _RenderQueue(self._pool, workers, synth.render_estimate_s)
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
         self._inflight: dict[str, asyncio.Future[bytes]] = {}

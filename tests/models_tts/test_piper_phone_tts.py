@@ -262,3 +262,43 @@ async def test_a_reply_given_up_before_its_turn_is_never_rendered(synth, service
     await asyncio.sleep(0.05)
     assert synth.synth_calls == before
     assert "The caller barged in before this was made." not in [t.text for t in synth.timings]
+
+
+class _SlowVoice:
+    """A stand-in voice: each rendering takes a tenth of a second per character (so says its estimate); the
+    first waits until `release` is set, keeping the one worker busy while the others queue."""
+
+    voice_name = "slow"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.order: list[str] = []
+
+    def render_estimate_s(self, text: str) -> float:
+        return 0.1 * len(text)
+
+    def synthesize_phone(self, sentence: str) -> bytes:
+        if not self.order:
+            self.release.wait(5)
+        self.order.append(sentence)
+        return b"\xff" * FRAME
+
+
+async def test_a_long_sentence_starts_before_a_short_one_needed_a_little_sooner() -> None:
+    # Due in 2.0 s but 2.7 s to render, the long sentence must start now; the short one (0.7 s to render, due in
+    # 0.5 s) can wait for it. Ordered by need alone, the long one would start late and its caller hear a gap.
+    voice = _SlowVoice()
+    service = TtsService(voice, workers=1)  # type: ignore[arg-type]
+    try:
+        busy = asyncio.ensure_future(service.render_sentence("the worker is busy"))
+        await asyncio.sleep(0.01)
+        short = asyncio.ensure_future(service.render_sentence("a b c d", due_in_s=0.5))
+        long = asyncio.ensure_future(service.render_sentence("one two three four five six", due_in_s=2.0))
+        await asyncio.sleep(0.01)
+        voice.release.set()
+        await asyncio.gather(busy, short, long)
+        assert voice.order == ["the worker is busy", "one two three four five six", "a b c d"]
+    finally:
+        await service.close()
