@@ -79,11 +79,13 @@ class BenchServer:
         return int(self.services.settings.audio.endpoint_silence_ms)
 
     def worker_cpu_s(self) -> float:
-        """CPU seconds the server's ASR worker processes used since the previous call."""
+        """CPU seconds the server's ASR and TTS worker processes used since the previous call."""
         from models.asr_pool import ProcessTranscriber
+        from models.tts_pool import ProcessSynthesizer
 
-        transcriber = self.services.asr.transcriber
-        return transcriber.take_cpu_s() if isinstance(transcriber, ProcessTranscriber) else 0.0
+        transcriber, voice = self.services.asr.transcriber, self.services.models.tts.synth
+        spent = transcriber.take_cpu_s() if isinstance(transcriber, ProcessTranscriber) else 0.0
+        return spent + (voice.take_cpu_s() if isinstance(voice, ProcessSynthesizer) else 0.0)
 
     async def close(self) -> None:
         await self.runner.cleanup()

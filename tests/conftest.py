@@ -65,9 +65,12 @@ def shared_models(tmp_path_factory: pytest.TempPathFactory):
     models = Models.load(settings)
     yield models
     from models.asr_pool import ProcessTranscriber
+    from models.tts_pool import ProcessSynthesizer
 
     if isinstance(models.asr.transcriber, ProcessTranscriber):
         models.asr.transcriber.close()  # the Whisper worker processes
+    if isinstance(models.tts.synth, ProcessSynthesizer):
+        models.tts.synth.close()  # the Piper worker processes
 
 
 @pytest.fixture(scope="session")

@@ -53,9 +53,9 @@ def test_a_worker_that_dies_is_replaced_and_the_utterance_still_transcribed(phon
     try:
         audio, _ = phone_recording(RECORDINGS[0])
         before = transcriber.transcribe(audio).text
-        (pid,) = list(transcriber._pool._processes)  # the worker process
+        (pid,) = transcriber.workers.pids  # the worker process
         os.kill(pid, signal.SIGKILL)
         assert transcriber.transcribe(audio).text == before
-        assert transcriber.restarts == 1
+        assert transcriber.workers.restarts == 1
     finally:
         transcriber.close()
