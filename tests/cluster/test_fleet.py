@@ -83,9 +83,10 @@ def cluster(fleet_db: str, recorder: TwilioRecorder, tmp_path: Path, unused_tcp_
             "IVR_LOG_LEVEL": "INFO",
             # The suite's phrase-embedding cache: the nodes start without re-embedding every flow's phrases.
             "IVR_INTENT_CACHE_DIR": str(ROOT / "data" / "intent-cache"),
-            # These callers only press keys: recognition in each node's own process is enough, and three nodes
-            # starting six Whisper worker processes would only slow the start on two cores.
+            # These callers only press keys: recognition and speech in each node's own process are enough, and
+            # three nodes starting six Whisper and six Piper worker processes would only slow the start on two cores.
             "IVR_ASR__PROCESSES": "0",
+            "IVR_TTS__PROCESSES": "0",
         },
     )
     try:
