@@ -3,10 +3,11 @@
 
 In-process, onnxruntime releases the GIL while the voice model runs, but Piper's phonemiser, its Python
 around each run and the conversion to 8 kHz mu-law hold it, and so does the server's frame work for every call
-(JSON, base64, VAD every 20 ms). With tens of calls, renderings and frames queue behind one interpreter: at 40
-callers the event loop lagged 380 ms while the two cores were only three quarters busy (`make bench`, cores
-busy 1.53). In worker processes the renderings run beside the server's interpreter, as Whisper's do
-(`models/asr_pool.py`); a rendering crosses the process boundary as text one way and a few kB of mu-law back.
+(JSON, base64, VAD every 20 ms). With tens of calls, renderings and frames queue behind one interpreter. In
+worker processes the renderings run beside the server's interpreter, as Whisper's do (`models/asr_pool.py`); a
+rendering crosses the process boundary as text one way and a few kB of mu-law back. Back to back at 20 and 40
+callers (`IVR_TTS__PROCESSES=0|2 python -m bench --levels 20,40 --no-extras`): reply stalls 27 / 232 on threads,
+15 / 94 in processes; the event loop's longest lag 396 ms, then 193 ms.
 """
 
 from __future__ import annotations
