@@ -556,7 +556,7 @@ class Flow(_Model):
 
     def reply_starts(self) -> list[str]:
         """The fixed words every templated reply begins with (prompts and steps' `text:`), for the prompt cache."""
-        texts = list(self.all_prompts().values()) + [t for t in (getattr(s, "text", None) for s in self.steps.values())]
+        texts = list(self.all_prompts().values()) + [getattr(s, "text", None) for s in self.steps.values()]
         starts = {Template(t).fixed_start for t in texts if isinstance(t, str) and not Template(t).is_fixed}
         return sorted(start for start in starts if start.strip())
 
