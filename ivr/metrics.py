@@ -49,6 +49,12 @@ class Metrics:
         # and what callers want and how they feel (intents and sentiment per turn).
         self.node = Info("ivr_node", "This node of the fleet", registry=r)
         self.asr_pending = Gauge("ivr_asr_pending", "Transcriptions running or waiting for a worker", registry=r)
+        self.worker_restarts = Gauge(
+            "ivr_model_worker_restarts",
+            "Whisper or Piper worker processes that died and were started again, by model",
+            ["model"],
+            registry=r,
+        )
         self.intents = Counter("ivr_turn_intents", "Turns by the intent understood", ["intent"], registry=r)
         self.sentiment = Histogram(
             "ivr_turn_sentiment",
@@ -62,6 +68,10 @@ class Metrics:
     def capacity(self, node_id: str, asr_pending: Callable[[], float]) -> None:
         self.node.info({"node_id": node_id})
         self.asr_pending.set_function(asr_pending)
+
+    def model_workers(self, model: str, restarts: Callable[[], float]) -> None:
+        """Exports how often `model`'s worker processes were started again (each restart is also logged)."""
+        self.worker_restarts.labels(model).set_function(restarts)
 
     def observe_turn(self, intent: str | None, sentiment: float | None) -> None:
         self.intents.labels(intent or "none").inc()

@@ -8,6 +8,7 @@ once and handed to many `Services`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -262,6 +263,10 @@ class Services:
         await asyncio.to_thread(self.db.close)
 
 
+def _restarts(pool: ProcessTranscriber | ProcessSynthesizer) -> float:
+    return pool.workers.restarts
+
+
 def open_storage(settings: Settings) -> AsyncStorage:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     storage = Storage(settings.resolved_database_url())
@@ -352,6 +357,10 @@ async def build_all(
     services.escalator.hours = settings.queue_hours
     services.nodes = open_nodes(settings.node_id, settings.redis_url, settings.cluster)
     metrics.capacity(settings.node_id, lambda: models.asr.pending)
+    # getattr: tests run the server on fake models, which have no worker processes.
+    for model, pool in (("asr", getattr(models.asr, "transcriber", None)), ("tts", getattr(models.tts, "synth", None))):
+        if isinstance(pool, (ProcessTranscriber, ProcessSynthesizer)):
+            metrics.model_workers(model, functools.partial(_restarts, pool))
     if settings.redis_url:
         services.fleet = Fleet.connect(settings.node_id, settings.redis_url)
         services.fleet.on_queue_changed = services.desk.push_local

@@ -40,12 +40,17 @@ async def test_worker_processes_say_exactly_what_the_in_process_voice_says(poole
 
 
 def test_a_worker_that_dies_is_replaced_and_the_sentence_still_rendered() -> None:
+    from ivr.metrics import Metrics
+
     voice = ProcessSynthesizer(SAME_EVERY_TIME, processes=1)
+    metrics = Metrics()
+    metrics.model_workers("tts", lambda: voice.workers.restarts)
     try:
         before = voice.synthesize_phone(SENTENCES[0])
         (pid,) = voice.workers.pids  # the worker process
         os.kill(pid, signal.SIGKILL)
         assert voice.synthesize_phone(SENTENCES[0]) == before
         assert voice.workers.restarts == 1
+        assert 'ivr_model_worker_restarts{model="tts"} 1.0' in metrics.render().decode()
     finally:
         voice.close()

@@ -97,6 +97,9 @@ async def test_metrics_are_prometheus_text(start_server):
     frames_out = [line for line in text.splitlines() if line.startswith("ivr_frames_out_total")]
     assert frames_out and float(frames_out[0].split()[-1]) > 10
     assert "ivr_frames_in_total" in text and "ivr_first_greeting_seconds_bucket" in text
+    # Whisper and Piper run in worker processes; one that dies is started again and counted here.
+    assert 'ivr_model_worker_restarts{model="asr"} 0.0' in text
+    assert 'ivr_model_worker_restarts{model="tts"} 0.0' in text
 
 
 async def test_drain_turns_health_503_lets_live_calls_run_then_closes_them(start_server):
