@@ -35,7 +35,7 @@ from models.asr_pool import ProcessTranscriber
 from models.intent import IntentClassifier, IntentModels, IntentResult, answer_threshold, parse_yes_no
 from models.regions import Region, get_region
 from models.sentiment import SentimentScorer
-from models.tts import Synthesizer, TtsService, reply_opening
+from models.tts import Synthesizer, TtsService
 from models.tts_pool import ProcessSynthesizer
 from telephony.twilio_rest import TwilioRest
 
@@ -248,11 +248,12 @@ class Services:
             log=call_log,  # type: ignore[arg-type]
         )
 
-    def fixed_prompts(self) -> list[str]:
-        """Everything said word for word, rendered before the first call: prompts, and the short openings that
-        templated replies start with (their first audio then comes from the cache, see `models.tts`)."""
-        openings = [o for o in map(reply_opening, self.flow.reply_starts()) if o is not None]
-        return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS) + list(BUSY_PROMPTS) + openings
+    def prompts_to_warm(self) -> list[str]:
+        """Everything said word for word, rendered before the first call: prompts, and the fixed words that
+        templated replies begin with, registered as lead-ins (`models.speech_text.LeadIns`): said from the
+        cache, so only the words that vary in a reply are rendered during a call."""
+        lead_ins = [p for start in self.flow.reply_starts() for p in self.models.tts.lead_ins.add(start)]
+        return list(self.flow.fixed_prompts().values()) + list(SERVER_PROMPTS) + list(BUSY_PROMPTS) + lead_ins
 
     async def close(self) -> None:
         if self.fleet is not None:
@@ -373,7 +374,7 @@ async def build_all(
         services.callbacks.requests = services.fleet.request_counter("callback-link")
         await services.fleet.start()
     services.admission = Admission(settings.admission, metrics)
-    await models.tts.warm(services.fixed_prompts())
+    await models.tts.warm(services.prompts_to_warm())
     # The flow's intent classifier is built before the first call, off the loop (embedding its phrases).
     await asyncio.to_thread(models.intents.classifier, flow.intent_set().spec())
     # Models and tables live for the whole process: keep them out of the collector's full sweeps, which

@@ -3,8 +3,9 @@ into the `Playout` pacer, and can be interrupted and resumed exactly where it wa
 
 A reply is rendered one sentence at a time: the first plays while the next is made, and an interruption
 knows exactly which sentences were never synthesised. The first sentence is cut after its opening clause
-(`split_first_clause`), so the caller hears the reply start after a clause's rendering, not a sentence's.
-Fixed prompts come from the TTS cache.
+(`split_first_clause`), so the caller hears the reply start after a clause's rendering, not a sentence's; a
+sentence that begins with a template's fixed words ("Thanks, I have noted that you said ...") is cut after
+them, and they come from the prompt cache (`LeadIns`), as fixed prompts do.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Protocol
 from ivr.call_log import CallLog
 from ivr.clock import Clock
 from ivr.playout import Cut, Playout, TurnAudio
-from models.speech_text import normalize_for_speech, split_first_clause, split_sentences
+from models.speech_text import LeadIns, normalize_for_speech, split_first_clause, split_sentences
 from telephony.events import OutboundCommand
 
 FirstFrame = Callable[[float], None]
@@ -27,6 +28,8 @@ Spawn = Callable[[Awaitable[None], str], "asyncio.Task[None]"]
 
 class Synthesis(Protocol):
     """What speech needs from TTS (`models.tts.TtsService`)."""
+
+    lead_ins: LeadIns
 
     def cached(self, text: str) -> bytes | None: ...
 
@@ -156,18 +159,31 @@ class Speech:
             self.playout.enqueue(turn, cached)
         else:
             if job.text:
-                sentences = split_sentences(normalize_for_speech(job.text))
-                # The first audio leaves once the opening clause is rendered, not the whole first sentence.
-                job.sentences = split_first_clause(sentences[0]) + sentences[1:] if sentences else []
+                job.sentences = self._pieces(split_sentences(normalize_for_speech(job.text)))
             while job.sentences_done < len(job.sentences):
-                # Needed when the audio already queued runs out: renderings for other calls' replies that are
-                # needed sooner (their first words) go first.
-                due_in_s = self.playout.ahead_s()
-                audio = await self._tts.render_sentence(job.sentences[job.sentences_done], due_in_s=due_in_s)
-                self.tts_failures = 0
+                piece = job.sentences[job.sentences_done]
+                audio = self._tts.cached(piece)  # a lead-in or a fixed sentence; says nothing of the voice's health
+                if audio is None:
+                    # Needed when the audio already queued runs out: renderings for other calls' replies that
+                    # are needed sooner (their first words) go first.
+                    audio = await self._tts.render_sentence(piece, due_in_s=self.playout.ahead_s())
+                    self.tts_failures = 0
                 self.playout.enqueue(turn, audio)
                 job.sentences_done += 1
         self.playout.finish_turn(turn)
+
+    def _pieces(self, sentences: list[str]) -> list[str]:
+        """What to render, in order: a sentence that begins with a template's fixed words is cut after them
+        (they come from the prompt cache, `LeadIns`); otherwise the first sentence is cut after its opening
+        clause, so the first audio leaves once that is rendered, not the whole sentence."""
+        pieces: list[str] = []
+        for i, sentence in enumerate(sentences):
+            lead_in = self._tts.lead_ins.split(sentence)
+            if lead_in is not None:
+                pieces += lead_in
+            else:
+                pieces += split_first_clause(sentence) if i == 0 else [sentence]
+        return pieces
 
     def _frame_sent(self, turn: TurnAudio) -> None:
         self._call.metrics.frames_out.inc()

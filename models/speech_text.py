@@ -382,3 +382,71 @@ def split_first_clause(sentence: str) -> list[str]:
         if words[i].lower().strip(",;:") in _CLAUSE_STARTERS:
             return [" ".join(words[:i]), " ".join(words[i:])]
     return [sentence]
+
+
+LEAD_IN_MIN_WORDS = 3
+# Words said with the words after them: a lead-in stops before them ("your delivery," | "of the espresso machine").
+_BINDS_NEXT = frozenset(
+    "a an the of for to in on at by with from about into your my our their his her its this these those".split()
+)
+
+
+class LeadIns:
+    """The fixed words that templated replies start a sentence with, said from the prompt cache.
+
+    "Thanks, I have noted that you said {said}." always begins "Thanks, I have noted that you said": rendered
+    once, it is cut off every reply that begins with it, so the caller hears it at once and only the words that
+    vary are rendered, while it plays. This is how contact-centre IVRs have always spoken templated replies (a
+    recorded "Your balance is" before the amount); here the same voice says both, the lead-in ending in a comma so
+    that it is read as an unfinished phrase, not as a sentence of its own.
+    """
+
+    def __init__(self) -> None:
+        self._pieces: dict[str, str] = {}  # the words a sentence begins with -> the lead-in said for them
+        self._longest_first: list[str] = []
+
+    @staticmethod
+    def of(start: str) -> tuple[list[str], str | None]:
+        """For a template's words before its first placeholder: the whole sentences among them (fixed prompts)
+        and the lead-in of the sentence the placeholder is in: up to the last comma or colon when only a few
+        words follow it, else the words before the placeholder if there are `LEAD_IN_MIN_WORDS` (None when
+        there is nothing to say apart)."""
+        sentences = split_sentences(normalize_for_speech(start))
+        # A placeholder that starts a sentence has no lead-in; one glued to a word ("#{id}") changes how the
+        # words before it are read ("number 1 0 2"), so they are not a lead-in either.
+        if not sentences or start.rstrip()[-1:] in ".!?" or not start[-1:].isspace():
+            return sentences if start.rstrip()[-1:] in ".!?" else sentences[:-1], None
+        *whole, last = sentences
+        words = last.split()
+        while words and words[-1].lower() in _BINDS_NEXT:
+            words.pop()  # "... delivery of {item}": the pause falls before "of", not after it
+        breaks = [i for i, word in enumerate(words) if word[-1] in ",;:"]
+        if breaks and len(words) - breaks[-1] - 1 < LEAD_IN_MIN_WORDS + 1:
+            # "Sorry, just to be sure: | is it about {topic}?": a few words before the placeholder are said with it.
+            return whole, " ".join(words[: breaks[-1] + 1])
+        if len(words) < LEAD_IN_MIN_WORDS:
+            return whole, None  # "I heard {digits}": too short to say apart without sounding cut
+        return whole, " ".join(words)
+
+    def add(self, start: str) -> list[str]:
+        """Registers the lead-in of a template's fixed start; returns what to render ahead of calls."""
+        whole, words = self.of(start)
+        if words is None:
+            return whole
+        piece = words if words[-1] in ",;:" else f"{words},"
+        if words not in self._pieces:
+            self._pieces[words] = piece
+            self._longest_first = sorted(self._pieces, key=len, reverse=True)
+        return [*whole, piece]
+
+    def is_lead_in(self, sentence: str) -> bool:
+        return sentence in self._pieces.values()
+
+    def split(self, sentence: str) -> list[str] | None:
+        """`sentence` as [lead-in, the rest] when it begins with a registered lead-in and has words after it."""
+        for words in self._longest_first:
+            if sentence.startswith(words) and sentence[len(words) : len(words) + 1] in (" ", ","):
+                rest = sentence[len(words) :].lstrip(" ,")
+                if any(ch.isalnum() for ch in rest):
+                    return [self._pieces[words], rest]
+        return None

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from audio import mulaw
 from audio.resample import resample
-from models.speech_text import normalize_for_speech, split_first_clause, split_sentences
+from models.speech_text import LeadIns, normalize_for_speech, split_sentences
 
 __all__ = [
     "PHONE_RATE",
@@ -39,7 +39,6 @@ __all__ = [
     "TtsConfig",
     "TtsService",
     "Voice",
-    "reply_opening",
     "to_phone_frames",
     "trim_silence",
 ]
@@ -105,20 +104,6 @@ def trim_silence(pcm: np.ndarray, sample_rate: int, keep_lead_ms: int = 20, keep
     start = max(0, loud[0] * win - sample_rate * keep_lead_ms // 1000)
     end = min(len(pcm), (loud[-1] + 1) * win + sample_rate * keep_tail_ms // 1000)
     return pcm[start:end]
-
-
-def reply_opening(start: str) -> str | None:
-    """The opening clause that a reply beginning with `start` (a template's words before its first placeholder)
-    is cut at, when it is short enough to be served from the prompt cache: warmed, the reply's first audio
-    leaves at once instead of after a rendering ("Thanks," of "Thanks, I have noted that you said {said}.")."""
-    spoken = normalize_for_speech(start).strip()
-    if not spoken:
-        return None
-    sentences = split_sentences(f"{spoken} value value value value")  # the placeholder, filled
-    first = split_first_clause(sentences[0])[0] if sentences else ""
-    if not first or len(first.split()) > CACHED_OPENING_WORDS or not spoken.startswith(first):
-        return None
-    return first
 
 
 def to_phone_frames(pcm: np.ndarray, sample_rate: int) -> bytes:
@@ -289,6 +274,7 @@ class TtsService:
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self.lead_ins = LeadIns()  # the fixed words templated replies begin with: said from the cache
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -368,10 +354,14 @@ class TtsService:
 
     async def render_sentence(self, sentence: str, *, due_in_s: float = 0.0) -> bytes:
         """One already-normalised sentence as 8 kHz mu-law, made on the pool. Not cached (replies vary), except
-        short openings ("Sorry,", "One moment") that many replies start with: those come from the prompt cache.
+        fixed sentences, lead-ins (`LeadIns`) and short openings ("Sorry,", "One moment") that many replies start
+        with: those come from the prompt cache.
 
         `due_in_s`: how soon the caller needs it (the audio still queued ahead of it); sooner goes first."""
-        if len(sentence.split()) <= CACHED_OPENING_WORDS:
+        hit = self._lookup(sentence)
+        if hit is not None:
+            return hit
+        if len(sentence.split()) <= CACHED_OPENING_WORDS or self.lead_ins.is_lead_in(sentence):
             return await self.render(sentence)
         job = self._jobs.submit(self.synth.synthesize_phone, sentence, due_in_s)
         try:

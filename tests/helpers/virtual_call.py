@@ -54,7 +54,7 @@ from ivr.storage import AsyncStorage, Storage
 from ivr.storage_queue import SPOOL_FILE
 from models.asr import AsrOverloaded, Transcript
 from models.sentiment import SentimentScorer
-from models.speech_text import normalize_for_speech, split_sentences
+from models.speech_text import LeadIns, normalize_for_speech, split_sentences
 from telephony.events import Clear, Mark, OutboundCommand, PlayAudio
 from telephony.twilio import TwilioCallerCodec, TwilioSerializer
 
@@ -226,6 +226,7 @@ class FakeTts:
         self.ms_per_char = ms_per_char
         self.render_delay_s = render_delay_s
         self._cache: dict[str, bytes] = {}
+        self.lead_ins = LeadIns()
         self.rendered: list[str] = []  # sentences synthesised (not cached), in order
         self.due_in_s: list[float] = []  # how soon each sentence asked for was needed (the audio queued ahead of it)
         self._failures: deque[BaseException] = deque()

@@ -215,23 +215,27 @@ def test_normalized_money_and_dates_are_heard_correctly(synth, whisper) -> None:
     assert "november" in digits and "24" in digits, heard
 
 
-async def test_a_templated_reply_starts_from_the_prompt_cache_once_its_flow_is_warmed(synth, service) -> None:
+async def test_a_templated_reply_says_its_fixed_words_from_the_cache_and_is_heard_whole(synth, service, whisper):
     from flows.cli import load_flow
     from flows.schema import Template
-    from models.speech_text import split_first_clause
-    from models.tts import reply_opening
 
     flow = load_flow(Path(__file__).resolve().parents[2] / "bench" / "flows" / "take_message.yaml")
-    openings = [o for o in map(reply_opening, flow.reply_starts()) if o is not None]
-    assert "Thanks," in openings
-    await service.warm(openings)
+    prompts = [p for start in flow.reply_starts() for p in service.lead_ins.add(start)]
+    assert "Thanks, I have noted that you said," in prompts
+    await service.warm(prompts)
 
-    reply = Template(flow.steps["read_back"].text).render({"said": "my card was stolen"})
-    first, rest = split_first_clause(split_sentences(normalize_for_speech(reply))[0])
+    reply = Template(flow.steps["read_back"].text).render({"said": "my card was stolen yesterday"})
+    lead_in, rest = service.lead_ins.split(split_sentences(normalize_for_speech(reply))[0])
     before = synth.synth_calls
-    assert await service.render_sentence(first) == service.cached("Thanks,")
-    assert synth.synth_calls == before  # the caller hears "Thanks," at once; only "I have noted ..." is rendered
-    assert "my card was stolen" in rest
+    opening = await service.render_sentence(lead_in)
+    assert opening == service.cached("Thanks, I have noted that you said,")
+    assert synth.synth_calls == before  # the caller hears it at once ...
+    words = await service.render_sentence(rest)
+    assert (rest, synth.synth_calls) == ("my card was stolen yesterday.", before + 1)  # ... and only this is made
+    # Said in two pieces, the reply is still heard as one sentence.
+    heard = transcribe_phone(whisper, opening + words)
+    clean = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()])
+    assert jiwer.wer(clean(reply), clean(heard)) <= 0.15, heard
 
 
 async def test_a_new_reply_is_rendered_before_sentences_whose_audio_is_needed_later(synth, service) -> None:

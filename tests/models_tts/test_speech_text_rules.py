@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.speech_text import MAX_SENTENCE_CHARS, normalize_for_speech, split_sentences
+from models.speech_text import MAX_SENTENCE_CHARS, LeadIns, normalize_for_speech, split_sentences
 
 CASES = [
     # money
@@ -113,3 +113,42 @@ def test_long_sentence_is_cut_at_a_comma_and_loses_nothing() -> None:
     assert all(len(p) <= MAX_SENTENCE_CHARS for p in pieces)
     assert all(p.endswith((",", ".")) for p in pieces)  # cut at punctuation, not mid-clause
     assert " ".join(pieces) == text
+
+
+LEAD_INS = [
+    # a template's words before its first placeholder -> what is rendered ahead of calls
+    ("Thanks, I have noted that you said ", ["Thanks, I have noted that you said,"]),
+    ("Your available balance is ", ["Your available balance is,"]),
+    # the pause falls before "of", not after it
+    ("If you're calling about your delivery of ", ["If you're calling about your delivery,"]),
+    # a few words before the placeholder are said with it, from the last comma or colon
+    ("Sorry, just to be sure: is it about ", ["Sorry, just to be sure:"]),
+    ("Good to hear from you again, ", ["Good to hear from you again,"]),
+    # whole sentences are fixed prompts
+    ("Done. You've topped up ", ["Done.", "You've topped up,"]),
+    ("I'm sorry about the trouble. Your ", ["I'm sorry about the trouble."]),
+    ("Thanks for waiting. ", ["Thanks for waiting."]),
+    # too short to say apart, or read differently once filled ("#{id}" is "number 1 0 2")
+    ("I heard ", []),
+    ("Your order of ", []),
+    ("Your order #", []),
+]
+
+
+@pytest.mark.parametrize(("start", "prompts"), LEAD_INS)
+def test_lead_ins_of_template_starts(start: str, prompts: list[str]) -> None:
+    assert LeadIns().add(start) == prompts
+
+
+def test_a_sentence_is_cut_after_the_longest_lead_in_it_begins_with_and_only_with_words_after_it() -> None:
+    lead_ins = LeadIns()
+    lead_ins.add("Your payment is ")
+    lead_ins.add("Your payment is late, and your next payment date is ")
+    assert lead_ins.split("Your payment is 12 dollars.") == ["Your payment is,", "12 dollars."]
+    assert lead_ins.split("Your payment is late, and your next payment date is December 1st.") == [
+        "Your payment is late, and your next payment date is,",
+        "December 1st.",
+    ]
+    assert lead_ins.split("Your payment is .") is None  # the placeholder was empty: nothing to say after it
+    assert lead_ins.split("Your payments are due.") is None  # "Your payment" is not a whole word here
+    assert lead_ins.is_lead_in("Your payment is,") and not lead_ins.is_lead_in("Your payment is")

@@ -227,7 +227,7 @@ async def test_a_verified_caller_hears_the_balance_and_the_agent_is_told_how_the
     h = await make_harness(flow="banking")
     escalation, record, call = await escalate(h, MARIA, "k:2", 4, "k:2580#", 6, "I want to speak to a real person.")
     payload = check_common(escalation, record, MARIA)
-    assert "Your available balance is 182.4 USD" in call.heard_text()
+    assert "Your available balance is, 182.4 USD" in call.heard_text()
     assert (payload["caller_verified"], payload["verification_method"], payload["verification_locked"]) == (
         True,
         "pin",

@@ -18,7 +18,7 @@ async def test_maria_hears_her_delivery_offered_asks_for_me_parcel_and_ends_reso
     h = await make_harness(flow="ecommerce_delivery")
     call = await h.call(MARIA).start()
     await call.wait_for_bot()
-    assert "If you're calling about your delivery of espresso machine, press 1." in call.heard_text()
+    assert "If you're calling about your delivery, of espresso machine, press 1." in call.heard_text()
     asked = await call.say("Where is me parcel?")
     await call.wait_for_bot()
     status = call.heard_text(since=asked.first_sent_at or 0.0)

@@ -77,6 +77,26 @@ async def test_a_rendered_reply_after_a_key_entry_records_the_synthesis_time(mak
     assert due["Say yes or press 1, or say no or press 2."] > 1.0  # "I heard ..." is queued ahead of it
 
 
+async def test_a_templated_reply_starts_with_its_fixed_words_from_the_cache_and_renders_the_rest_meanwhile(
+    make_harness,
+):
+    # Maria's greeting: "Thanks for calling Acme Shop." and "Good to hear from you again," (the fixed words before
+    # her name) were rendered before the call; only "Maria." is rendered, while they play, with no gap.
+    h = await make_harness()
+    call = await h.call(MARIA).start()
+    await call.wait_for_bot()
+    await call.finish()
+
+    first, lead_in, name = call.speech()[:3]
+    greeting = ("Thanks for calling Acme Shop.", "Good to hear from you again,", "Maria.")
+    assert (first.text, lead_in.text, name.text) == greeting
+    assert first.start_t - call.started_at < 0.1  # nothing rendered before the first word
+    assert lead_in.start_t == pytest.approx(first.end_t, abs=1e-6)
+    assert name.start_t == pytest.approx(lead_in.end_t, abs=1e-6)
+    assert "Maria." in h.tts.rendered
+    assert not {"Thanks for calling Acme Shop.", "Good to hear from you again,"} & set(h.tts.rendered)
+
+
 async def test_a_real_recording_is_endpointed_once_by_silence_and_its_words_make_the_turn(make_harness):
     h = await make_harness()
     call = await h.call(JAMES).start()
