@@ -32,6 +32,7 @@ class RunOutcome:
     records: list[dict[str, Any] | None]
     servers: list[Target]  # the server each call went to
     server_cpu_s: float
+    server_cpu_s_by_part: dict[str, float]  # "main" (the server's own process), "asr" and "tts" (its workers)
     caller_cpu_s: float
     loop_lag: dict[str, float]
     wall_s: float
@@ -75,9 +76,10 @@ async def run_calls(
     lag_stats = await lag.stop()
     # The server's worker processes (ASR pool) count towards the server; the caller processes do not (they are
     # long-lived pool workers, not reaped children, so RUSAGE_CHILDREN never includes them).
-    cpu_s = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-    cpu_s += calls[0][0].worker_cpu_s()
-    return RunOutcome(summaries, records, [server for server, _ in calls], cpu_s, caller_cpu, lag_stats, wall)
+    parts_s = {"main": (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)}
+    parts_s.update(calls[0][0].worker_cpu_s())
+    servers = [server for server, _ in calls]
+    return RunOutcome(summaries, records, servers, sum(parts_s.values()), parts_s, caller_cpu, lag_stats, wall)
 
 
 def refused_busy(record: dict[str, Any] | None) -> bool:
@@ -142,6 +144,7 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
         "understanding": [],
         "tts_first_frame": [],
         "total": [],
+        "between_stages": [],  # the total less its parts: waits no stage accounts for
     }
     splits: list[int] = []
     for s, record, server in picked:
@@ -149,9 +152,13 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
             continue
         for event in record.get("events", []):
             if event["kind"] == "turn_latency":
+                data = event["data"]
+                parts = ("endpoint_wait", "asr", "understanding", "tts_first_frame")
+                if isinstance(data.get("total"), (int, float)):
+                    data = {**data, "between_stages": data["total"] - sum(data.get(p) or 0.0 for p in parts)}
                 for stage, values in stages.items():
-                    if isinstance(event["data"].get(stage), (int, float)):
-                        values.append(float(event["data"][stage]))
+                    if isinstance(data.get(stage), (int, float)):
+                        values.append(float(data[stage]))
         recordings = [p for p in s.plays if not p[0].startswith("piper:")]
         splits += count_splits(record, recordings, server.endpoint_silence_ms)
     # A call turned away at capacity is hung up on by design: what its caller then fails to say is no error.
@@ -175,6 +182,9 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
         "calls_refused_busy": sum(1 for r in records_of(picked) if refused_busy(r)),
         "utterances_on_hold": on_hold,
         "server_turn_ms_median": {stage: median(v) for stage, v in stages.items()},
+        # Set beside the callers' p95: what the server measured of the same turns (a gap is time on the wire,
+        # in the kernel's socket buffers or in a caller process that waited for a core).
+        "server_turn_ms_p95": {stage: round(percentile(v, 95), 1) if v else None for stage, v in stages.items()},
         "asr_ms": dist(stages["asr"]),
         "tts_first_frame_ms": dist(stages["tts_first_frame"]),
         "first_greeting_ms": latency_ms(
@@ -182,6 +192,7 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
         ),
         "event_loop_lag": run.loop_lag,
         "server_cpu_s": round(run.server_cpu_s, 2),
+        "server_cpu_s_by_part": {part: round(s, 2) for part, s in run.server_cpu_s_by_part.items()},
         "caller_process_cpu_s": round(run.caller_cpu_s, 2),
         "call_minutes": round(call_minutes, 3),
         "server_cpu_s_per_call_minute": round(run.server_cpu_s / call_minutes, 2)

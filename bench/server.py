@@ -58,7 +58,7 @@ class Target(Protocol):
     @property
     def endpoint_silence_ms(self) -> int: ...
 
-    def worker_cpu_s(self) -> float: ...
+    def worker_cpu_s(self) -> dict[str, float]: ...
 
     async def call_record(self, call_sid: str, timeout: float = 10.0) -> dict[str, Any] | None: ...
 
@@ -78,14 +78,16 @@ class BenchServer:
     def endpoint_silence_ms(self) -> int:
         return int(self.services.settings.audio.endpoint_silence_ms)
 
-    def worker_cpu_s(self) -> float:
-        """CPU seconds the server's ASR and TTS worker processes used since the previous call."""
+    def worker_cpu_s(self) -> dict[str, float]:
+        """CPU seconds the server's ASR and TTS worker processes used since the previous call, by model."""
         from models.asr_pool import ProcessTranscriber
         from models.tts_pool import ProcessSynthesizer
 
         transcriber, voice = self.services.asr.transcriber, self.services.models.tts.synth
-        spent = transcriber.take_cpu_s() if isinstance(transcriber, ProcessTranscriber) else 0.0
-        return spent + (voice.take_cpu_s() if isinstance(voice, ProcessSynthesizer) else 0.0)
+        return {
+            "asr": transcriber.take_cpu_s() if isinstance(transcriber, ProcessTranscriber) else 0.0,
+            "tts": voice.take_cpu_s() if isinstance(voice, ProcessSynthesizer) else 0.0,
+        }
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -167,8 +169,8 @@ class PeerServer:
     lead_s: float = 0.1  # late-audio threshold for its replies: the same as ours
     endpoint_silence_ms: int = 400  # its VAD stop_secs
 
-    def worker_cpu_s(self) -> float:
-        return 0.0  # the server's CPU is not ours to count: its process reports nothing
+    def worker_cpu_s(self) -> dict[str, float]:
+        return {}  # the server's CPU is not ours to count: its process reports nothing
 
     async def call_record(self, call_sid: str, timeout: float = 10.0) -> dict[str, Any] | None:
         return None  # no call records: holds and splits are not known for the peer

@@ -159,8 +159,9 @@ class Dialogue:
             transcript = await self._transcribe(item)
             if transcript is None:
                 return None
-            # A transcript started during the trailing pause cost the caller only what was left of it.
-            asr_s = self._clock.now() - asked_at if item.early_transcript is not None else transcript.asr_s
+            # What the caller waited for: a transcript started during the trailing pause cost only what was left of
+            # it; one asked for now, its wait for a free worker as well as the recognition itself.
+            asr_s = self._clock.now() - asked_at
             # PCI: a card number said out loud is masked before anything (NLU, sentiment, flow, storage) sees it.
             text = mask_card_numbers(transcript.text.strip())
             if self._resume_after_backchannel(text):

@@ -44,6 +44,25 @@ def test_fast_path_says_a_short_phrase_once(asr_transcriber, phone_recording, na
     words = normalize_transcript(result.text).split()
     assert 0 < len(words) <= len(normalize_transcript(reference).split()) + 2, result.text
     assert wer(reference, result.text) <= 0.5, (result.text, reference)
+    # Without redoing it on the padded path, four times the work ("10 of clubs. 10 of clubs. 10 of" is said once).
+    assert result.path == "fast"
+
+
+@pytest.mark.parametrize(
+    ("text", "audio_s", "once"),
+    [
+        ("10 of clubs. 10 of clubs. 10 of", 1.1, "10 of clubs."),
+        ("Yes. Yes. Yes.", 0.6, "Yes."),
+        ("10 of clubs. 10 of spades.", 1.1, None),  # two different sentences: not a loop of one
+        ("10 of clubs.", 1.1, None),  # nothing repeated
+        ("I want to return my shoes. I want to", 1.1, None),  # more words than 1.1 s holds
+        ("and then and then and then", 1.5, None),  # no sentence to keep
+    ],
+)
+def test_a_short_phrase_the_decoder_repeats_is_kept_once(text, audio_s, once):
+    from models.asr import _said_once
+
+    assert _said_once(text, audio_s) == once
 
 
 def test_fast_and_padded_agree_on_a_short_phrase(asr_transcriber, phone_recording):
