@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from audio import mulaw
 from audio.endpoint import Endpointer, EndpointerConfig, EndpointEvent, SpeechEnded, SpeechStarted
@@ -48,8 +48,23 @@ class AudioConfig(BaseModel):
     barge_in_ms: int = Field(200, ge=20, description="sustained caller speech that interrupts bot playback")
     inter_digit_s: float = Field(5.0, gt=0, description="a pause between keys that ends a digit string")
     outbound_lead_ms: int = Field(
-        100, ge=20, description="how far ahead of real time outbound audio is sent; small so `clear` stays quick"
+        400,
+        ge=20,
+        description="how far ahead of real time outbound audio is sent: a late event loop is not heard unless "
+        "later than this (a barge-in's `clear` empties the carrier's buffer at once, whatever its size)",
     )
+    outbound_chunk_ms: int = Field(
+        100, ge=20, multiple_of=20, description="outbound audio per media message, at most the lead"
+    )
+
+    @model_validator(mode="after")
+    def _chunk_within_lead(self) -> AudioConfig:
+        if self.outbound_chunk_ms > self.outbound_lead_ms:
+            raise ValueError(
+                f"outbound_chunk_ms ({self.outbound_chunk_ms}) must not exceed outbound_lead_ms "
+                f"({self.outbound_lead_ms})"
+            )
+        return self
 
     def caller_audio(self) -> CallerAudioConfig:
         """The part of this configuration that `CallerAudio` runs on."""

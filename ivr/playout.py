@@ -1,9 +1,13 @@
-"""Outbound audio for one call: a queue of 20 ms mu-law frames sent a little ahead of real time.
+"""Outbound audio for one call: a queue of 20 ms mu-law frames sent ahead of real time, a chunk at a time.
 
-Why a small lead: Twilio buffers what we send and plays it in order. Sending everything at once
-would make `clear` the only way to stop it and would hide how far playback got; sending exactly on
-time risks starving the caller's audio when the loop hiccups. With a lead of ~100 ms Twilio never
-starves and a barge-in cuts playback within a few frames.
+Why a lead: Twilio buffers what we send and plays it in order. Sending everything at once would hide how
+far playback got (what a barge-in cut, what to resume); sending exactly on time starves the caller's audio
+whenever the event loop is late. With `lead_ms` buffered at the carrier, a loop that is late by less than
+that is never heard, and a barge-in still stops playback at once (`clear` empties Twilio's buffer).
+
+Why chunks: Twilio plays media of any size. Sent as one message per `chunk_ms` instead of one per 20 ms
+frame, a call costs a fifth of the messages (JSON, base64, a socket write and a timer each) on the server
+and on the carrier's side; the buffer is topped up to the lead whenever it falls a chunk below it.
 
 A mark follows every chunk (normally one sentence), so Twilio's mark echoes tell us what has been
 played; marks echoed after a `clear` mean "flushed", not "played".
@@ -22,6 +26,7 @@ from telephony.events import Clear, Mark, OutboundCommand, PlayAudio
 
 FRAME_BYTES = 160
 FRAME_S = 0.020
+FRAME_MS = 20
 SILENCE = b"\xff"
 MARKS_KEPT = 64
 
@@ -71,26 +76,32 @@ class Playout:
         send: Send,
         *,
         lead_ms: int = 100,
+        chunk_ms: int = FRAME_MS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        on_frame: Callable[[TurnAudio], None] | None = None,
+        on_sent: Callable[[TurnAudio, int], None] | None = None,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         self._send = send
+        if not FRAME_MS <= chunk_ms <= lead_ms:
+            raise ValueError(f"chunk_ms must be within {FRAME_MS} and lead_ms ({lead_ms}), got {chunk_ms}")
         self._lead = lead_ms / 1000.0
+        self._chunk_frames = chunk_ms // FRAME_MS
+        self._refill_at = self._lead - self._chunk_frames * FRAME_S  # topped up when this little is left ahead
         self._clock = clock
         self._sleep = sleep
-        self._on_frame = on_frame
+        self._on_sent = on_sent
         self.log = log or logging.getLogger("ivr.playout")
         self._queue: deque[_Frame | _MarkItem] = deque()
         self._wakeup = asyncio.Event()
         self._generation = 0
+        self._nap: asyncio.Future[None] | None = None  # the pacing loop's wait for room in the carrier's buffer
         self._play_clock = 0.0  # when the audio already sent will have finished playing
         self._turns: dict[int, TurnAudio] = {}
         self._next_turn = 0
         self._marks_in_flight: dict[str, int] = {}
         # Frames sent but possibly not yet played by the carrier (its buffer is at most the lead).
-        self._recent: deque[bytes] = deque(maxlen=max(2, int(self._lead / FRAME_S) + 5))
+        self._recent: deque[bytes] = deque(maxlen=max(2, int(self._lead / FRAME_S) + self._chunk_frames + 5))
         self.frames_sent = 0
         # The latest marks only (for diagnostics): a long call must not grow them without bound.
         self.marks_played: deque[str] = deque(maxlen=MARKS_KEPT)
@@ -160,6 +171,8 @@ class Playout:
         queued = [item.data for item in self._queue if isinstance(item, _Frame)]
         unplayed = b"".join(buffered) + b"".join(queued)
         self._generation += 1
+        if self._nap is not None:
+            self._nap.cancel()
         self._queue.clear()
         self._recent.clear()
         self._play_clock = self._clock()
@@ -197,23 +210,34 @@ class Playout:
             generation = self._generation
             if isinstance(item, _Frame):
                 ahead = self._play_clock - self._clock()
-                if ahead > self._lead:
-                    await self._sleep(ahead - self._lead)
+                if ahead > self._refill_at:
+                    # A clear ends the wait at once: the next reply's first chunk must not wait for it.
+                    self._nap = asyncio.ensure_future(self._sleep(ahead - self._refill_at))
+                    await asyncio.wait([self._nap])
+                    self._nap = None
                     if generation != self._generation:
-                        continue  # a clear happened while we waited: this frame is gone
-                self._queue.popleft()
+                        continue  # a clear happened while we waited: these frames are gone
+                # Up to the lead, in chunks: whatever is queued of this turn's audio up to the next mark.
+                room = max(1, round((self._lead - max(0.0, self._play_clock - self._clock())) / FRAME_S))
+                frames: list[bytes] = []
+                while self._queue and len(frames) < min(room, self._chunk_frames):
+                    head = self._queue[0]
+                    if not isinstance(head, _Frame) or head.turn != item.turn:
+                        break
+                    frames.append(head.data)
+                    self._queue.popleft()
                 now = self._clock()
-                self._play_clock = max(self._play_clock, now) + FRAME_S
-                await self._send(PlayAudio(item.data))
-                self._recent.append(item.data)
-                self.frames_sent += 1
+                self._play_clock = max(self._play_clock, now) + len(frames) * FRAME_S
+                await self._send(PlayAudio(b"".join(frames)))
+                self._recent.extend(frames)
+                self.frames_sent += len(frames)
                 turn = self._turns.get(item.turn)
                 if turn is not None:
-                    turn.frames_sent += 1
+                    turn.frames_sent += len(frames)
                     if turn.first_frame_at is None:
                         turn.first_frame_at = now
-                    if self._on_frame is not None:
-                        self._on_frame(turn)
+                    if self._on_sent is not None:
+                        self._on_sent(turn, len(frames))
             else:
                 self._queue.popleft()
                 self._marks_in_flight[item.name] = item.turn

@@ -79,6 +79,7 @@ class CallSession:
             self.call,
             spawn=self._spawn,
             lead_ms=audio.outbound_lead_ms,
+            chunk_ms=audio.outbound_chunk_ms,
             on_first_audio=self.ledger.first_audio,
         )
         self.listening = Listening(

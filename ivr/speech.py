@@ -66,6 +66,7 @@ class Speech:
         *,
         spawn: Spawn,
         lead_ms: int,
+        chunk_ms: int,
         on_first_audio: FirstFrame,
     ) -> None:
         self._tts = tts
@@ -81,7 +82,13 @@ class Speech:
         self.tts_failures = 0  # syntheses failed in a row
         self.on_tts_failure: Callable[[int], None] | None = None  # told the count after each failure
         self.playout = Playout(
-            send, lead_ms=lead_ms, clock=clock.now, sleep=clock.sleep, on_frame=self._frame_sent, log=call.log
+            send,
+            lead_ms=lead_ms,
+            chunk_ms=chunk_ms,
+            clock=clock.now,
+            sleep=clock.sleep,
+            on_sent=self._audio_sent,
+            log=call.log,
         )
 
     @property
@@ -185,9 +192,9 @@ class Speech:
                 pieces += split_first_clause(sentence) if i == 0 else [sentence]
         return pieces
 
-    def _frame_sent(self, turn: TurnAudio) -> None:
-        self._call.metrics.frames_out.inc()
-        if turn.frames_sent != 1:
+    def _audio_sent(self, turn: TurnAudio, frames: int) -> None:
+        self._call.metrics.frames_out.inc(frames)
+        if turn.frames_sent != frames:  # not the turn's first audio
             return
         at = turn.first_frame_at if turn.first_frame_at is not None else self._clock.now()
         if not self._heard_anything:

@@ -130,3 +130,38 @@ def test_backchannels_are_told_apart_from_answers(heard, backchannel):
     from ivr.dialogue import is_backchannel
 
     assert is_backchannel(heard) is backchannel
+
+
+async def test_chunks_of_whole_frames_keep_the_carrier_a_lead_ahead_and_a_clear_lets_the_next_reply_go_at_once():
+    clock = VirtualClock()
+    sent: list[tuple[float, object]] = []
+
+    async def send(cmd):
+        sent.append((clock.now, cmd))
+
+    playout = Playout(send, lead_ms=400, chunk_ms=100, clock=clock, sleep=clock.sleep)
+    task = asyncio.create_task(playout.run())
+    turn = playout.begin_turn("menu")
+    playout.enqueue(turn, b"\x10" * (FRAME_BYTES * 150))  # 3 s
+    await run_until(lambda: sum(isinstance(c, PlayAudio) for _, c in sent) >= 10)
+
+    media = [(t, c) for t, c in sent if isinstance(c, PlayAudio)]
+    assert [len(c.payload) for _, c in media[:10]] == [FRAME_BYTES * 5] * 10  # 100 ms a message
+    t0, played = media[0][0], 0.0
+    for t, c in media:  # the carrier never holds more than the lead, and is topped up before it runs low
+        assert played - (t - t0) <= 0.400 + 1e-9
+        assert played - (t - t0) >= 0.300 - 1e-9 or t == t0 or played < 0.400
+        played += len(c.payload) / FRAME_BYTES * 0.020
+
+    # The pacer waits for room in the carrier's buffer; a barge-in's clear ends the wait: the next reply's first
+    # chunk goes out at once, not after the rest of the wait.
+    cut = await playout.clear()
+    cleared_at = clock.now
+    nxt = playout.begin_turn("answer")
+    playout.enqueue(nxt, b"\x20" * (FRAME_BYTES * 20))
+    await run_until(lambda: any(isinstance(c, PlayAudio) and c.payload[:1] == b"\x20" for _, c in sent))
+    task.cancel()
+    first = next(t for t, c in sent if isinstance(c, PlayAudio) and c.payload[:1] == b"\x20")
+    assert first == cleared_at
+    assert cut is not None and cut.label == "menu" and cut.total_frames == 150
+    assert 50 - 20 <= cut.played_frames <= 50  # 10 chunks sent, up to the lead (20 frames) still buffered

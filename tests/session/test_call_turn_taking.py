@@ -117,26 +117,29 @@ async def test_a_real_recording_is_endpointed_once_by_silence_and_its_words_make
     assert record["turns"][0]["text"] == "I want to return my running shoes"
 
 
-async def test_outbound_audio_is_whole_frames_paced_at_real_time_with_marks_echoed(make_harness):
+async def test_outbound_audio_is_whole_frames_in_chunks_paced_at_real_time_with_marks_echoed(make_harness):
     h = await make_harness()
     call = await h.call(MARIA).start()  # a long greeting and menu
     await call.wait_for_bot()
     await call.finish()
 
     media = call.sent_commands(PlayAudio)
-    assert media and {len(s.command.payload) for s in media} == {FRAME}
+    chunk, lead = h.settings.audio.outbound_chunk_ms / 1000, h.settings.audio.outbound_lead_ms / 1000
+    sizes = [len(s.command.payload) for s in media]
+    assert media and all(n % FRAME == 0 and 0 < n <= FRAME * chunk / 0.020 for n in sizes)
+    assert statistics.median(sizes) == FRAME * chunk / 0.020  # a chunk a message, not a frame
     assert all(call.codec.parse(s.raw) == s.command for s in call.transport.sent)  # our stream, Twilio's format
     times = [s.t for s in media]
-    assert statistics.median(b - a for a, b in pairwise(times)) == pytest.approx(0.020, abs=1e-6)
-    lead = h.settings.audio.outbound_lead_ms / 1000
-    for frame in call.heard_frames:  # never more than the lead ahead of playback
-        sent = times[call.heard_frames.index(frame)]
-        assert frame.t - sent <= lead + 1e-6
+    assert statistics.median(b - a for a, b in pairwise(times)) == pytest.approx(chunk, abs=1e-6)
+    sent_at = [s.t for s in media for _ in range(len(s.command.payload) // FRAME)]  # each frame's message
+    assert len(sent_at) == len(call.heard_frames)
+    for frame, sent in zip(call.heard_frames, sent_at, strict=True):  # never more than the lead ahead of playback
+        assert 0.0 <= frame.t - sent <= lead + 1e-6
     marks = call.sent_commands(Mark)
     assert marks and all(m.command.name for m in marks)
     first_mark = call.transport.sent.index(marks[0])
     assert all(isinstance(s.command, PlayAudio) for s in call.transport.sent[:first_mark])
-    assert h.metric("ivr_frames_out_total") == len(media)
+    assert h.metric("ivr_frames_out_total") == len(sent_at)
 
 
 async def test_long_silence_gets_a_keep_alive_prompt_after_the_bot_has_finished(make_harness):
@@ -185,8 +188,9 @@ async def test_a_second_calls_audio_keeps_flowing_while_the_first_calls_asr_runs
     asr_started = h.asr.calls[0].at
     assert asr_started <= greeting_at < asr_started + 5.0  # the listener's greeting played while the ASR ran
     times = [t for t in listener.media_times() if greeting_at <= t <= asr_started + 5.0]
-    # Never starved: after the lead, one frame every 20 ms for the whole time the other call's ASR ran.
-    assert len(times) > 200 and max(b - a for a, b in pairwise(times)) <= 0.020 + 1e-6
+    # Never starved: after the lead, one chunk a chunk's time for the whole time the other call's ASR ran.
+    chunk = h.settings.audio.outbound_chunk_ms / 1000
+    assert len(times) > 4.0 / chunk and max(b - a for a, b in pairwise(times)) <= chunk + 1e-6
     # Started during the trailing pause: the turn waited the recognition time less the rest of the pause.
     head_start_ms = h.settings.audio.endpoint_silence_ms - h.settings.turn_end.speculate_after_ms
     assert talk_record["turns"][0]["latency"]["asr"] == pytest.approx(5000.0 - head_start_ms, abs=0.2)
