@@ -31,7 +31,7 @@ class AdmissionConfig(BaseModel):
     """`Settings.admission` (``IVR_ADMISSION__...``)."""
 
     max_calls: int = Field(
-        10,
+        20,
         ge=1,
         description="live calls one node serves; one more hears 'all lines are busy' and is offered a callback "
         "(the largest level of `make bench` within the 1.2 s p95 on a shared 2-core machine; measure yours)",
