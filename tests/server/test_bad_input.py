@@ -89,3 +89,12 @@ async def test_a_10_mb_message_is_refused_and_other_calls_keep_flowing(start_ser
     assert result.frame_arrivals, "the healthy call stopped getting audio"
     healthy_record = await server.wait_call_closed(healthy.call_sid)
     assert healthy_record["end_reason"] == "caller_hung_up"
+
+
+async def test_the_media_stream_does_not_deflate_audio_even_when_the_carrier_offers_it(start_server):
+    import websockets
+
+    server = await start_server()
+    async with websockets.connect(server.ws_url, compression="deflate") as ws:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers  # permessage-deflate declined
