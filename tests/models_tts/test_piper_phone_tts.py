@@ -232,10 +232,11 @@ async def test_a_templated_reply_says_its_fixed_words_from_the_cache_and_is_hear
     assert synth.synth_calls == before  # the caller hears it at once ...
     words = await service.render_sentence(rest)
     assert (rest, synth.synth_calls) == ("my card was stolen yesterday.", before + 1)  # ... and only this is made
-    # Said in two pieces, the reply is still heard as one sentence.
+    # Said in two pieces, the reply is still heard as one sentence: Whisper tiny may mishear a word of the 12
+    # ("stolen" as "still in"), but a lost piece would cost 5 or 7 of them.
     heard = transcribe_phone(whisper, opening + words)
     clean = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()])
-    assert jiwer.wer(clean(reply), clean(heard)) <= 0.15, heard
+    assert jiwer.wer(clean(reply), clean(heard)) <= 0.25, heard
 
 
 async def test_a_new_reply_is_rendered_before_sentences_whose_audio_is_needed_later(synth, service) -> None:
