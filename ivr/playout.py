@@ -9,8 +9,8 @@ Why chunks: Twilio plays media of any size. Sent as one message per `chunk_ms` i
 frame, a call costs a fifth of the messages (JSON, base64, a socket write and a timer each) on the server
 and on the carrier's side; the buffer is topped up to the lead whenever it falls a chunk below it.
 
-A mark follows every chunk (normally one sentence), so Twilio's mark echoes tell us what has been
-played; marks echoed after a `clear` mean "flushed", not "played".
+A mark follows every piece of audio enqueued (normally a sentence), so Twilio's mark echoes tell us what
+has been played; marks echoed after a `clear` mean "flushed", not "played".
 """
 
 from __future__ import annotations
@@ -213,8 +213,11 @@ class Playout:
                 if ahead > self._refill_at:
                     # A clear ends the wait at once: the next reply's first chunk must not wait for it.
                     self._nap = asyncio.ensure_future(self._sleep(ahead - self._refill_at))
-                    await asyncio.wait([self._nap])
-                    self._nap = None
+                    try:
+                        await asyncio.wait([self._nap])
+                    finally:
+                        self._nap.cancel()  # this loop cancelled (the call ended): no wait outlives it
+                        self._nap = None
                     if generation != self._generation:
                         continue  # a clear happened while we waited: these frames are gone
                 # Up to the lead, in chunks: whatever is queued of this turn's audio up to the next mark.
