@@ -354,13 +354,10 @@ class TtsService:
 
     async def render_sentence(self, sentence: str, *, due_in_s: float = 0.0) -> bytes:
         """One already-normalised sentence as 8 kHz mu-law, made on the pool. Not cached (replies vary), except
-        fixed sentences, lead-ins (`LeadIns`) and short openings ("Sorry,", "One moment") that many replies start
-        with: those come from the prompt cache.
+        lead-ins (`LeadIns`) and short openings ("Sorry,", "One moment") that many replies start with: those come
+        from the prompt cache. (`Speech` asks `cached` first, so a fixed sentence never reaches this.)
 
         `due_in_s`: how soon the caller needs it (the audio still queued ahead of it); sooner goes first."""
-        hit = self._lookup(sentence)
-        if hit is not None:
-            return hit
         if len(sentence.split()) <= CACHED_OPENING_WORDS or self.lead_ins.is_lead_in(sentence):
             return await self.render(sentence)
         job = self._jobs.submit(self.synth.synthesize_phone, sentence, due_in_s)
