@@ -32,6 +32,7 @@ from ivr.storage import AsyncStorage, Storage
 from ivr.storage_queue import SPOOL_FILE
 from models.asr import AsrService, Transcriber
 from models.asr_pool import ProcessTranscriber
+from models.blas import one_blas_thread
 from models.intent import IntentClassifier, IntentModels, IntentResult, answer_threshold, parse_yes_no
 from models.regions import Region, get_region
 from models.sentiment import SentimentScorer
@@ -58,6 +59,7 @@ class Models:
 
     @classmethod
     def load(cls, settings: Settings) -> Models:
+        one_blas_thread()  # this process runs the intent embeddings, and Whisper too when `processes` is 0
         a = settings.asr
         # Worker processes (models/asr_pool.py) when configured: one utterance per process at a time.
         transcriber = ProcessTranscriber(a, a.processes) if a.processes else Transcriber(a)

@@ -17,9 +17,16 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from models.blas import one_blas_thread
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def _init_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    one_blas_thread()  # before the model loads: its first matrix product would start the spinning helper
+    initializer(*initargs)
 
 
 def _timed(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[T, float]:
@@ -58,8 +65,8 @@ class WorkerProcesses:
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=self._initializer,
-            initargs=self._initargs,
+            initializer=_init_worker,
+            initargs=(self._initializer, self._initargs),
         )
         for ready in [pool.submit(self._ready) for _ in range(self.processes)]:
             ready.result()

@@ -59,3 +59,10 @@ def test_a_worker_that_dies_is_replaced_and_the_utterance_still_transcribed(phon
         assert transcriber.workers.restarts == 1
     finally:
         transcriber.close()
+
+
+def test_worker_processes_keep_numpy_blas_to_one_thread(pool_transcriber):
+    """OpenBLAS's spinning helper thread doubled each utterance's CPU time (models/blas.py)."""
+    from models.blas import blas_threads
+
+    assert [pool_transcriber.workers.run(blas_threads) for _ in range(4)] == [1, 1, 1, 1]
