@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.speech import Script
+from bench.stats import LoopLag
 from telephony.events import Clear, Mark, OutboundCommand, PlayAudio
 from telephony.simcaller import PlayAudio as Speak
 from telephony.simcaller import SimulatedCaller, Step, WaitForBot
@@ -98,9 +99,13 @@ def late_audio(commands: list[OutboundCommand], frame_arrivals: list[float], lea
 def reply_stalls(commands: list[OutboundCommand], frame_arrivals: list[float], stall_s: float = STALL_S) -> int:
     """Times a reply fell more than `stall_s` behind real-time pace: the caller heard a gap.
 
-    A reply (one turn: its chunks, each closed by a mark naming the turn) should arrive at 20 ms a frame from its
-    first frame on; a frame later than that pace by more than `stall_s` is a stall, and the pace restarts from it
-    (one gap is one stall, not one per frame after it). A clear ends the reply.
+    A reply (one turn: its chunks, each closed by a mark naming the turn) should arrive at 20 ms a frame from the
+    moment the caller starts hearing it on; a frame later than that pace by more than `stall_s` is a stall, and
+    the pace restarts from it (one gap is one stall, not one per frame after it). A clear ends the reply.
+
+    The caller starts hearing a reply when its first frame arrives or, if the reply before it is still playing
+    from the carrier's buffer (a reply that follows another at once, sent up to the playout lead ahead), when
+    that one ends: the pace of a reply queued behind another runs from where the caller's playback reaches it.
     """
     chunks: list[tuple[str | None, list[float]]] = []  # (turn named by the closing mark, arrivals)
     current: list[float] = []
@@ -122,19 +127,24 @@ def reply_stalls(commands: list[OutboundCommand], frame_arrivals: list[float], s
         chunks.append((None, current))
     stalls = 0
     turn: str | None = None
-    anchor: tuple[float, int] | None = None  # (arrival, frame number in the reply) the pace runs from
+    anchor: tuple[float, int] | None = None  # (when it plays, frame number in the reply) the pace runs from
     frames_in_reply = 0
+    played_until = float("-inf")  # when the audio received so far has finished playing at the caller
     for chunk_turn, arrivals in chunks:
+        if chunk_turn == "<clear>":
+            played_until = float("-inf")  # a clear empties the caller's buffer
         if chunk_turn is None or chunk_turn != turn:
             anchor, frames_in_reply = None, 0
         turn = chunk_turn
         for t in arrivals:
+            plays_at = max(t, played_until)
             if anchor is None:
-                anchor = (t, frames_in_reply)
+                anchor = (plays_at, frames_in_reply)
             due = anchor[0] + (frames_in_reply - anchor[1]) * FRAME_S
             if t - due > stall_s:
                 stalls += 1
-                anchor = (t, frames_in_reply)
+                anchor = (plays_at, frames_in_reply)
+            played_until = plays_at + FRAME_S
             frames_in_reply += 1
     return stalls
 
@@ -200,14 +210,21 @@ async def one_caller(plan: CallPlan, lead_s: float, reply_timeout_s: float) -> C
     )
 
 
-async def _run_callers(plans: list[CallPlan], lead_s: float, reply_timeout_s: float) -> list[CallerSummary]:
-    return list(await asyncio.gather(*(one_caller(p, lead_s, reply_timeout_s) for p in plans)))
+async def _run_callers(
+    plans: list[CallPlan], lead_s: float, reply_timeout_s: float
+) -> tuple[list[CallerSummary], list[float]]:
+    lag = LoopLag()
+    lag.start()
+    summaries = list(await asyncio.gather(*(one_caller(p, lead_s, reply_timeout_s) for p in plans)))
+    await lag.stop()
+    return summaries, lag.samples
 
 
 def callers_process_main(
     plans: list[CallPlan], lead_s: float, reply_timeout_s: float
-) -> tuple[list[CallerSummary], float]:
-    """Entry point of the caller process: the callers' summaries and the CPU seconds they used."""
+) -> tuple[list[CallerSummary], float, list[float]]:
+    """Entry point of the caller process: the callers' summaries, the CPU seconds they used, and how late the
+    process's event loop woke (each sample of `LoopLag`): a late caller loop stamps replies late."""
     cpu0 = time.process_time()
-    summaries = asyncio.run(_run_callers(plans, lead_s, reply_timeout_s))
-    return summaries, time.process_time() - cpu0
+    summaries, lag = asyncio.run(_run_callers(plans, lead_s, reply_timeout_s))
+    return summaries, time.process_time() - cpu0, lag

@@ -13,9 +13,9 @@ from typing import Any
 
 from bench.callers import CallerSummary, CallPlan, callers_process_main
 from bench.report import fmt, level_ok
-from bench.server import LoopLag, Target, start_server
+from bench.server import Target, start_server
 from bench.speech import Script, Utterance, scripts_for
-from bench.stats import count_splits, latency_ms, median, percentile
+from bench.stats import LoopLag, count_splits, lag_summary, latency_ms, median, percentile
 from ivr.config import Settings
 
 FULL_LEVELS = (1, 10, 20, 40, 60)
@@ -36,6 +36,7 @@ class RunOutcome:
     caller_cpu_s: float
     loop_lag: dict[str, float]
     wall_s: float
+    caller_loop_lag: dict[str, float]  # the caller processes' loops: late there, replies are stamped late
 
 
 async def run_calls(
@@ -65,11 +66,12 @@ async def run_calls(
         *(loop.run_in_executor(pool, callers_process_main, plans[j::k], lead_s, reply_timeout_s) for j in range(k))
     )
     by_plan: dict[int, CallerSummary] = {}
-    for j, (part, _) in enumerate(parts):
+    for j, (part, _, _) in enumerate(parts):
         for m, summary in enumerate(part):
             by_plan[j + m * k] = summary
     summaries = [by_plan[i] for i in range(n)]
-    caller_cpu = sum(cpu for _, cpu in parts)
+    caller_cpu = sum(cpu for _, cpu, _ in parts)
+    caller_lag = lag_summary([sample for _, _, samples in parts for sample in samples])
     records = [await server.call_record(s.call_sid) for (server, _), s in zip(calls, summaries, strict=True)]
     wall = time.monotonic() - wall0
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -79,7 +81,9 @@ async def run_calls(
     parts_s = {"main": (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)}
     parts_s.update(calls[0][0].worker_cpu_s())
     servers = [server for server, _ in calls]
-    return RunOutcome(summaries, records, servers, sum(parts_s.values()), parts_s, caller_cpu, lag_stats, wall)
+    return RunOutcome(
+        summaries, records, servers, sum(parts_s.values()), parts_s, caller_cpu, lag_stats, wall, caller_lag
+    )
 
 
 def refused_busy(record: dict[str, Any] | None) -> bool:
@@ -191,6 +195,7 @@ def summarize(run: RunOutcome, only: Target | None = None) -> dict[str, Any]:
             [s.first_audio_after_start_s for s in summaries if s.first_audio_after_start_s is not None]
         ),
         "event_loop_lag": run.loop_lag,
+        "caller_loop_lag": run.caller_loop_lag,
         "server_cpu_s": round(run.server_cpu_s, 2),
         "server_cpu_s_by_part": {part: round(s, 2) for part, s in run.server_cpu_s_by_part.items()},
         "caller_process_cpu_s": round(run.caller_cpu_s, 2),

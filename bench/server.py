@@ -5,46 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.stats import percentile
 from flows.backends import BackendConfig
 from ivr.config import Settings
-
-
-class LoopLag:
-    """How late a 10 ms sleep wakes up in the server's event loop: every stall a call's audio would feel."""
-
-    def __init__(self, interval_s: float = 0.010) -> None:
-        self.interval_s = interval_s
-        self.samples: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
-            await asyncio.sleep(self.interval_s)
-            self.samples.append(max(0.0, loop.time() - t - self.interval_s))
-
-    def start(self) -> None:
-        self.samples = []
-        self._task = asyncio.ensure_future(self._tick())
-
-    async def stop(self) -> dict[str, float]:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        s = self.samples
-        return {
-            "max_ms": round(max(s) * 1000, 1) if s else 0.0,
-            "p99_ms": round(percentile(s, 99) * 1000, 1) if s else 0.0,
-            "median_ms": round(statistics.median(s) * 1000, 2) if s else 0.0,
-        }
 
 
 class Target(Protocol):

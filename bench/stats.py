@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import statistics
 from typing import Any
 
@@ -45,3 +47,41 @@ def count_splits(record: dict[str, Any], plays: list[tuple[str, float, int]], si
         last = first + frames + silence_ms // 20
         counts.append(sum(1 for f in ends if first - slack <= f <= last + slack))
     return counts
+
+
+class LoopLag:
+    """How late a 10 ms sleep wakes up in an event loop (the server's: every stall a call's audio would feel; a
+    caller process's: how late it stamps what it hears)."""
+
+    def __init__(self, interval_s: float = 0.010) -> None:
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self.samples.append(max(0.0, loop.time() - t - self.interval_s))
+
+    def start(self) -> None:
+        self.samples = []
+        self._task = asyncio.ensure_future(self._tick())
+
+    async def stop(self) -> dict[str, float]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return lag_summary(self.samples)
+
+
+def lag_summary(samples: list[float]) -> dict[str, float]:
+    """Max, p99 and median of `LoopLag` samples, in ms."""
+    s = samples
+    return {
+        "max_ms": round(max(s) * 1000, 1) if s else 0.0,
+        "p99_ms": round(percentile(s, 99) * 1000, 1) if s else 0.0,
+        "median_ms": round(statistics.median(s) * 1000, 2) if s else 0.0,
+    }

@@ -130,7 +130,7 @@ def _json_object(raw: str | bytes, binary_message: str) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raise ProtocolError("binary_frame", binary_message)
     try:
-        msg = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+        msg = _DECODER.decode(raw)
     except json.JSONDecodeError as exc:
         raise ProtocolError("invalid_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
     except RecursionError:
@@ -151,6 +151,11 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"number out of range: {text[:20]}")
     return value
+
+
+# One decoder for every frame: `json.loads` with hooks builds a new decoder per call, a third of its cost at 50
+# frames a second per call. It holds no state between calls.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
 def _seq(msg: dict[str, Any]) -> int:

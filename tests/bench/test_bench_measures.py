@@ -42,6 +42,21 @@ def test_the_pause_between_two_replies_is_not_a_stall_but_a_gap_between_sentence
     assert reply_stalls(cleared, paced(1.0, 10) + paced(3.0, 10)) == 0
 
 
+def test_a_reply_queued_behind_another_is_paced_from_when_it_starts_playing():
+    """A reply sent at once after another, while 0.36 s of that one is still in the caller's buffer: its chunks
+    keep that far ahead of playback, so they arrive up to 0.36 s after its first frame and the caller hears no
+    gap; counted from its first arrival it looked like a stall."""
+    commands = reply(2, 20) + reply(3, 40)
+    first = paced(1.0, 20)  # reply 2 plays 1.0 .. 1.4
+    # Reply 3's first chunk arrives at 1.04 with reply 2 still playing; the rest a 100 ms chunk at a time, each
+    # 150 ms before it plays (a busy server topping the buffer up late, but in time).
+    second = [1.04] * 5 + [1.4 + 0.1 * (k + 1) - 0.15 for k in range(7) for _ in range(5)]
+    assert reply_stalls(commands, first + second) == 0
+    # The same reply falling behind its playback by more than the limit is still a stall.
+    late = [1.04] * 5 + [1.4 + 0.1 + STALL_S + 0.05] + [1.4 + 0.1 + STALL_S + 0.05 + 0.02 * k for k in range(1, 35)]
+    assert reply_stalls(commands, first + late) == 1
+
+
 def test_latency_from_the_end_of_the_recording():
     # A 2 s recording played from t=1 s; the caller's VAD heard its last voice at 2.9 s; the reply came at 3.5 s.
     plays = [("rec", 1.0, 100)]
