@@ -2,10 +2,11 @@
 
 OpenBLAS (numpy's) starts a helper thread per core and, after each matrix product, lets those threads spin for
 about a tenth of a second waiting for the next one. Whisper's features (a mel filterbank product per utterance)
-and the intent embeddings each set them spinning; the spinning thread took a whole core beside CTranslate2 and
-doubled Whisper's CPU time per utterance for the same wall time (`bench/asr_cpu.py`, the bench's six recordings:
-189-292 ms of CPU with the helper thread, 90-184 ms without, 1.84x). Our matrices are small enough that one thread
-loses nothing, and on a 2-core node the core it frees is the one the other calls are waiting for.
+set it spinning, as can any product in the server (the intents' similarities); the spinning thread took a core
+beside CTranslate2 and doubled Whisper's CPU time per utterance for the same wall time (`bench/asr_cpu.py`, the
+bench's six recordings: 189-292 ms of CPU with the helper thread, 90-184 ms without, 1.84x). Our matrices are
+small enough that one thread loses nothing, and on a 2-core node the core it frees is the one the other calls
+are waiting for.
 """
 
 from __future__ import annotations
