@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 
@@ -38,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.run import run_bench
     from ivr.cli import setup_logging
     from ivr.config import Settings
+    from ivr.event_loop import run
 
     setup_logging(args.log_level)
     settings = Settings.load(args.config)
@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         stop_on_fail=args.stop_on_fail,
         capacity=args.capacity,
     )
-    return asyncio.run(
+    # The server is built in this process, so it runs on the loop `ivr serve` would (`Settings.event_loop`).
+    return run(
         run_bench(
             settings, out=Path(args.out), options=options, quick=args.quick, extras=not args.no_extras, peer=args.peer
-        )
+        ),
+        settings.event_loop,
     )
 
 

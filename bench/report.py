@@ -13,6 +13,27 @@ from bench.endpointing import OFFLINE_MAX_S
 P95_LIMIT_MS = 1200.0
 
 
+# The vector instructions that set how fast int8 Whisper and Piper run: the same "2 cores" measured 2-3x
+# apart in Whisper's CPU per utterance on hosts with and without AVX-512 VNNI.
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16")
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """The processor's model name and which of `_CPU_FLAGS` it has (empty where /proc/cpuinfo is absent)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name"), "cpu_flags": [f for f in _CPU_FLAGS if f in flags]}
+
+
 def level_ok(level: dict[str, Any]) -> bool:
     """A concurrency level passes: p95 within the limit, no late audio mid-sentence, no caller failed."""
     p95 = level["response_latency"]["p95_ms"]
@@ -72,6 +93,7 @@ def build_results(
             "python": platform.python_version(),
             "platform": platform.platform(),
             "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            **cpu_info(),
         },
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",

@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        return asyncio.run(serve(settings))
+        from ivr.event_loop import run
+
+        return run(serve(settings), settings.event_loop)
     if args.command == "call":
         return asyncio.run(place_call(args, settings))
     if args.command == "report":

@@ -22,6 +22,7 @@ from ivr.agents import DeskConfig
 from ivr.call_limits import CallLimitsConfig
 from ivr.callbacks import CallbackConfig
 from ivr.escalation import EscalationConfig
+from ivr.event_loop import EventLoopKind
 from ivr.nodes import ClusterConfig, default_node_id
 from ivr.privacy import PrivacyConfig
 from ivr.queue_hours import QueueHoursConfig
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     industry: Industry = "general"
     flow: str = "ecommerce_delivery"
     drain_deadline_s: float = Field(30.0, description="how long live calls may continue after SIGTERM")
+    event_loop: EventLoopKind = Field(
+        "uvloop", description="the server's event loop: uvloop (less CPU per frame) or asyncio (ivr/event_loop.py)"
+    )
     max_message_bytes: int = Field(64 * 1024, description="larger WebSocket messages are refused")
     audio: AudioConfig = AudioConfig()
     asr: AsrConfig = AsrConfig()

@@ -1,11 +1,14 @@
 """What the bench counts, on made-up arrivals: reply stalls against real-time pace and latency from the end
-of the recording (pure functions of what a caller received; no server)."""
+of the recording (pure functions of what a caller received; no server); which machine ran it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from bench.callers import STALL_S, after_recording, reply_stalls
+from bench.report import cpu_info
 from telephony.events import Clear, Mark, PlayAudio
 
 FRAME = b"\xff" * 160
@@ -62,3 +65,14 @@ def test_latency_from_the_end_of_the_recording():
     plays = [("rec", 1.0, 100)]
     (lat,) = after_recording([0.6], [2.9], plays)
     assert lat == pytest.approx(0.5)
+
+
+def test_the_results_name_the_processor_and_its_vector_instructions(tmp_path: Path) -> None:
+    # Two hosts of the same "2 cores" kind ran int8 Whisper 3x apart: the results say which one ran.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+    )
+    assert cpu_info(str(cpuinfo)) == {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2", "avx512f", "avx512_vnni"]}
+    assert cpu_info(str(tmp_path / "absent")) == {}
