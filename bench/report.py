@@ -13,8 +13,8 @@ from bench.endpointing import OFFLINE_MAX_S
 P95_LIMIT_MS = 1200.0
 
 
-# The vector instructions that set how fast int8 Whisper and Piper run: the same "2 cores" measured 2-3x
-# apart in Whisper's CPU per utterance on hosts with and without AVX-512 VNNI.
+# The vector instructions int8 Whisper and Piper run faster with: two hosts of the same "2 cores" kind gave
+# Whisper's CPU per utterance 2.8x apart (README), and a result means little without knowing which ran it.
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16")
 
 
@@ -116,9 +116,22 @@ def build_results(
             "40_callers_p95<=1200_no_stalls_all_answered": (
                 None if level40 is None else bool(level_ok(level40) and forty_ok(level40))
             ),
+            # None: the peer was not run (`make bench-peer` sets it up).
+            "1_caller_at_least_2x_faster_than_peer": (
+                None
+                if not peer or peer.get("peer_over_ours_p50_response_latency") is None
+                else peer["peer_over_ours_p50_response_latency"] >= 2.0
+            ),
+            "no_recording_split": no_split(sweep, turn_end),
         },
         "bench_wall_s": round(wall_s, 1),
     }
+
+
+def no_split(sweep: list[dict[str, Any]], turn_end: dict[str, Any] | None) -> bool:
+    """No recording became two utterances: on any live level, nor offline with the turn-end policy and Whisper."""
+    live = sum(level.get("recordings_split", 0) for level in sweep)
+    return live == 0 and (turn_end is None or turn_end["recordings_split"] == 0)
 
 
 def fmt(v: Any) -> str:
@@ -191,7 +204,11 @@ def print_summary(results: dict[str, Any], out: Callable[[str], None] = print) -
                 f"  {who:5} turns {r['n']}: p50 {fmt(r['p50_ms'])} ms, p95 {fmt(r['p95_ms'])} ms from the last voiced "
                 f"frame; p50 {fmt(e['p50_ms'])} ms from the end of the recording; unanswered {vs[who]['unanswered_within_3s']}"
             )
-        out(f"  peer / ours at p50: {vs['peer_over_ours_p50_response_latency']}x")
+        out(
+            f"  peer / ours at p50: {vs['peer_over_ours_p50_response_latency']}x; after the {vs['ours']['endpoint_silence_ms']}"
+            f" ms of silence both wait: ours {fmt(vs['ours']['after_endpoint_p50_ms'])} ms, the peer "
+            f"{fmt(vs['peer']['after_endpoint_p50_ms'])} ms"
+        )
     ad = results.get("admission_check")
     if ad:
         out(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import time
 from typing import Any
 
 import numpy as np
@@ -59,11 +60,11 @@ class LoopLag:
         self._task: asyncio.Task[None] | None = None
 
     async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
+        # perf_counter, not the loop's clock: uvloop's counts whole milliseconds, read once per loop iteration.
         while True:
-            t = loop.time()
+            t = time.perf_counter()
             await asyncio.sleep(self.interval_s)
-            self.samples.append(max(0.0, loop.time() - t - self.interval_s))
+            self.samples.append(max(0.0, time.perf_counter() - t - self.interval_s))
 
     def start(self) -> None:
         self.samples = []

@@ -5,7 +5,9 @@ paces every reply, so the loop's own overhead is paid 50 times a second per call
 work for less CPU: the server process used 5-15% less CPU than on asyncio's loop, the same code side by side
 at 40 and 60 simulated callers (`IVR_EVENT_LOOP=asyncio|uvloop python -m bench --levels 40,60 --no-extras`,
 two rounds; README), and the simulated callers' processes 8-11% less.
-`Settings.event_loop = "asyncio"` (``IVR_EVENT_LOOP``) is the way back, e.g. where uvloop does not build.
+uvloop's clock (`loop.time()`, which `ivr.clock.LoopClock` reads) counts whole milliseconds, so the turn
+stages in records and metrics do too. `Settings.event_loop = "asyncio"` (``IVR_EVENT_LOOP``) is the way back,
+e.g. where uvloop does not build.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.callers import STALL_S, after_recording, reply_stalls
-from bench.report import cpu_info
+from bench.report import build_results, cpu_info
 from telephony.events import Clear, Mark, PlayAudio
 
 FRAME = b"\xff" * 160
@@ -68,7 +68,7 @@ def test_latency_from_the_end_of_the_recording():
 
 
 def test_the_results_name_the_processor_and_its_vector_instructions(tmp_path: Path) -> None:
-    # Two hosts of the same "2 cores" kind ran int8 Whisper 3x apart: the results say which one ran.
+    # Two hosts of the same "2 cores" kind ran int8 Whisper 2.8x apart: the results say which one ran.
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
         "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
@@ -76,3 +76,38 @@ def test_the_results_name_the_processor_and_its_vector_instructions(tmp_path: Pa
     )
     assert cpu_info(str(cpuinfo)) == {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2", "avx512f", "avx512_vnni"]}
     assert cpu_info(str(tmp_path / "absent")) == {}
+
+
+def _level(callers: int, split: int = 0) -> dict:
+    latency = {"n": 6, "p50_ms": 406.0, "p95_ms": 556.0}
+    return {
+        "callers": callers,
+        "response_latency": latency,
+        "response_after_recording": latency,
+        "late_audio_mid_sentence": 0,
+        "caller_errors": [],
+        "reply_stalls": 0,
+        "unanswered_within_3s": 0,
+        "calls_refused_busy": 0,
+        "recordings_split": split,
+    }
+
+
+def _targets(sweep: list[dict], *, peer: dict | None = None, turn_end: dict | None = None) -> dict:
+    return build_results(
+        sweep=sweep, codec={}, endpoint_sweep=[], offline=[], quick=False, turn_end=turn_end, peer=peer, wall_s=1.0
+    )["targets"]
+
+
+def test_the_results_say_whether_every_target_of_the_issue_holds():
+    # Every Done-when item is in the results, not only the latency ones: the ratio to the peer and the splits.
+    sweep = [_level(1), _level(40)]
+    assert (
+        _targets(sweep, peer={"peer_over_ours_p50_response_latency": 1.86})["1_caller_at_least_2x_faster_than_peer"]
+        is False
+    )
+    assert _targets(sweep, peer={"peer_over_ours_p50_response_latency": 2.4})["1_caller_at_least_2x_faster_than_peer"]
+    assert _targets(sweep)["1_caller_at_least_2x_faster_than_peer"] is None  # no peer run: not known
+    assert _targets(sweep, turn_end={"recordings_split": 0})["no_recording_split"] is True
+    assert _targets(sweep, turn_end={"recordings_split": 1})["no_recording_split"] is False  # offline, with Whisper
+    assert _targets([_level(1), _level(40, split=1)])["no_recording_split"] is False  # on a live call

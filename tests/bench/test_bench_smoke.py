@@ -67,6 +67,8 @@ async def test_quick_bench_writes_plausible_results(tmp_path, shared_models):
     targets = results["targets"]
     assert targets["1_caller_p50_ms<=450"] == (results["single_call"]["response_latency"]["p50_ms"] <= 450)
     assert targets["40_callers_p95<=1200_no_stalls_all_answered"] is None  # not attempted in quick mode
+    assert targets["1_caller_at_least_2x_faster_than_peer"] is None  # the peer was not run
+    assert targets["no_recording_split"] == all(level["recordings_split"] == 0 for level in results["sweep"])
     for level in results["sweep"]:
         after = level["response_after_recording"]
         # The end of a recording comes at or after its last voiced frame: latency from it is never longer.
