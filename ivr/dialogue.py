@@ -82,6 +82,8 @@ class Dialogue:
         self._asr_failures = 0  # in a row
         speech.on_tts_failure = self._tts_failed
         self._customer_recorded: str | None = None
+        # What the escalator says while an input is being answered (the hold line): that input's reply on record.
+        self._said: list[str] | None = None
 
     # -- the port escalation and the flow use ------------------------------------------------------
     @property
@@ -89,6 +91,8 @@ class Dialogue:
         return self._call.log
 
     def say(self, text: str, prompt_id: str | None = None) -> None:
+        if self._said is not None:
+            self._said.append(text)
         self._speech.say(text, prompt_id=prompt_id)
 
     def record(self, kind: str, data: dict[str, object]) -> None:
@@ -146,9 +150,11 @@ class Dialogue:
             topic = guess.intent if guess and guess.confidence >= self.services.answer_threshold else None
             decision = self.services.escalator.check(self.ctx, last_intent=topic)
             if decision is not None:
-                if guess is not None:
-                    self._record_unanswered_turn(inp.text, guess)
-                await self._escalate(decision)
+                index = self._unanswered_turn(inp.text, guess) if guess is not None else None
+                said: list[str] = []
+                await self._escalate(decision, said)
+                if index is not None:
+                    self._ledger.store(self.ctx, index, said, None)
                 continue
             await self._act(engine.handle(self.ctx, inp), timing)
 
@@ -252,13 +258,14 @@ class Dialogue:
         else:
             self._listening.restart_silence_timer()
 
-    def _record_unanswered_turn(self, text: str, guess: IntentResult) -> None:
-        """The flow never sees this input, so the turn (with its intent guess) is recorded here."""
+    def _unanswered_turn(self, text: str, guess: IntentResult) -> int:
+        """The flow never sees this input, so its turn (with the intent guess) is added here, before the
+        escalation, whose handoff carries the caller's last words; its index, to store once answered."""
         index = len(self.ctx.turns)
         self.ctx.turns.append(
             Turn(index=index, channel="voice", text=text, intent=guess.intent, confidence=guess.confidence)
         )
-        self._ledger.store(self.ctx, index, [], None)
+        return index
 
     async def _act(self, actions: AsyncIterator[Action], timing: TurnTiming | None) -> None:
         turns_before = len(self.ctx.turns)
@@ -272,7 +279,7 @@ class Dialogue:
                 elif isinstance(action, Listen):
                     self._listening.expect(action)
                 elif isinstance(action, Escalate):
-                    await self._escalate(self.services.escalator.from_flow(self.ctx, action))
+                    await self._escalate(self.services.escalator.from_flow(self.ctx, action), replies)
                     return
                 elif isinstance(action, OfferCallback):
                     self.record("callback_offered", {"reason": action.reason})
@@ -305,12 +312,18 @@ class Dialogue:
             db = self.services.db
             db.submit(db.sync.update_call, self.ctx.call_sid, customer_id=customer.customer_id)
 
-    async def _escalate(self, decision: EscalationDecision) -> None:
+    async def _escalate(self, decision: EscalationDecision, said: list[str] | None = None) -> None:
+        """Hands the call to the desk; what the caller is told then (the hold line) goes into `said`, the reply
+        of the turn that led here."""
         if self.ctx.escalated:
             return
         self.ctx.escalated = True
         self.outcome = "escalated"
-        self._hold = await self.services.escalator.escalate(self, self.ctx, decision)
+        self._said = said
+        try:
+            self._hold = await self.services.escalator.escalate(self, self.ctx, decision)
+        finally:
+            self._said = None
         self._spawn(self._hold.run(self._clock), "hold-line")
 
     async def _finish(self, reason: str) -> None:

@@ -92,6 +92,9 @@ async def test_caller_asking_for_a_person_is_escalated_hears_the_offer_and_is_no
     assert any("person" in m.lower() for m in payload["last_3_messages"])
     assert h.metric("ivr_escalations_total", {"trigger": "caller_request"}) == 1
     assert h.twilio.sms == [] and await h.services.db.list_callbacks() == []  # nobody asked for a text
+    # The record says what the caller was told in answer: the hold line, not nothing.
+    asked = record["turns"][-1]
+    assert "person" in asked["text"] and asked["reply"].startswith(HOLD_LINE)
 
 
 async def test_legal_words_escalate_at_once_naming_the_words_and_reach_the_agent(make_harness, db_url):
@@ -184,12 +187,15 @@ async def test_choosing_a_person_from_the_menu_gives_the_agent_the_flows_reason(
     check_common(escalation, record, JAMES)
     assert escalation["trigger"] == "caller_request"
     assert "caller chose to speak to a person from the menu" in escalation["reason"].lower()
+    pressed = record["turns"][-1]
+    assert pressed["channel"] == "dtmf" and HOLD_LINE in pressed["reply"]
 
 
 async def test_flow_handover_for_an_unknown_caller_tells_the_agent_why_in_the_flows_queue(make_harness):
     h = await make_harness(flow="banking")
     escalation, record, call = await escalate(h, UNKNOWN, "k:1")
     assert record["turns"][0]["reply"].startswith("I couldn't find an account for this number")
+    assert HOLD_LINE in record["turns"][0]["reply"]  # the flow's words, then the hold line
     assert "no account found for the caller's number" in escalation["reason"].lower()
     assert escalation["queue"] == "banking"
 
