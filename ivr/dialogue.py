@@ -82,8 +82,10 @@ class Dialogue:
         self._asr_failures = 0  # in a row
         speech.on_tts_failure = self._tts_failed
         self._customer_recorded: str | None = None
-        # What the escalator says while an input is being answered (the hold line): that input's reply on record.
+        # What the escalator says while an input is being answered (the hold line): that input's reply on record,
+        # its first frame the end of the turn's latency.
         self._said: list[str] | None = None
+        self._said_timing: TurnTiming | None = None
 
     # -- the port escalation and the flow use ------------------------------------------------------
     @property
@@ -91,9 +93,12 @@ class Dialogue:
         return self._call.log
 
     def say(self, text: str, prompt_id: str | None = None) -> None:
+        first_frame = None
         if self._said is not None:
+            if not self._said and self._said_timing is not None:
+                first_frame = self._ledger.reply_requested(self._said_timing)
             self._said.append(text)
-        self._speech.say(text, prompt_id=prompt_id)
+        self._speech.say(text, prompt_id=prompt_id, on_first_frame=first_frame)
 
     def record(self, kind: str, data: dict[str, object]) -> None:
         self._call.record(kind, data)
@@ -152,9 +157,9 @@ class Dialogue:
             if decision is not None:
                 index = self._unanswered_turn(inp.text, guess) if guess is not None else None
                 said: list[str] = []
-                await self._escalate(decision, said)
+                await self._escalate(decision, said, timing if index is not None else None)
                 if index is not None:
-                    self._ledger.store(self.ctx, index, said, None)
+                    self._ledger.store(self.ctx, index, said, timing)
                 continue
             await self._act(engine.handle(self.ctx, inp), timing)
 
@@ -279,7 +284,9 @@ class Dialogue:
                 elif isinstance(action, Listen):
                     self._listening.expect(action)
                 elif isinstance(action, Escalate):
-                    await self._escalate(self.services.escalator.from_flow(self.ctx, action), replies)
+                    await self._escalate(
+                        self.services.escalator.from_flow(self.ctx, action), replies, None if replies else timing
+                    )
                     return
                 elif isinstance(action, OfferCallback):
                     self.record("callback_offered", {"reason": action.reason})
@@ -312,18 +319,20 @@ class Dialogue:
             db = self.services.db
             db.submit(db.sync.update_call, self.ctx.call_sid, customer_id=customer.customer_id)
 
-    async def _escalate(self, decision: EscalationDecision, said: list[str] | None = None) -> None:
+    async def _escalate(
+        self, decision: EscalationDecision, said: list[str] | None = None, timing: TurnTiming | None = None
+    ) -> None:
         """Hands the call to the desk; what the caller is told then (the hold line) goes into `said`, the reply
-        of the turn that led here."""
+        of the turn that led here, and its first frame ends that turn's `timing` (None: already answered)."""
         if self.ctx.escalated:
             return
         self.ctx.escalated = True
         self.outcome = "escalated"
-        self._said = said
+        self._said, self._said_timing = said, timing
         try:
             self._hold = await self.services.escalator.escalate(self, self.ctx, decision)
         finally:
-            self._said = None
+            self._said, self._said_timing = None, None
         self._spawn(self._hold.run(self._clock), "hold-line")
 
     async def _finish(self, reason: str) -> None:

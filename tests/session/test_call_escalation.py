@@ -95,6 +95,12 @@ async def test_caller_asking_for_a_person_is_escalated_hears_the_offer_and_is_no
     # The record says what the caller was told in answer: the hold line, not nothing.
     asked = record["turns"][-1]
     assert "person" in asked["text"] and asked["reply"].startswith(HOLD_LINE)
+    # ... and how long they waited for it, as for any other turn: the hold line's first frame ends the turn.
+    latency = asked["latency"]
+    assert latency["total"] >= h.settings.audio.endpoint_silence_ms
+    assert latency["total"] == pytest.approx(
+        latency["endpoint_wait"] + latency["asr"] + latency["understanding"] + latency["tts_first_frame"], abs=2
+    )
 
 
 async def test_legal_words_escalate_at_once_naming_the_words_and_reach_the_agent(make_harness, db_url):
