@@ -157,9 +157,11 @@ class Dialogue:
             if decision is not None:
                 index = self._unanswered_turn(inp.text, guess) if guess is not None else None
                 said: list[str] = []
-                await self._escalate(decision, said, timing if index is not None else None)
-                if index is not None:
-                    self._ledger.store(self.ctx, index, said, timing)
+                try:
+                    await self._escalate(decision, said, timing if index is not None else None)
+                finally:  # the caller's words are on record even if the handoff failed
+                    if index is not None:
+                        self._ledger.store(self.ctx, index, said, timing)
                 continue
             await self._act(engine.handle(self.ctx, inp), timing)
 
