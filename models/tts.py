@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from audio import mulaw
 from audio.resample import resample
+from models.piper_graph import voice_graph
 from models.speech_text import LeadIns, normalize_for_speech, split_sentences
 
 __all__ = [
@@ -73,9 +74,12 @@ class TtsConfig(BaseModel):
     cache_dir: Path | None = Field(
         None, description="rendered prompts kept between starts (default data_dir/tts-cache); nodes may share it"
     )
+    conv2d: bool = Field(
+        True, description="run the voice's 1-D convolutions as 2-D ones: same audio, less CPU (models/piper_graph.py)"
+    )
 
 
-def _session(model: Path, threads: int) -> onnxruntime.InferenceSession:
+def _session(model: Path, threads: int, *, conv2d: bool = True) -> onnxruntime.InferenceSession:
     """The voice's onnxruntime session with `threads` threads that sleep rather than spin when idle.
 
     Piper's own session takes every core and spins its threads between operators: with several calls rendering
@@ -86,7 +90,8 @@ def _session(model: Path, threads: int) -> onnxruntime.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    graph: str | bytes = voice_graph(model) if conv2d else str(model)
+    return onnxruntime.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def trim_silence(pcm: np.ndarray, sample_rate: int, keep_lead_ms: int = 20, keep_tail_ms: int = 200) -> np.ndarray:
@@ -140,7 +145,7 @@ class Synthesizer:
             if not path.is_file():
                 raise FileNotFoundError(f"Piper voice file missing: {path}")
         self.voice = PiperVoice.load(str(model), config_path=str(config))
-        self.voice.session = _session(model, cfg.threads)
+        self.voice.session = _session(model, cfg.threads, conv2d=cfg.conv2d)
         self.voice_name = model.name
         self.sample_rate: int = int(self.voice.config.sample_rate)
         self.trim = trim
