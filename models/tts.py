@@ -90,8 +90,14 @@ def _session(model: Path, threads: int, *, conv2d: bool = True) -> onnxruntime.I
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    graph: str | bytes = voice_graph(model) if conv2d else str(model)
-    return onnxruntime.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+    if conv2d:
+        try:
+            return onnxruntime.InferenceSession(
+                voice_graph(model), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception:  # noqa: BLE001 - a voice the rewrite does not fit still speaks, as shipped
+            log.warning("voice %s: 2-D convolutions failed; loading the graph as shipped", model.name, exc_info=True)
+    return onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def trim_silence(pcm: np.ndarray, sample_rate: int, keep_lead_ms: int = 20, keep_tail_ms: int = 200) -> np.ndarray:

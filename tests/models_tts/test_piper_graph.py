@@ -88,3 +88,15 @@ def test_the_voice_sounds_the_same_with_2d_convolutions() -> None:
     assert len(conv2d) == len(shipped) > 22050  # over a second of speech at the voice's rate
     # The same computation in another order of additions: at most a rounding step or two of 16-bit audio.
     assert int(np.abs(conv2d.astype(np.int32) - shipped.astype(np.int32)).max()) <= 2
+
+
+def test_a_graph_the_rewrite_breaks_loads_as_shipped(tmp_path, monkeypatch, caplog) -> None:
+    import models.tts as tts
+
+    path = tmp_path / "voice.onnx"
+    onnx.save(_vocoder_like(), str(path))
+    monkeypatch.setattr(tts, "voice_graph", lambda _path: b"not an onnx graph")
+    with caplog.at_level("WARNING", logger="models.tts"):
+        session = tts._session(path, 1, conv2d=True)
+    assert [i.name for i in session.get_inputs()] == ["x"]  # the shipped graph, which loads
+    assert "loading the graph as shipped" in caplog.text
