@@ -21,6 +21,16 @@ class Say:
 
 
 @dataclass(frozen=True, slots=True)
+class ValueShape:
+    """The whole value a collect step accepts, as the step reads it from speech: listening ends the turn as soon
+    as the caller has said a value that fits and could not go on (ivr/slot_listening.py)."""
+
+    value: Literal["digits", "alnum"]
+    pattern: str | None = None
+    max_digits: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Listen:
     """The input the engine expects next.
 
@@ -37,6 +47,8 @@ class Listen:
     """What kind of answer the step waits for; listening sets its endpointing from it (ivr/slot_listening.py)."""
     vocabulary: str | None = None
     """Words the recogniser should expect here (the flow's and the step's `asr_vocabulary`)."""
+    shape: ValueShape | None = None
+    """The value a collect step reads from speech, when it has a length or a pattern that says it is whole."""
 
 
 @dataclass(frozen=True, slots=True)

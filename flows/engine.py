@@ -24,7 +24,17 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from flows.actions import Action, Escalate, Hangup, Listen, OfferCallback, Say, SlotKind, VerificationEvent
+from flows.actions import (
+    Action,
+    Escalate,
+    Hangup,
+    Listen,
+    OfferCallback,
+    Say,
+    SlotKind,
+    ValueShape,
+    VerificationEvent,
+)
 from flows.context import CallContext, Customer, Turn
 from flows.gateway import BackendBadResponse, BackendError, BackendGateway, BackendTimeout
 from flows.identity import customer_from_result
@@ -141,6 +151,15 @@ _KEY_WORDS = {
 
 
 _VALUE_EXPECTS: dict[str, SlotKind] = {"digits": "digits", "alnum": "order_number"}
+
+
+def _value_shape(step: CollectStep) -> ValueShape | None:
+    """What listening needs to tell a whole spoken value from one still being read (None: it cannot tell)."""
+    if step.pci or step.mode == "dtmf" or step.value not in ("digits", "alnum"):
+        return None
+    if step.pattern is None and (step.value != "digits" or step.max_digits is None):
+        return None
+    return ValueShape(step.value, step.pattern, step.max_digits if step.value == "digits" else None)
 
 
 def spoken_digits(text: str) -> str:
@@ -465,6 +484,7 @@ class FlowEngine:
                 pci=step.pci,
                 timeout_s=step.timeout_s,
                 expects=step.expects or _VALUE_EXPECTS.get(step.value),
+                shape=_value_shape(step),
             )
         elif isinstance(step, ConfirmStep):
             yield Listen("both", max_digits=1, finish_on="", timeout_s=step.timeout_s, expects="yes_no")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ from flows.actions import Listen
 from ivr.call_log import CallLog
 from ivr.clock import Clock
 from ivr.keypad import DigitCollector, Digits
-from ivr.slot_listening import silence_ms_for
+from ivr.slot_listening import answer_is_whole, silence_ms_for
 from ivr.turn_end import TurnEnd
 from models.asr import Transcript
 
@@ -95,6 +96,8 @@ class Listening:
         self._listen = listen
         self.keypad.expect(listen)
         self.audio.endpointer.set_silence_ms(silence_ms_for(listen))
+        if self.turn_end is not None:
+            self.turn_end.answers_step = partial(answer_is_whole, listen)
 
     @property
     def listen(self) -> Listen:

@@ -5,8 +5,10 @@ a caller who pauses at a comma, so every caller who has finished waits for it, a
 Here, once a pause reaches `speculate_after_ms`, what the caller said so far is transcribed at once (while the
 pause goes on). The words decide:
 
-* final (a question, "Where is my parcel?", or a one-phrase answer, "Yes."): the turn ends as soon as the pause
-  reaches `final_end_ms`, and the transcript is already there: no recognition left to wait for;
+* final (a question, "Where is my parcel?", a one-phrase answer, "Yes.", or the whole answer the step asks for:
+  an id said to its last possible digit, "yeah that's right" at a yes/no question; `ivr/slot_listening.py`): the
+  turn ends as soon as the pause reaches `final_end_ms`, even at a step that otherwise waits 1.5 s between digit
+  groups, and the transcript is already there: no recognition left to wait for;
 * complete (a full stop): the turn ends at `complete_end_ms`, no sooner than the fixed silence by default
   (Whisper also puts a full stop after a clause cut at a comma pause), but the transcript is ready when it ends;
 * unfinished (a trailing "and", "the", "to", "um", or a comma): the turn waits for `incomplete_end_ms`;
@@ -134,6 +136,8 @@ class TurnEnd:
         self._can_speculate = can_speculate
         self._spec: _Speculation | None = None
         self.on_complete: Callable[[], None] | None = None  # ends the turn now (set by Listening)
+        # Whether words answer the current step in full (set by Listening for each step; None: no step knows).
+        self.answers_step: Callable[[str], bool] | None = None
         self.speculations = 0
         self.ended_early = 0
 
@@ -182,6 +186,10 @@ class TurnEnd:
             return
         transcript = spec.task.result()
         spec.verdict = judge(transcript.text)
+        # A trailing "and" or comma still means more is coming; otherwise an answer the step takes whole is final
+        # (digits read in full are "number" to the words alone).
+        if spec.verdict != "incomplete" and self.answers_step is not None and self.answers_step(transcript.text):
+            spec.verdict = "final"
         c = self.config
         endpointer = audio.endpointer
         if spec.verdict in ("final", "complete"):

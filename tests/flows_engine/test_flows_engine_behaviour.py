@@ -127,6 +127,7 @@ async def test_card_digits_are_masked_everywhere(model_nlu, caplog) -> None:
     actions += await run(engine.handle(ctx, CallerInput("dtmf", digits="2580#")))  # the PIN first
     listen = [a for a in actions if isinstance(a, Listen)][-1]
     assert listen.pci and listen.mode == "dtmf"
+    assert listen.shape is None  # nothing said in a card slot is heard, so speech never ends the entry
     # spoken digits (a session should never send them, but if it does) are refused, not used
     actions += await run(engine.handle(ctx, CallerInput("speech", text="4539 1488 0343 6467")))
     actions += await run(engine.handle(ctx, CallerInput("dtmf", digits=CARD + "#")))

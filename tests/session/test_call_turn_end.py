@@ -1,13 +1,15 @@
 """Semantic end of turn on virtual time (ivr/turn_end.py): a question or a one-word answer ends the turn before
 the endpointing silence, a trailing "and" or a number being read keeps the turn open through a longer pause,
-and the transcript made during the pause is the turn's transcript (no second recognition)."""
+the transcript made during the pause is the turn's transcript (no second recognition), and an answer the step
+takes whole (an order number to its last possible digit) ends the turn without the step's wait between groups."""
 
 from __future__ import annotations
 
 import pytest
 
+from ivr.slot_listening import SLOT_SILENCE_MS
 from ivr.turn_end import judge
-from tests.helpers.virtual_call import NORMAL, SILENCE_FRAME, UNKNOWN, FakeAsr, Heard, voiced_audio
+from tests.helpers.virtual_call import JAMES, NORMAL, SILENCE_FRAME, UNKNOWN, FakeAsr, Heard, voiced_audio
 
 pytestmark = pytest.mark.looptime
 
@@ -102,3 +104,40 @@ async def test_without_semantic_turn_ends_the_same_pause_splits_the_turn(make_ha
     record = await call.finish()
 
     assert len(call.events(record, "utterance")) == 2
+
+
+async def _at_the_order_number_step(h):
+    call = await h.call(JAMES).start()
+    await call.wait_for_bot()
+    await call.press("2")  # track an order: "Please say your order number, or type the digits ..."
+    await call.wait_for_bot()
+    return call
+
+
+async def test_an_order_number_said_to_its_last_digit_ends_the_turn_without_the_wait_between_groups(make_harness):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05))
+    call = await _at_the_order_number_step(h)
+    said = await call.say("A 1 2 3 4 5 6 7 8 9 0")  # the shipped flow's pattern allows 4 to 10 digits
+    reply_at = await call.wait_for_bot()
+    record = await call.finish()
+
+    turn = record["turns"][1]
+    assert turn["text"] == "A 1 2 3 4 5 6 7 8 9 0"
+    end_ms = h.settings.turn_end.final_end_ms
+    step_silence_ms = SLOT_SILENCE_MS["order_number"]
+    # No digit could follow a valid ten-digit id: the turn ends at final_end_ms instead of the step's 1.5 s.
+    assert end_ms <= turn["latency"]["endpoint_wait"] <= end_ms + 40
+    assert (reply_at - said.last_voiced_at) * 1000 < step_silence_ms / 2
+    assert call.events(record, "utterance")[-1]["reason"] == "turn_end"
+
+
+async def test_an_order_number_that_could_go_on_still_waits_for_the_next_group(make_harness):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05))
+    call = await _at_the_order_number_step(h)
+    await call.say("A 1 0 0 1")  # valid, and so would "A 1 0 0 1 2" be: the caller may be between groups
+    await call.wait_for_bot()
+    record = await call.finish()
+
+    step_silence_ms = SLOT_SILENCE_MS["order_number"]
+    assert step_silence_ms <= record["turns"][1]["latency"]["endpoint_wait"] <= step_silence_ms + 20
+    assert call.events(record, "utterance")[-1]["reason"] == "silence"

@@ -1,6 +1,7 @@
 """Slot-aware listening on real recordings through 8 kHz mu-law and webrtcvad: a step waiting for an order number
 hears groups read with 700 ms pauses as one answer, where a conversational step would have cut them into three;
-number words said in groups become one digit string; "yeah" answers a yes/no step."""
+number words said in groups become one digit string; "yeah" answers a yes/no step; an answer the step can take
+whole ends the wait for more."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 from audio import mulaw
 from audio.caller import CallerAudio, CallerAudioConfig
 from audio.endpoint import EndpointerConfig, SpeechEnded
-from flows.actions import Listen
+from flows.actions import Listen, ValueShape
 from flows.engine import spoken_alnum, spoken_number
-from ivr.slot_listening import answers_yes_no, join_spoken_digits, silence_ms_for
+from ivr.slot_listening import answer_is_whole, answers_yes_no, join_spoken_digits, silence_ms_for
 from tests.helpers.speech import phone_pcm, silence
 
 GROUPS = ("cmusphinx__001", "cmusphinx__003", "lhotse-speech__LJ002-0020")  # ~1-1.5 s each, like "A one zero"
@@ -82,3 +83,28 @@ def test_amounts_in_words_are_read_by_text2num() -> None:
         "1",
         None,
     ]
+
+
+ORDER = Listen("both", slot="order_id", expects="order_number", shape=ValueShape("alnum", r"^[A-Z]?[0-9]{4,10}$", None))
+ACCOUNT = Listen("both", slot="account", expects="digits", shape=ValueShape("digits", r"^[0-9]{8}$", 8))
+MEMBER = Listen("both", slot="member", expects="digits", shape=ValueShape("digits", None, 6))
+
+
+@pytest.mark.parametrize(
+    "listen,said,whole",
+    [
+        (ACCOUNT, "4 5 6 7, 8 9 1 2.", True),  # all eight digits: nothing more can be added
+        (ACCOUNT, "four five six seven", False),  # half of it: the caller is between groups
+        (ACCOUNT, "4 5 6 7 8 9 1 2 3", False),  # too long: not an answer, let the step reject it after the pause
+        (MEMBER, "one two three four five six", True),  # no pattern: the step's length says it is whole
+        (MEMBER, "one two three", False),
+        (ORDER, "A 1 0 0 1", False),  # a valid order number that another digit would keep valid
+        (ORDER, "a one two three four five six seven eight nine zero", True),  # ten digits: the longest there is
+        (ORDER, "my order is", False),
+        (Listen("both", max_digits=1, finish_on="", expects="yes_no"), "Yeah, that's right.", True),
+        (Listen("both", max_digits=1, finish_on="", expects="yes_no"), "I'm not sure", False),
+        (Listen("voice"), "Yes.", False),  # not a yes/no step: the words alone decide (ivr/turn_end.judge)
+    ],
+)
+def test_an_answer_is_whole_when_nothing_the_caller_adds_could_still_be_valid(listen, said, whole) -> None:
+    assert answer_is_whole(listen, said) is whole
