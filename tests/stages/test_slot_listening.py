@@ -11,6 +11,7 @@ import pytest
 from audio import mulaw
 from audio.caller import CallerAudio, CallerAudioConfig
 from audio.endpoint import EndpointerConfig, SpeechEnded
+from audio.resample import resample
 from flows.actions import Listen, ValueShape
 from flows.engine import spoken_alnum, spoken_number
 from ivr.slot_listening import answer_is_whole, answers_yes_no, join_spoken_digits, silence_ms_for
@@ -108,3 +109,24 @@ MEMBER = Listen("both", slot="member", expects="digits", shape=ValueShape("digit
 )
 def test_an_answer_is_whole_when_nothing_the_caller_adds_could_still_be_valid(listen, said, whole) -> None:
     assert answer_is_whole(listen, said) is whole
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "listen,said,whole",
+    [
+        (ACCOUNT, "Four five six seven, eight nine one two.", True),
+        (ACCOUNT, "My account number is four five six seven eight nine one two.", True),
+        (ACCOUNT, "Four five six seven.", False),
+        (ORDER, "A one two three four five six seven eight nine zero.", True),
+        (Listen("both", max_digits=1, finish_on="", expects="yes_no"), "Yeah, that's right.", True),
+    ],
+)
+async def test_what_whisper_writes_for_a_read_answer_is_judged_whole_as_the_words_were(
+    shared_models, synth_phone, listen, said, whole
+) -> None:
+    # The Piper voice reads the answer over a phone line and real Whisper transcribes it, as in a call: Whisper
+    # writes digits in groups ("4567 8 9 1 2"), drops the commas or hears "A" as "I"; the judgement must not care.
+    pcm = mulaw.decode(synth_phone(said)).astype(np.float32) / 32768.0
+    heard = await shared_models.asr.transcribe(resample(pcm, 8000, 16000), "test-slot")
+    assert answer_is_whole(listen, heard.text) is whole, heard.text
