@@ -5,6 +5,10 @@ timer run in `audio.caller.CallerAudio`; this stage decides what they mean for t
 that keeps going while the bot plays is a barge-in; a key while the bot plays is one too. During a card
 slot (`Listen.pci`) speech is neither transcribed nor kept. Keys are recorded once per run (see `ivr.keypad`),
 masked: a key typed in a card slot, and any card number typed anywhere else, is a "*".
+
+Every turn's end is counted by what ended it (`ivr_turn_ends_total{by}`), and a caller who starts speaking again
+within `resume_window_s` of it was cut off mid-thought (`ivr_turns_resumed_total{by}`, a `turn_resumed` event):
+in production, the split count the bench measures offline.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class ListeningOptions:
     caller_audio: CallerAudioConfig = field(default_factory=CallerAudioConfig)
     barge_in_ms: int = 200  # sustained caller speech that interrupts playback
     inter_digit_s: float = 5.0  # a pause that ends a digit string
+    # Speech this soon after a turn ended goes on with it: a caller with a new thought first hears the reply begin.
+    resume_window_s: float = 1.0
 
 
 class Listening:
@@ -88,6 +94,7 @@ class Listening:
         self._listen = Listen(mode="both")
         self._last_voiced_at = 0.0
         self._barged_in = False
+        self._turn_ended: tuple[float, str] | None = None  # when the last turn ended, and what ended it
         self.turn_end = turn_end
         if turn_end is not None:
             turn_end.on_complete = self._end_turn_now
@@ -113,6 +120,7 @@ class Listening:
             for ev in result.events:
                 if isinstance(ev, SpeechStarted):
                     self._barged_in = False
+                    self._speech_started(now)
                 elif isinstance(ev, SpeechEnded):
                     self._utterance_ended(ev, now)
                 elif isinstance(ev, SpeechDiscarded):
@@ -158,11 +166,22 @@ class Listening:
         elif isinstance(ev, SpeechDiscarded):
             self._call.record("noise_discarded", {"voiced_ms": ev.voiced_ms})
 
+    def _speech_started(self, now: float) -> None:
+        if self._turn_ended is None:
+            return
+        (ended_at, by), self._turn_ended = self._turn_ended, None
+        if now - ended_at <= self.options.resume_window_s:
+            self._call.metrics.turns_resumed.labels(by).inc()
+            self._call.record("turn_resumed", {"by": by, "after_ms": round((now - ended_at) * 1000)})
+
     def _caller_kept_talking(self) -> bool:
         endpointer = self.audio.endpointer
         return endpointer.in_speech and endpointer.voiced_run_ms >= self.options.barge_in_ms
 
     def _utterance_ended(self, ev: SpeechEnded, now: float) -> None:
+        by = "words" if ev.reason == "turn_end" else ev.reason
+        self._call.metrics.turn_ends.labels(by).inc()
+        self._turn_ended = (now, by)
         self._call.record(
             "utterance",
             {

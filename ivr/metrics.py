@@ -43,6 +43,20 @@ class Metrics:
             registry=r,
         )
         self.barge_ins = Counter("ivr_barge_ins", "Bot playback interrupted by the caller", ["kind"], registry=r)
+        # How turns end, and how often the caller was not done: the live counterpart of the bench's split count,
+        # what endpoint_silence_ms and the turn-end policy are tuned by (ivr/listening.py).
+        self.turn_ends = Counter(
+            "ivr_turn_ends",
+            "Caller turns ended, by what ended them: silence, words (the turn-end policy) or max_length",
+            ["by"],
+            registry=r,
+        )
+        self.turns_resumed = Counter(
+            "ivr_turns_resumed",
+            "Caller turns ended, by what ended them, after which the caller went on speaking at once (a cut-off)",
+            ["by"],
+            registry=r,
+        )
         self.escalations = Counter("ivr_escalations", "Escalations by trigger", ["trigger"], registry=r)
         self.draining = Gauge("ivr_draining", "1 while the server drains after SIGTERM", registry=r)
         # What an autoscaler reads off each node: its calls (above), its ASR backlog, its CPU (process_cpu_*),

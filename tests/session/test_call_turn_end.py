@@ -141,3 +141,47 @@ async def test_an_order_number_that_could_go_on_still_waits_for_the_next_group(m
     step_silence_ms = SLOT_SILENCE_MS["order_number"]
     assert step_silence_ms <= record["turns"][1]["latency"]["endpoint_wait"] <= step_silence_ms + 20
     assert call.events(record, "utterance")[-1]["reason"] == "silence"
+
+
+@pytest.mark.parametrize(
+    ("words", "pause_s", "by"),
+    [
+        ("I'd like to return something.", 0.5, "silence"),  # 400 ms of silence ended it; 100 ms later, more
+        ("Where is my parcel?", 0.35, "words"),  # a question ends at 200 ms; the caller had not finished
+    ],
+)
+async def test_a_caller_who_goes_on_right_after_the_turn_ended_is_counted_as_cut_off(make_harness, words, pause_s, by):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05))
+    call = await h.call(UNKNOWN).start()
+    await call.wait_for_bot()
+    pitch = h.asr.expect(Heard(words))
+    audio = voiced_audio(1.2, f0=pitch, amplitude=NORMAL)
+    audio += SILENCE_FRAME * round(pause_s / 0.02) + voiced_audio(0.8, f0=pitch, amplitude=NORMAL)
+    await call.play(audio, f'says "{words}", pauses {pause_s} s, goes on')
+    await call.wait_for_bot()
+    record = await call.finish()
+
+    assert len(call.events(record, "utterance")) == 2  # the pause was long enough to end the turn ...
+    (resumed,) = call.events(record, "turn_resumed")  # ... and the caller was not done: that is on record
+    assert resumed["by"] == by
+    assert resumed["after_ms"] <= 1000 * pause_s
+    assert h.metric("ivr_turns_resumed_total", {"by": by}) == 1
+    assert h.metric("ivr_turn_ends_total", {"by": by}) >= 1
+
+
+async def test_a_caller_who_waits_for_the_reply_before_speaking_again_was_not_cut_off(make_harness):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05))
+    call = await h.call(UNKNOWN).start()
+    await call.wait_for_bot()
+    await call.say("I'd like to return something.")
+    await call.wait_for_bot()
+    await call.say("Where is my parcel?")
+    await call.wait_for_bot()
+    record = await call.finish()
+
+    assert call.events(record, "turn_resumed") == []
+    assert h.metric("ivr_turns_resumed_total", {"by": "silence"}) == 0
+    assert h.metric("ivr_turns_resumed_total", {"by": "words"}) == 0
+    # The statement waited out the silence; the question ended on its words.
+    assert h.metric("ivr_turn_ends_total", {"by": "silence"}) == 1
+    assert h.metric("ivr_turn_ends_total", {"by": "words"}) == 1
