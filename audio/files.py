@@ -17,13 +17,24 @@ PathLike = str | os.PathLike[str]
 
 
 def read_audio(path: PathLike, sample_rate: int) -> np.ndarray:
-    """Decode any file PyAV reads (wav, flac, mp3, ...) to float32 mono in [-1, 1] at ``sample_rate``."""
-    from faster_whisper.audio import decode_audio  # heavy import, only needed here
+    """Decode any file PyAV reads (wav, flac, mp3, ...) to float32 mono in [-1, 1] at ``sample_rate``.
+
+    The same samples as faster-whisper's `decode_audio` (16-bit mono from FFmpeg's resampler; identical on every
+    recording in ../shared/speech), without its `gc.collect()` after each file: in a process holding the models
+    and a test suite's objects that collection took 65 ms a file, most of the time spent reading audio.
+    """
+    import av  # PyAV, which faster-whisper decodes with too; imported only where files are read
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"no audio file at {path}")
-    decoded: np.ndarray = decode_audio(str(path), sampling_rate=sample_rate)
-    return decoded.astype(np.float32, copy=False)
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        for frame in container.decode(audio=0):
+            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+    chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]  # what the resampler holds back
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+    return pcm.astype(np.float32) / np.float32(32768.0)
 
 
 def float_to_int16(x: np.ndarray) -> np.ndarray:

@@ -26,6 +26,15 @@ def test_missing_file_is_a_clear_error(tmp_path):
         read_audio(tmp_path / "nope.wav", 16000)
 
 
+@pytest.mark.parametrize("name", ["SYSTRAN__jfk.flac", "coqui-ai__LJ001-0013.wav", "cmusphinx__001.wav"])
+def test_recordings_read_as_faster_whisper_reads_them(speech_dir, name):
+    from faster_whisper.audio import decode_audio
+
+    path = next(r["path"] for r in manifest() if r["name"] == name)  # 44.1 kHz flac, 22 kHz and 16 kHz wav
+    for rate in (8000, 16000):
+        np.testing.assert_array_equal(read_audio(path, rate), decode_audio(str(path), sampling_rate=rate))
+
+
 def test_to_phone_gives_whole_frames_of_mulaw_at_8khz(speech_dir):
     rec = next(r for r in manifest() if r["name"] == "SYSTRAN__jfk.flac")  # 44.1 kHz flac
     x = read_audio(rec["path"], 16000)
