@@ -49,6 +49,8 @@ class Listen:
     """Words the recogniser should expect here (the flow's and the step's `asr_vocabulary`)."""
     shape: ValueShape | None = None
     """The value a collect step reads from speech, when it has a length or a pattern that says it is whole."""
+    keys: tuple[str, ...] = ()
+    """A menu's keys: a caller who says one of them ("two", "option two") has answered in full."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,6 +162,16 @@ def _value_shape(step: CollectStep) -> ValueShape | None:
     return ValueShape(step.value, step.pattern, step.max_digits if step.value == "digits" else None)
 
 
+def spoken_key(text: str) -> str | None:
+    """The keypad key a short answer names ("one", "option two", "press 3"), or None: a key only in a short answer
+    ("I have 2 orders" is not a key) and only one ("one or two" is none)."""
+    tokens = _words(text).split()
+    if len(tokens) > 3:
+        return None
+    keys = [_KEY_WORDS.get(t, t) for t in tokens if t in _KEY_WORDS or re.fullmatch(r"\d", t)]
+    return keys[0] if len(keys) == 1 else None
+
+
 def spoken_digits(text: str) -> str:
     """Digits in a spoken or transcribed number, groups said with pauses joined: "one two three, double four"
     -> "12344", "1 2 3" -> "123", "twenty three" -> "23" (compound numbers read by text2num)."""
@@ -471,7 +481,12 @@ class FlowEngine:
             # A menu answered by "yes"/"no" ("anything else?") is a yes/no question to listening.
             yes_no = any(parse_yes_no(p) is not None for opt in visible for p in opt.phrases)
             yield Listen(
-                "both", max_digits=1, finish_on="", timeout_s=step.timeout_s, expects="yes_no" if yes_no else None
+                "both",
+                max_digits=1,
+                finish_on="",
+                timeout_s=step.timeout_s,
+                expects="yes_no" if yes_no else None,
+                keys=tuple(opt.key for opt in visible if opt.key is not None),
             )
         elif isinstance(step, IntentStep):
             yield Listen("voice", timeout_s=step.timeout_s)
@@ -620,13 +635,8 @@ class FlowEngine:
             for phrase in opt.phrases:
                 if f" {_words(phrase)} " in words:
                     return opt
-        # "one", "option two", "press 3": a spoken key, only in a short answer ("I have 2 orders" is not a key)
-        tokens = words.split()
-        if len(tokens) <= 3:
-            keys = [_KEY_WORDS.get(t, t) for t in tokens if t in _KEY_WORDS or re.fullmatch(r"\d", t)]
-            if len(keys) == 1:
-                return next((o for o in options if o.key == keys[0]), None)
-        return None
+        key = spoken_key(text)
+        return next((o for o in options if o.key == key), None) if key is not None else None
 
     async def _on_menu(
         self, ctx: CallContext, st: FlowState, step: MenuStep, inp: CallerInput, und: Understanding | None

@@ -7,7 +7,8 @@ question is the opposite case: "yeah", "sure", "okay", "right" over its prompt a
 acknowledging that we are talking.
 
 The step also says when an answer is whole, so the caller need not wait out a pause meant for someone still
-reading (`answer_is_whole`): an id said to its last possible digit, a yes or a no at a yes/no question. This is
+reading (`answer_is_whole`): an id said to its last possible digit, a yes or a no at a yes/no question, a menu's
+key said on its own ("two", "option two"). This is
 what VoiceXML calls a complete match; the turn-end policy (`ivr/turn_end.py`) then ends the turn at once.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 
 from flows.actions import Listen, SlotKind, ValueShape
-from flows.engine import spoken_alnum, spoken_digits, words_to_numbers
+from flows.engine import spoken_alnum, spoken_digits, spoken_key, words_to_numbers
 from models.intent import parse_yes_no
 
 SLOT_SILENCE_MS: dict[SlotKind, int] = {
@@ -44,7 +45,7 @@ def answer_is_whole(listen: Listen, text: str) -> bool:
     """`text` (what the caller has said so far) answers the step in full: nothing the caller could add would
     still be a valid answer. A valid order number that a further digit would keep valid ("A1001" where 4 to 10
     digits are allowed) is not whole: the caller may be between digit groups."""
-    if answers_yes_no(listen, text):
+    if answers_yes_no(listen, text) or (listen.keys and spoken_key(text) in listen.keys):
         return True
     return listen.shape is not None and _fills(listen.shape, text)
 

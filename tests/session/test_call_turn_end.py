@@ -203,3 +203,18 @@ async def test_a_read_sentence_cut_at_its_clause_pauses_shows_in_the_resumed_cou
     assert len(call.events(record, "utterance")) == resumed + 1
     assert len(call.events(record, "turn_resumed")) == resumed
     assert h.metric("ivr_turns_resumed_total", {"by": "silence"}) == resumed
+
+
+async def test_a_menu_key_said_on_its_own_ends_the_turn_on_its_words(make_harness):
+    h = await make_harness(asr=FakeAsr(delay_s=0.05))
+    call = await h.call(UNKNOWN).start()
+    await call.wait_for_bot()  # the main menu: "... To track an order, press 2. ..."
+    said = await call.say("Two.")
+    reply_at = await call.wait_for_bot()
+    record = await call.finish()
+
+    (turn,) = record["turns"]
+    end_ms = h.settings.turn_end.final_end_ms
+    assert end_ms <= turn["latency"]["endpoint_wait"] <= end_ms + 40 < h.settings.audio.endpoint_silence_ms
+    assert (reply_at - said.last_voiced_at) * 1000 < h.settings.audio.endpoint_silence_ms
+    assert "order number" in call.heard_text(since=reply_at)  # the menu took "two" as its key 2

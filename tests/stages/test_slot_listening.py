@@ -105,6 +105,11 @@ MEMBER = Listen("both", slot="member", expects="digits", shape=ValueShape("digit
         (Listen("both", max_digits=1, finish_on="", expects="yes_no"), "Yeah, that's right.", True),
         (Listen("both", max_digits=1, finish_on="", expects="yes_no"), "I'm not sure", False),
         (Listen("voice"), "Yes.", False),  # not a yes/no step: the words alone decide (ivr/turn_end.judge)
+        (Listen("both", max_digits=1, finish_on="", keys=("2", "3", "4")), "Two.", True),  # a menu's key
+        (Listen("both", max_digits=1, finish_on="", keys=("2", "3", "4")), "option three please", True),
+        (Listen("both", max_digits=1, finish_on="", keys=("2", "3", "4")), "9", False),  # not one of this menu's
+        (Listen("both", max_digits=1, finish_on="", keys=("2", "3", "4")), "two or three", False),
+        (Listen("both", max_digits=1, finish_on="", keys=("2", "3", "4")), "I have 2 orders", False),
     ],
 )
 def test_an_answer_is_whole_when_nothing_the_caller_adds_could_still_be_valid(listen, said, whole) -> None:
