@@ -8,8 +8,8 @@ acknowledging that we are talking.
 
 The step also says when an answer is whole, so the caller need not wait out a pause meant for someone still
 reading (`answer_is_whole`): an id said to its last possible digit, a yes or a no at a yes/no question, a menu's
-key said on its own ("two", "option two"). This is
-what VoiceXML calls a complete match; the turn-end policy (`ivr/turn_end.py`) then ends the turn at once.
+key said on its own ("two", "option two"). This is what VoiceXML calls a complete match; the turn-end policy
+(`ivr/turn_end.py`) then ends the turn at once.
 """
 
 from __future__ import annotations
