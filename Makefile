@@ -27,11 +27,15 @@ check: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
+# Two workers at most, one test file each at a time: half the suite waits on real-time calls, so two files overlap
+# well on two cores, and a file's module fixtures and Redis database stay in one process. PYTEST_ARGS="-n 0": serial.
+PARALLEL = -n auto --maxprocesses 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow and not browser" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m ivr.demo
