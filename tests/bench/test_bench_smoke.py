@@ -10,7 +10,7 @@ import pytest
 from bench.run import run_bench
 from ivr.config import Settings
 
-# Two real-time calls (each waits ~15 s for the shipped flow's greeting): about a minute, more on a busy machine.
+# Two real-time levels of one short turn each (about 10 s a level): half a minute, more on a busy machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
