@@ -17,6 +17,9 @@ Cost model (per ended call):
   later call) the fixed estimate ``AGENT_MINUTES_ESTIMATE``.
 ``cost_per_resolution = cost_total / (resolved + resolved_by_agent)`` (None when nothing was resolved);
 ``resolved_by_agent`` counts escalated calls whose wrap-up disposition is ``resolved``.
+
+Cut-offs: of the caller turns the endpointer ended (``utterance`` events), those after which the caller spoke
+again at once (``turn_resumed``, see ivr/listening.py), by what ended them: silence or the caller's words.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from flows.pci import mask_card_numbers
-from ivr.storage import Storage, agent_legs, calls, escalations, turns
+from ivr.storage import Storage, agent_legs, calls, escalations, events, turns
 
 log = logging.getLogger("ivr.report")
 
@@ -79,6 +82,9 @@ class Report:
     retraining_due: bool = False  # unclear_escalations_7d reached the weekly threshold
     abandoned_in_queue: int = 0  # of `abandoned`: escalated callers who hung up before an agent answered
     resolved_by_agent: int = 0  # escalated calls an agent wrapped up as resolved
+    caller_turns: int = 0  # turns the endpointer ended, in the period's calls
+    cut_off_turns: dict[str, int] = field(default_factory=dict)  # by what ended them -> turns the caller went on
+    cut_off_rate: float | None = None  # all cut-off turns / caller_turns
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +153,25 @@ def _unclear_escalations(storage: Storage, since: datetime) -> list[dict[str, An
         for row in conn.execute(query).mappings():
             seen.setdefault(row["call_sid"], {**row, "at": _aware(row["at"])})
     return list(seen.values())
+
+
+def _turn_ends(storage: Storage, since: datetime | None) -> tuple[int, Counter[str]]:
+    """Caller turns ended in calls started at or after `since`, and those the caller went on after, by cause."""
+    query = (
+        select(events.c.kind, events.c.data)
+        .select_from(events.join(calls, events.c.call_sid == calls.c.call_sid))
+        .where(events.c.kind.in_(("utterance", "turn_resumed")))
+    )
+    if since is not None:
+        query = query.where(calls.c.started_at >= since)
+    ended, resumed = 0, Counter[str]()
+    with storage.engine.connect() as conn:
+        for row in conn.execute(query).mappings():
+            if row["kind"] == "utterance":
+                ended += 1
+            else:
+                resumed[str((row["data"] or {}).get("by", "unknown"))] += 1
+    return ended, resumed
 
 
 def build_report(
@@ -220,6 +245,7 @@ def build_report(
     ]
     resolved = outcomes["resolved"]
     resolutions = resolved + resolved_by_agent
+    caller_turns, cut_off = _turn_ends(storage, _aware(since))
     return Report(
         calls=len(records),
         ended=len(ended),
@@ -244,6 +270,9 @@ def build_report(
         retraining_due=len(unclear) >= unclear_intent_threshold,
         abandoned_in_queue=abandoned_in_queue,
         resolved_by_agent=resolved_by_agent,
+        caller_turns=caller_turns,
+        cut_off_turns=dict(cut_off),
+        cut_off_rate=_rate(sum(cut_off.values()), caller_turns),
     )
 
 
@@ -319,6 +348,11 @@ def register_report_gauges(report: Report, registry: CollectorRegistry) -> None:
         )
     for q, v in (("0.5", report.first_response_ms_p50), ("0.95", report.first_response_ms_p95)):
         gauge("ivr_report_first_response_ms", "First response time quantiles (ms)", v, {"quantile": q})
+    gauge(
+        "ivr_report_cut_off_ratio",
+        "Caller turns after which the caller went straight on (cut off) / caller turns",
+        report.cut_off_rate,
+    )
     gauge("ivr_report_cost_total", "AI plus agent cost of the period's ended calls", report.cost_total)
     gauge("ivr_report_cost_per_resolution", "Total cost / confirmed resolutions", report.cost_per_resolution)
     gauge(

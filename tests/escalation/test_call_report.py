@@ -84,6 +84,26 @@ def test_report_since_only_counts_later_calls(ten_calls):
     assert report.containment_rate == 0.0 and report.cost_per_resolution is None
 
 
+def test_report_counts_the_turns_callers_were_cut_off_in(ten_calls):
+    # R1: three turns, the second ended on its words and the caller went on; E1: two turns, one cut by silence and
+    # the caller went on; R2: one turn. The events are what ivr/listening.py records.
+    for sid, reasons, resumed in (("R1", ["silence", "turn_end", "silence"], ["words"]),
+                                  ("E1", ["silence", "silence"], ["silence"]), ("R2", ["silence"], [])):  # fmt: skip
+        for reason in reasons:
+            ten_calls.add_event(sid, "utterance", {"duration_s": 1.2, "reason": reason})
+        for by in resumed:
+            ten_calls.add_event(sid, "turn_resumed", {"by": by, "after_ms": 180})
+    ten_calls.add_event("R1", "barge_in", {})  # other events are not turns
+
+    report = build_report(ten_calls, COSTS, now=T0 + timedelta(days=1))
+    assert report.caller_turns == 6
+    assert report.cut_off_turns == {"words": 1, "silence": 1}
+    assert report.cut_off_rate == pytest.approx(2 / 6)
+    # R1, R2 and E1 started before this: their turns are not in a report since then
+    later = build_report(ten_calls, COSTS, since=T0 + timedelta(minutes=15 * 7), now=T0 + timedelta(days=1))
+    assert (later.caller_turns, later.cut_off_turns, later.cut_off_rate) == (0, {}, None)
+
+
 def test_report_as_prometheus_text(ten_calls):
     report = build_report(ten_calls, COSTS, now=T0 + timedelta(days=1))
     samples = {
