@@ -73,19 +73,24 @@ async def test_a_statement_still_waits_for_the_endpointing_silence(make_harness)
     assert len(h.asr.calls) == 1
 
 
-@pytest.mark.parametrize(("words", "pause_s"), [("I'd like to return and", 0.8), ("my order number is 4 7", 0.5)])
-async def test_a_pause_after_unfinished_words_does_not_split_the_turn(make_harness, words, pause_s):
+async def _says_pauses_goes_on(make_harness, words: str, pause_s: float):
+    """A call where the caller says `words` (1.2 s), pauses `pause_s`, then says 0.8 s more: harness, call, record."""
     h = await make_harness(asr=FakeAsr(delay_s=0.05))
     call = await h.call(UNKNOWN).start()
     await call.wait_for_bot()
     pitch = h.asr.expect(Heard(words))
-    # Longer than the 400 ms endpointing silence: a fixed silence would cut the turn here (shorter than the
-    # 900 ms after "and" and the 600 ms after digits).
     audio = voiced_audio(1.2, f0=pitch, amplitude=NORMAL)
     audio += SILENCE_FRAME * round(pause_s / 0.02) + voiced_audio(0.8, f0=pitch, amplitude=NORMAL)
     await call.play(audio, f'says "{words}", pauses {pause_s} s, goes on')
     await call.wait_for_bot()
-    record = await call.finish()
+    return h, call, await call.finish()
+
+
+@pytest.mark.parametrize(("words", "pause_s"), [("I'd like to return and", 0.8), ("my order number is 4 7", 0.5)])
+async def test_a_pause_after_unfinished_words_does_not_split_the_turn(make_harness, words, pause_s):
+    # Longer than the 400 ms endpointing silence: a fixed silence would cut the turn here (shorter than the
+    # 900 ms after "and" and the 600 ms after digits).
+    h, call, record = await _says_pauses_goes_on(make_harness, words, pause_s)
 
     utterances = call.events(record, "utterance")
     assert len(utterances) == 1, utterances  # one turn, not two
@@ -152,15 +157,7 @@ async def test_an_order_number_that_could_go_on_still_waits_for_the_next_group(m
     ],
 )
 async def test_a_caller_who_goes_on_right_after_the_turn_ended_is_counted_as_cut_off(make_harness, words, pause_s, by):
-    h = await make_harness(asr=FakeAsr(delay_s=0.05))
-    call = await h.call(UNKNOWN).start()
-    await call.wait_for_bot()
-    pitch = h.asr.expect(Heard(words))
-    audio = voiced_audio(1.2, f0=pitch, amplitude=NORMAL)
-    audio += SILENCE_FRAME * round(pause_s / 0.02) + voiced_audio(0.8, f0=pitch, amplitude=NORMAL)
-    await call.play(audio, f'says "{words}", pauses {pause_s} s, goes on')
-    await call.wait_for_bot()
-    record = await call.finish()
+    h, call, record = await _says_pauses_goes_on(make_harness, words, pause_s)
 
     assert len(call.events(record, "utterance")) == 2  # the pause was long enough to end the turn ...
     (resumed,) = call.events(record, "turn_resumed")  # ... and the caller was not done: that is on record
